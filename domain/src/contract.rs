@@ -1,0 +1,218 @@
+//! The activity contract: pinned wire names with their input and output types.
+//!
+//! Workflows call activities through these marker types; the activities crate implements them
+//! with `#[activity(definition = ...)]`, which checks at compile time that both sides agree.
+//! The strings are the wire names recorded in history: renaming a Rust type must never change
+//! them, or an in-flight deploy could not be replayed.
+
+use serde::{Deserialize, Serialize};
+use temporalio_common::ActivityDefinition;
+
+use crate::{Artifact, BatchPlan, Digest, FleetTarget, GroupFigures, HealthPolicy, HealthReport};
+
+macro_rules! activity {
+    ($(#[$doc:meta])* $ty:ident = $wire:literal: $input:ty => $output:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct $ty;
+
+        impl $ty {
+            /// The pinned wire name.
+            pub const NAME: &'static str = $wire;
+        }
+
+        impl ActivityDefinition for $ty {
+            type Input = $input;
+            type Output = $output;
+
+            fn name(&self) -> &str {
+                $wire
+            }
+        }
+    };
+}
+
+activity!(
+    /// Checks the request against the world (artifact known, fleet not empty, plan fits) and
+    /// reads the fleet as it is. Changes nothing.
+    Preflight = "deploy.preflight": PreflightInput => PreflightOutput
+);
+activity!(
+    /// Copies the artifact into each region's cache and verifies it there.
+    PushArtifact = "artifact.push": PushInput => PushOutput
+);
+activity!(
+    /// Undoes [`PushArtifact`]: removes what that push added to the regional caches.
+    EvictArtifact = "artifact.evict": EvictInput => ()
+);
+activity!(
+    /// Samples the whole fleet before anything changes: the reference for later verdicts.
+    SampleBaseline = "health.baseline": BaselineInput => GroupFigures
+);
+activity!(
+    /// Moves one batch of instances to the target artifact.
+    AdvanceBatch = "fleet.advance_batch": AdvanceInput => AdvanceOutput
+);
+activity!(
+    /// Undoes [`AdvanceBatch`]: returns instances to the version they ran before.
+    RollbackInstances = "fleet.rollback": RollbackInput => RollbackOutput
+);
+activity!(
+    /// Samples the updated instances against the rest and the baseline and gives a verdict.
+    EvaluateHealth = "health.evaluate": EvaluateInput => HealthReport
+);
+activity!(
+    /// Does nothing: the yardstick of the orchestration-overhead benchmark.
+    Noop = "bench.noop": u32 => u32
+);
+
+/// One instance as preflight found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceState {
+    /// Instance id, unique in its fleet.
+    pub id: String,
+    /// Region the instance lives in.
+    pub region: String,
+    /// Version it runs.
+    pub version: String,
+    /// Digest of the artifact it runs.
+    pub digest: Digest,
+}
+
+/// Input of [`Preflight`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreflightInput {
+    /// Service being deployed.
+    pub service: String,
+    /// The artifact to roll out.
+    pub artifact: Artifact,
+    /// The fleet to roll it out to.
+    pub fleet: FleetTarget,
+    /// The requested plan, checked against the fleet's size.
+    pub batch_plan: BatchPlan,
+}
+
+/// Output of [`Preflight`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreflightOutput {
+    /// Every instance, in rollout order.
+    pub instances: Vec<InstanceState>,
+    /// Regions of the fleet, sorted.
+    pub regions: Vec<String>,
+    /// Cumulative instance counts after each batch.
+    pub batches: Vec<u32>,
+}
+
+/// Input of [`PushArtifact`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushInput {
+    /// Artifact to push.
+    pub digest: Digest,
+    /// Regions whose caches must hold it.
+    pub regions: Vec<String>,
+    /// Verify the source only, copy nothing.
+    pub dry_run: bool,
+}
+
+/// Output of [`PushArtifact`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushOutput {
+    /// Regions that did not hold the artifact before this push (what eviction must undo).
+    pub newly_cached: Vec<String>,
+}
+
+/// Input of [`EvictArtifact`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvictInput {
+    /// Artifact to evict.
+    pub digest: Digest,
+    /// Regions to evict it from.
+    pub regions: Vec<String>,
+}
+
+/// Input of [`SampleBaseline`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineInput {
+    /// Fleet to sample.
+    pub fleet: FleetTarget,
+    /// Instances to sample.
+    pub instances: Vec<String>,
+    /// Sampling policy (window length, number of windows).
+    pub policy: HealthPolicy,
+    /// Sample nothing; return empty figures.
+    pub dry_run: bool,
+}
+
+/// Input of [`AdvanceBatch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdvanceInput {
+    /// Deploy (workflow) id, recorded in the substrate's operation and audit logs.
+    pub deploy_id: String,
+    /// Fleet to act on.
+    pub fleet: FleetTarget,
+    /// Instances of this batch.
+    pub instances: Vec<String>,
+    /// What they must run afterwards.
+    pub target: Artifact,
+    /// Report what would change without changing it.
+    pub dry_run: bool,
+}
+
+/// A change made to one instance: enough to undo it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceChange {
+    /// Instance id.
+    pub instance: String,
+    /// Version before.
+    pub from_version: String,
+    /// Artifact before.
+    pub from_digest: Digest,
+    /// Version after.
+    pub to_version: String,
+    /// Artifact after.
+    pub to_digest: Digest,
+}
+
+/// Output of [`AdvanceBatch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdvanceOutput {
+    /// One entry per instance of the batch, in the order they completed.
+    pub changes: Vec<InstanceChange>,
+}
+
+/// Input of [`RollbackInstances`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackInput {
+    /// Deploy (workflow) id, recorded in the logs.
+    pub deploy_id: String,
+    /// Fleet to act on.
+    pub fleet: FleetTarget,
+    /// Changes to undo, in the order to undo them (most recent first).
+    pub changes: Vec<InstanceChange>,
+    /// Report what would be undone without undoing it.
+    pub dry_run: bool,
+}
+
+/// Output of [`RollbackInstances`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackOutput {
+    /// Instances returned to their previous version by this call (0 for already-reverted ones).
+    pub reverted: u32,
+}
+
+/// Input of [`EvaluateHealth`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluateInput {
+    /// Fleet to sample.
+    pub fleet: FleetTarget,
+    /// Updated instances.
+    pub canary: Vec<String>,
+    /// Not-yet-updated instances (empty on the last batch).
+    pub control: Vec<String>,
+    /// The pre-deploy baseline.
+    pub baseline: GroupFigures,
+    /// The gate's policy.
+    pub policy: HealthPolicy,
+    /// Sample nothing and pass.
+    pub dry_run: bool,
+}

@@ -1,0 +1,20 @@
+//! The deploy domain of signalbox: what a deploy is, and the pure decisions about it.
+//!
+//! Nothing in this crate performs I/O or reads a clock. Workflow code sequences these decisions
+//! with activities; activities carry them out on the world. Both sides speak the types here,
+//! including the activity [`contract`], so a workflow never depends on the code that acts.
+
+pub mod artifact;
+pub mod contract;
+pub mod error;
+pub mod health;
+pub mod plan;
+pub mod request;
+pub mod status;
+
+pub use artifact::{Artifact, Digest};
+pub use error::{Error, Result};
+pub use health::{GroupFigures, HealthPolicy, HealthReport, Verdict};
+pub use plan::{BatchPlan, BatchStep};
+pub use request::{DeployRequest, FleetTarget, deploy_workflow_id};
+pub use status::{DeployStatus, Phase};
