@@ -58,19 +58,7 @@ impl DeployActivities {
     }
 
     async fn preflight_impl(&self, input: PreflightInput) -> Result<PreflightOutput> {
-        input.artifact.validate("artifact")?;
-        if !self.home.store()?.contains(&input.artifact.digest).await? {
-            return Err(Error::UnknownArtifact(input.artifact.digest));
-        }
-        let instances = self.fleet(&input.fleet.name)?.describe().await?;
-        if instances.is_empty() {
-            return Err(Error::Fleet(format!("fleet {:?} has no instances", input.fleet.name)));
-        }
-        let batches = input.batch_plan.cumulative_counts(instances.len() as u32)?;
-        let mut regions: Vec<String> = instances.iter().map(|i| i.region.clone()).collect();
-        regions.sort();
-        regions.dedup();
-        Ok(PreflightOutput { instances, regions, batches })
+        preflight(&self.home, input).await
     }
 
     async fn push_impl(&self, input: PushInput) -> Result<PushOutput> {
@@ -167,6 +155,25 @@ impl DeployActivities {
         let (b, a): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
         window(b, a)
     }
+}
+
+/// Checks a deploy against the world without changing it: the artifact is in the store, the
+/// fleet exists and has instances, the plan reaches all of them. The API runs this before it
+/// starts a workflow, and the workflow's first activity runs it again: the same code both times.
+pub async fn preflight(home: &Home, input: PreflightInput) -> Result<PreflightOutput> {
+    input.artifact.validate("artifact")?;
+    if !home.store()?.contains(&input.artifact.digest).await? {
+        return Err(Error::UnknownArtifact(input.artifact.digest));
+    }
+    let instances = LocalFleet::open(home, &input.fleet.name)?.describe().await?;
+    if instances.is_empty() {
+        return Err(Error::Fleet(format!("fleet {:?} has no instances", input.fleet.name)));
+    }
+    let batches = input.batch_plan.cumulative_counts(instances.len() as u32)?;
+    let mut regions: Vec<String> = instances.iter().map(|i| i.region.clone()).collect();
+    regions.sort();
+    regions.dedup();
+    Ok(PreflightOutput { instances, regions, batches })
 }
 
 fn clone_results(rs: &[Result<Counters>]) -> Vec<Result<Counters>> {

@@ -202,6 +202,15 @@ impl LocalFleet {
         journal::append(&self.home.audit_log(), &event)
     }
 
+    /// Kills every instance at once, without draining: teardown when nothing can wait (a `Drop`).
+    pub fn kill_all(&self) {
+        for spec in self.instances() {
+            if let Some(pid) = self.instance_dir(&spec.id).running_pid() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+
     /// Stops every instance (demo and test teardown); waits for each to exit.
     pub async fn shutdown(&self) {
         stream::iter(self.instances())
