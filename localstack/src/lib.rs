@@ -1,0 +1,180 @@
+//! A whole local signalbox, assembled from real parts: a Temporal dev server on a file-backed
+//! database, the worker as a separate OS process, demo artifacts in the store, a fleet of real
+//! service processes and a load generator sending them real requests. The demo, the
+//! integration tests and the benchmarks all start from here.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+use signalbox_activities::fleet::LocalFleet;
+use signalbox_activities::{Home, store::digest_of};
+use signalbox_api::Deploys;
+use signalbox_devstack::{DevServerOptions, ManagedProcess, TemporalDevServer, workspace_binary};
+use signalbox_domain::{Artifact, BatchPlan, DeployRequest, FleetTarget, HealthPolicy};
+use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
+
+/// Search attributes the deploys are indexed by in the Temporal UI.
+pub const SEARCH_ATTRIBUTES: &[(&str, &str)] = &[];
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Working directory: database, logs, signalbox home.
+    pub dir: PathBuf,
+    /// Frontend port; `None` picks a free one.
+    pub port: Option<u16>,
+    /// Web UI port; `None` runs headless.
+    pub ui_port: Option<u16>,
+    /// Task queue of the worker.
+    pub task_queue: String,
+}
+
+impl StackOptions {
+    /// A headless stack in `dir` on free ports.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into(), port: None, ui_port: None, task_queue: "signalbox".into() }
+    }
+}
+
+/// A running local signalbox.
+pub struct Stack {
+    /// The Temporal dev server.
+    pub server: TemporalDevServer,
+    /// The worker process.
+    pub worker: ManagedProcess,
+    /// The signalbox home shared by worker and clients.
+    pub home: Home,
+    /// What it was started with.
+    pub options: StackOptions,
+}
+
+impl Stack {
+    /// Starts the dev server and one worker process; returns once both are up.
+    pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&options.dir)?;
+        let mut server_opts = DevServerOptions::in_dir(&options.dir);
+        server_opts.port = options.port;
+        server_opts.ui_port = options.ui_port;
+        server_opts.search_attributes = SEARCH_ATTRIBUTES.iter().map(|(n, t)| ((*n).to_owned(), (*t).to_owned())).collect();
+        let server = TemporalDevServer::start(server_opts).await?;
+        let home = Home::new(options.dir.join("home"));
+        std::fs::create_dir_all(home.root())?;
+        let worker = spawn_worker(&server.address(), &home, &options.task_queue, &options.dir.join("worker.log"))?;
+        Ok(Self { server, worker, home, options })
+    }
+
+    /// Starts another worker process on the same server, home and task queue.
+    pub fn spawn_worker(&self, log_name: &str) -> anyhow::Result<ManagedProcess> {
+        spawn_worker(&self.server.address(), &self.home, &self.options.task_queue, &self.options.dir.join(log_name))
+    }
+
+    /// A Temporal client of this stack's server.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        connect(&self.server.address()).await
+    }
+
+    /// The deploy client of this stack.
+    pub async fn deploys(&self) -> anyhow::Result<Deploys> {
+        Ok(Deploys::new(self.client().await?, self.options.task_queue.clone(), self.home.clone()))
+    }
+}
+
+/// Spawns `signalbox-worker` against `address`.
+pub fn spawn_worker(address: &str, home: &Home, task_queue: &str, log: &Path) -> anyhow::Result<ManagedProcess> {
+    let mut cmd = Command::new(workspace_binary("signalbox-worker")?);
+    cmd.env("TEMPORAL_ADDRESS", address)
+        .env("TEMPORAL_NAMESPACE", "default")
+        .env("SIGNALBOX_HOME", home.root())
+        .env("SIGNALBOX_TASK_QUEUE", task_queue)
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,temporalio_sdk_core=warn".into()));
+    ManagedProcess::spawn("signalbox-worker", cmd, log)
+}
+
+/// A Temporal client of the server at `address` (`host:port`), namespace `default`.
+pub async fn connect(address: &str) -> anyhow::Result<Client> {
+    let url: temporalio_client::Url = format!("http://{address}").parse().context("server address")?;
+    let connection = Connection::connect(ConnectionOptions::new(url).identity("signalbox-localstack").build()).await?;
+    Ok(Client::new(connection, ClientOptions::new("default").build())?)
+}
+
+/// A demo service build with the given behaviour, as the bytes of its artifact.
+pub fn demo_build(service: &str, version: &str, error_rate: f64, latency_ms: u64) -> Vec<u8> {
+    let a = signalbox_demo::Artifact {
+        schema: signalbox_demo::artifact::SCHEMA.into(),
+        service: service.into(),
+        version: version.into(),
+        error_rate,
+        latency_ms,
+        latency_jitter_ms: latency_ms / 2,
+        log_lines_per_request: 1,
+    };
+    serde_json::to_vec(&a).expect("a demo artifact serializes")
+}
+
+/// Puts a build into the home's store; returns it as a deployable artifact.
+pub async fn publish(home: &Home, bytes: Vec<u8>) -> anyhow::Result<Artifact> {
+    let version = serde_json::from_slice::<signalbox_demo::Artifact>(&bytes)?.version;
+    // The demo builds are not from a repository; their git SHA is derived from their content.
+    let git_sha = digest_of(&bytes).hex()[..12].to_owned();
+    let digest = home.store()?.put(bytes).await?;
+    Ok(Artifact { digest, git_sha, version })
+}
+
+/// A fleet of demo instances under real load. Dropping it kills the instances and the load.
+pub struct LoadedFleet {
+    /// The fleet.
+    pub fleet: LocalFleet,
+    /// The load generator process.
+    pub load: ManagedProcess,
+    /// What every instance ran when the fleet was made.
+    pub initial: Artifact,
+}
+
+impl LoadedFleet {
+    /// Provisions `size` instances over two regions, all on `initial`, and starts `rps`
+    /// requests per second spread over them.
+    pub async fn start(home: &Home, name: &str, size: usize, initial: Artifact, rps: u32, log_dir: &Path) -> anyhow::Result<Self> {
+        let binary = workspace_binary("signalbox-demo-service")?;
+        let fleet = LocalFleet::provision(home, name, size, &["us-east", "eu-west"], binary, &initial.digest).await?;
+        let mut cmd = Command::new(workspace_binary("signalbox-loadgen")?);
+        cmd.arg("--fleet-file").arg(fleet.inventory_path()).arg("--rps").arg(rps.to_string());
+        let load = ManagedProcess::spawn("signalbox-loadgen", cmd, &log_dir.join(format!("loadgen-{name}.log")))?;
+        Ok(Self { fleet, load, initial })
+    }
+
+    /// Versions served right now, asked of every instance over HTTP (`None` for no answer).
+    pub async fn served_versions(&self) -> Vec<Option<String>> {
+        let mut out = Vec::with_capacity(self.fleet.instances().len());
+        for spec in self.fleet.instances() {
+            out.push(self.fleet.probe(&spec.id).await.map(|r| r.version));
+        }
+        out
+    }
+}
+
+impl Drop for LoadedFleet {
+    fn drop(&mut self) {
+        let _ = self.load.sigkill();
+        self.fleet.kill_all();
+    }
+}
+
+/// A deploy request with a health policy sized for a small local fleet under a few hundred
+/// requests per second: one-second windows, judged over four of them.
+pub fn request(service: &str, fleet: &str, artifact: Artifact) -> DeployRequest {
+    DeployRequest {
+        service: service.into(),
+        artifact,
+        fleet: FleetTarget { name: fleet.into() },
+        batch_plan: BatchPlan::default(),
+        bake_ms: 500,
+        health: HealthPolicy { samples: 4, sample_interval_ms: 1_000, min_requests_per_sample: 10, ..HealthPolicy::default() },
+        deployer: "ci@signalbox".into(),
+        dry_run: false,
+    }
+}
+
+/// How long a test may wait for a deploy of a small fleet.
+pub const DEPLOY_DEADLINE: Duration = Duration::from_secs(240);

@@ -1,0 +1,54 @@
+//! Support for the integration tests: one runtime and one local stack per test binary (one
+//! Temporal server per binary, not per test), and golden-history recording.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::LazyLock;
+
+use signalbox_api::Deploys;
+use signalbox_localstack::{Stack, StackOptions};
+use tokio::sync::OnceCell;
+
+static RUNTIME: LazyLock<tokio::runtime::Runtime> =
+    LazyLock::new(|| tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the test runtime builds"));
+static STACK: OnceCell<Stack> = OnceCell::const_new();
+
+/// Runs a test body on the binary's shared runtime, where the shared stack lives.
+pub fn run<F: Future<Output = anyhow::Result<()>>>(body: F) {
+    RUNTIME.block_on(body).unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// A fresh scratch directory for one test binary's stack.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("signalbox-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// The shared stack of this test binary, started on first use.
+pub async fn stack() -> &'static Stack {
+    STACK
+        .get_or_init(|| async {
+            let name = std::env::current_exe().ok().and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned())).unwrap_or_default();
+            Stack::start(StackOptions::in_dir(scratch(&name))).await.expect("the local stack starts")
+        })
+        .await
+}
+
+/// Where golden histories live.
+pub fn histories_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("histories")
+}
+
+/// With `SIGNALBOX_RECORD_HISTORIES=1`, saves the deploy's history as a golden file that the
+/// replay test checks every later change of the workflow code against.
+pub async fn record_history(deploys: &Deploys, id: &str, name: &str) -> anyhow::Result<()> {
+    if std::env::var_os("SIGNALBOX_RECORD_HISTORIES").is_none() {
+        return Ok(());
+    }
+    let json = deploys.history_json(id).await?;
+    std::fs::create_dir_all(histories_dir())?;
+    std::fs::write(histories_dir().join(format!("{name}.json")), json)?;
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! Rolling deploys end to end: a real dev server, the worker as a process, 20 real instances
+//! under real load.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+
+use signalbox_domain::{Phase, Verdict};
+use signalbox_localstack::{DEPLOY_DEADLINE, LoadedFleet, demo_build, publish, request};
+use signalbox_tests::{record_history, run, stack};
+
+#[test]
+fn a_good_artifact_reaches_all_twenty_instances() {
+    run(async {
+        let s = stack().await;
+        let base = publish(&s.home, demo_build("checkout", "1.0.0", 0.002, 5)).await?;
+        let next = publish(&s.home, demo_build("checkout", "1.1.0", 0.002, 5)).await?;
+        let fleet = LoadedFleet::start(&s.home, "good", 20, base, 400, &s.options.dir).await?;
+        let deploys = s.deploys().await?;
+
+        let id = deploys.start(request("checkout", "good", next)).await?;
+        let status = tokio::time::timeout(DEPLOY_DEADLINE, deploys.result(&id)).await??;
+
+        assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
+        assert_eq!(status.instances_per_version, BTreeMap::from([("1.1.0".to_owned(), 20)]));
+        assert_eq!((status.current_batch, status.total_batches), (4, 4));
+        assert_eq!(status.last_verdict.as_ref().map(|v| v.verdict), Some(Verdict::Pass));
+        let served = fleet.served_versions().await;
+        assert!(served.iter().all(|v| v.as_deref() == Some("1.1.0")), "instances answer {served:?}");
+        record_history(&deploys, &id, "rolling_good").await
+    });
+}
+
+#[test]
+fn a_bad_artifact_is_caught_in_the_first_batch_and_rolled_back() {
+    run(async {
+        let s = stack().await;
+        let base = publish(&s.home, demo_build("payments", "2.0.0", 0.002, 5)).await?;
+        let bad = publish(&s.home, demo_build("payments", "2.1.0", 0.30, 5)).await?;
+        let fleet = LoadedFleet::start(&s.home, "bad", 20, base, 400, &s.options.dir).await?;
+        let deploys = s.deploys().await?;
+
+        let id = deploys.start(request("payments", "bad", bad.clone())).await?;
+        let status = tokio::time::timeout(DEPLOY_DEADLINE, deploys.result(&id)).await??;
+
+        assert_eq!(status.phase, Phase::RolledBack, "{status:#?}");
+        let reason = status.reason.clone().unwrap_or_default();
+        assert!(reason.starts_with("batch 1: unhealthy"), "reason: {reason}");
+        assert_eq!(status.last_verdict.as_ref().map(|v| v.verdict), Some(Verdict::Fail));
+        // Who ever ran the bad build: every restart onto it is in the fleet's operation log.
+        let ran_bad: BTreeSet<String> =
+            fleet.fleet.oplog()?.into_iter().filter(|e| e.op == "restart" && e.digest == bad.digest).map(|e| e.instance).collect();
+        assert!(!ran_bad.is_empty() && ran_bad.len() * 10 <= 20, "{} of 20 instances ran the bad build", ran_bad.len());
+        let served = fleet.served_versions().await;
+        assert!(served.iter().all(|v| v.as_deref() == Some("2.0.0")), "instances answer {served:?}");
+        assert_eq!(status.instances_per_version, BTreeMap::from([("2.0.0".to_owned(), 20)]));
+        record_history(&deploys, &id, "rolling_bad").await
+    });
+}
