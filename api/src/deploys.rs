@@ -114,12 +114,13 @@ impl Deploys {
     /// The deploy's full history as Temporal's JSON (the golden-file format of the replay tests).
     pub async fn history_json(&self, id: &str) -> Result<String> {
         let handle = self.client.get_workflow_handle::<DeployWorkflow>(id);
-        let events = handle
+        let json = handle
             .fetch_history(WorkflowFetchHistoryOptions::default())
-            .into_events()
+            .to_json()
             .await
             .map_err(|e| Error::Unavailable(e.to_string()))?;
-        let history = temporalio_common::protos::temporal::api::history::v1::History { events };
-        serde_json::to_string_pretty(&history).map_err(|e| Error::Unavailable(e.to_string()))
+        // Pretty-printed, so a golden file's diff in review shows which events changed.
+        let value: serde_json::Value = serde_json::from_slice(&json).map_err(|e| Error::Unavailable(e.to_string()))?;
+        Ok(serde_json::to_string_pretty(&value).expect("a JSON value prints"))
     }
 }

@@ -44,6 +44,13 @@ pub struct Artifact {
     pub latency_jitter_ms: u64,
     /// Log lines written to stdout per `GET /`.
     pub log_lines_per_request: u32,
+    /// Warm-up before the instance opens its port, in milliseconds (a slow-starting build).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub startup_delay_ms: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Artifact {
@@ -131,6 +138,12 @@ impl Artifact {
                     "is {}, must be at most {MAX_LOG_LINES_PER_REQUEST}",
                     self.log_lines_per_request
                 ),
+            );
+        }
+        if self.startup_delay_ms > MAX_LATENCY_MS {
+            return invalid(
+                "startup_delay_ms",
+                format!("is {}, must be at most {MAX_LATENCY_MS}", self.startup_delay_ms),
             );
         }
         Ok(())

@@ -84,6 +84,8 @@ impl Service {
             None => default_instance_id(&options.instance_dir)?,
         };
         let loaded = Loaded::from_path(options.instance_dir.join(ARTIFACT_PATH))?;
+        // A slow-starting build: the port stays closed (not ready) while it warms up.
+        tokio::time::sleep(Duration::from_millis(loaded.artifact.startup_delay_ms)).await;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, options.port));
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -29,12 +29,14 @@ pub struct StackOptions {
     pub ui_port: Option<u16>,
     /// Task queue of the worker.
     pub task_queue: String,
+    /// Extra environment of the worker processes, e.g. `SIGNALBOX_FLEET_PARALLELISM`.
+    pub worker_env: Vec<(String, String)>,
 }
 
 impl StackOptions {
     /// A headless stack in `dir` on free ports.
     pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into(), port: None, ui_port: None, task_queue: "signalbox".into() }
+        Self { dir: dir.into(), port: None, ui_port: None, task_queue: "signalbox".into(), worker_env: Vec::new() }
     }
 }
 
@@ -61,13 +63,13 @@ impl Stack {
         let server = TemporalDevServer::start(server_opts).await?;
         let home = Home::new(options.dir.join("home"));
         std::fs::create_dir_all(home.root())?;
-        let worker = spawn_worker(&server.address(), &home, &options.task_queue, &options.dir.join("worker.log"))?;
+        let worker = spawn_worker(&server.address(), &home, &options, "worker.log")?;
         Ok(Self { server, worker, home, options })
     }
 
     /// Starts another worker process on the same server, home and task queue.
     pub fn spawn_worker(&self, log_name: &str) -> anyhow::Result<ManagedProcess> {
-        spawn_worker(&self.server.address(), &self.home, &self.options.task_queue, &self.options.dir.join(log_name))
+        spawn_worker(&self.server.address(), &self.home, &self.options, log_name)
     }
 
     /// A Temporal client of this stack's server.
@@ -81,15 +83,16 @@ impl Stack {
     }
 }
 
-/// Spawns `signalbox-worker` against `address`.
-pub fn spawn_worker(address: &str, home: &Home, task_queue: &str, log: &Path) -> anyhow::Result<ManagedProcess> {
+/// Spawns `signalbox-worker` against `address`, logging to `log_name` in the stack's dir.
+fn spawn_worker(address: &str, home: &Home, options: &StackOptions, log_name: &str) -> anyhow::Result<ManagedProcess> {
     let mut cmd = Command::new(workspace_binary("signalbox-worker")?);
     cmd.env("TEMPORAL_ADDRESS", address)
         .env("TEMPORAL_NAMESPACE", "default")
         .env("SIGNALBOX_HOME", home.root())
-        .env("SIGNALBOX_TASK_QUEUE", task_queue)
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,temporalio_sdk_core=warn".into()));
-    ManagedProcess::spawn("signalbox-worker", cmd, log)
+        .env("SIGNALBOX_TASK_QUEUE", &options.task_queue)
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,temporalio_sdk_core=warn".into()))
+        .envs(options.worker_env.iter().map(|(k, v)| (k, v)));
+    ManagedProcess::spawn("signalbox-worker", cmd, &options.dir.join(log_name))
 }
 
 /// A Temporal client of the server at `address` (`host:port`), namespace `default`.
@@ -101,7 +104,12 @@ pub async fn connect(address: &str) -> anyhow::Result<Client> {
 
 /// A demo service build with the given behaviour, as the bytes of its artifact.
 pub fn demo_build(service: &str, version: &str, error_rate: f64, latency_ms: u64) -> Vec<u8> {
-    let a = signalbox_demo::Artifact {
+    serde_json::to_vec(&demo_artifact(service, version, error_rate, latency_ms)).expect("a demo artifact serializes")
+}
+
+/// A demo service build with the given behaviour; adjust its fields, then serialize it.
+pub fn demo_artifact(service: &str, version: &str, error_rate: f64, latency_ms: u64) -> signalbox_demo::Artifact {
+    signalbox_demo::Artifact {
         schema: signalbox_demo::artifact::SCHEMA.into(),
         service: service.into(),
         version: version.into(),
@@ -109,8 +117,8 @@ pub fn demo_build(service: &str, version: &str, error_rate: f64, latency_ms: u64
         latency_ms,
         latency_jitter_ms: latency_ms / 2,
         log_lines_per_request: 1,
-    };
-    serde_json::to_vec(&a).expect("a demo artifact serializes")
+        startup_delay_ms: 0,
+    }
 }
 
 /// Puts a build into the home's store; returns it as a deployable artifact.
