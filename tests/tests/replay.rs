@@ -30,7 +30,7 @@ fn golden() -> Vec<(String, String)> {
 async fn every_recorded_history_replays_on_the_current_code() {
     let histories = golden();
     let names: Vec<&str> = histories.iter().map(|(n, _)| n.as_str()).collect();
-    for required in ["rolling_good.json", "rolling_bad.json", "worker_crash.json", "server_restart.json"] {
+    for required in ["rolling_good.json", "rolling_bad.json", "rolling_abort.json", "worker_crash.json", "server_restart.json"] {
         assert!(names.contains(&required), "golden history {required} is missing; have {names:?}");
     }
     let replayer = replayer();

@@ -1,10 +1,14 @@
 //! Rolling deploys end to end: a real dev server, the worker as a process, 20 real instances
 //! under real load.
 
-use std::collections::BTreeMap;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
-use signalbox_domain::{Phase, Verdict};
+use signalbox_devstack::wait_for;
+use signalbox_workflows::DeployWorkflow;
+use temporalio_client::WorkflowCancelOptions;
+
+use signalbox_domain::{BatchPlan, BatchStep, Phase, Verdict};
 use signalbox_localstack::{DEPLOY_DEADLINE, LoadedFleet, demo_build, publish, request};
 use signalbox_tests::{record_history, run, stack};
 
@@ -54,5 +58,37 @@ fn a_bad_artifact_is_caught_in_the_first_batch_and_rolled_back() {
         assert!(served.iter().all(|v| v.as_deref() == Some("2.0.0")), "instances answer {served:?}");
         assert_eq!(status.instances_per_version, BTreeMap::from([("2.0.0".to_owned(), 20)]));
         record_history(&deploys, &id, "rolling_bad").await
+    });
+}
+
+#[test]
+fn an_aborted_deploy_still_rolls_back() {
+    run(async {
+        let s = stack().await;
+        let base = publish(&s.home, demo_build("inventory", "5.0.0", 0.002, 5)).await?;
+        let next = publish(&s.home, demo_build("inventory", "5.1.0", 0.002, 5)).await?;
+        let fleet = LoadedFleet::start(&s.home, "abort", 20, base, 400, &s.options.dir).await?;
+        let deploys = s.deploys().await?;
+        let mut req = request("inventory", "abort", next);
+        req.bake_ms = 120_000;
+        req.batch_plan = BatchPlan { steps: vec![BatchStep::Percent(25.0), BatchStep::Percent(100.0)] };
+        let id = deploys.start(req).await?;
+
+        let baking = wait_for("the first batch to bake", Duration::from_secs(60), || async {
+            let st = deploys.status(&id).await?;
+            Ok((st.phase == Phase::Baking).then_some(st))
+        })
+        .await?;
+        assert_eq!(baking.instances_per_version, BTreeMap::from([("5.0.0".to_owned(), 15), ("5.1.0".to_owned(), 5)]));
+        // Abort is a cancellation of the workflow: `temporal workflow cancel` does the same.
+        let handle = deploys.client().get_workflow_handle::<DeployWorkflow>(id.clone());
+        handle.cancel(WorkflowCancelOptions::builder().reason("operator abort").build()).await?;
+
+        let status = tokio::time::timeout(DEPLOY_DEADLINE, deploys.result(&id)).await??;
+        assert_eq!(status.phase, Phase::RolledBack, "{status:#?}");
+        assert!(status.reason.as_deref().unwrap_or_default().contains("aborted while baking batch 1"), "{:?}", status.reason);
+        let served = fleet.served_versions().await;
+        assert!(served.iter().all(|v| v.as_deref() == Some("5.0.0")), "instances answer {served:?}");
+        record_history(&deploys, &id, "rolling_abort").await
     });
 }
