@@ -1,0 +1,357 @@
+//! Labelled deploy cases, generated reproducibly from a seed on real NAB backgrounds.
+//!
+//! A case is one canary analysis of four metrics of one service. Each metric's background is
+//! a real NAB series: traffic (ELB request count or Twitter volume), load modulating the error
+//! rate (EC2/RDS CPU), p99 latency (MN/DOT travel time, or inverted road speed), CPU, and log
+//! lines (Twitter volume). All are regridded to 5 minutes and aligned on the same hour of
+//! week, so diurnal and weekly seasonality and drift are real.
+//!
+//! The stable version and the canary serve that same background at the same rate; they differ
+//! by sampling noise (binomial errors, the p99's estimation error over the requests served,
+//! Poisson log counts, 5% CPU instance noise) and, in half the cases, by one regression
+//! injected from the first canary sample. Each case carries the stable version's readings
+//! before the deploy (baseline: 2 hours; history: 7-14 days) and alongside the canary.
+
+use rand::Rng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use signalbox_analysis::{Baseline, Direction, Observation, Point};
+
+use crate::nab::Grid;
+
+/// Grid step: NAB's native 5 minutes.
+pub const STEP: i64 = 300;
+/// Baseline samples before the deploy (2 hours).
+pub const BASELINE: usize = 24;
+/// Canary samples per case (1 hour).
+pub const HORIZON: usize = 12;
+const DAY: usize = 288;
+const WEEK: usize = 7 * DAY;
+const MAX_HISTORY: usize = 2 * WEEK;
+
+/// The metrics of every case, in order: name, the direction that is bad, and whether the
+/// policy marks it critical (the golden signals are; CPU is a bystander that only lowers the
+/// score).
+pub const METRICS: [(&str, Direction, bool); 4] = [
+    ("error_rate", Direction::Increase, true),
+    ("latency_p99_ms", Direction::Increase, true),
+    ("cpu_pct", Direction::Increase, false),
+    ("log_lines", Direction::Increase, true),
+];
+
+/// What was injected.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    /// Nothing.
+    Clean,
+    /// Error rate multiplied by `1 + r` (relative: +20% takes 1.0% to 1.2%).
+    ErrorRate(f64),
+    /// p99 latency plus this many milliseconds.
+    Latency(f64),
+    /// Log volume multiplied by this factor.
+    LogVolume(f64),
+}
+
+/// One labelled case.
+pub struct Case {
+    /// The label.
+    pub kind: Kind,
+    /// Per metric (in [`METRICS`] order): the stable version's readings in the 2 hours before
+    /// the deploy, and its history up to the deploy.
+    pub baselines: Vec<Baseline>,
+    /// Per metric: canary readings.
+    pub canary: Vec<Vec<Observation>>,
+    /// Per metric: the stable version's readings at the same times.
+    pub stable: Vec<Vec<Observation>>,
+    /// Canary sample times.
+    pub times: Vec<i64>,
+    /// Canary requests per sample.
+    pub traffic: Vec<u64>,
+    /// For error-rate and latency regressions: the injected shift over the sampling noise of a
+    /// canary-minus-stable difference at the first sample, i.e. the z a perfect single-sample
+    /// detector would see. 0 otherwise.
+    pub snr: f64,
+}
+
+/// Background series for each role.
+pub struct Pools {
+    /// Request counts: ELB requests, Twitter volume.
+    pub traffic: Vec<Grid>,
+    /// CPU utilisation: EC2 and RDS instances.
+    pub cpu: Vec<Grid>,
+    /// Latency-like: travel times, and road speeds (inverted).
+    pub latency: Vec<Grid>,
+    /// Log-volume-like: Twitter volume.
+    pub logs: Vec<Grid>,
+}
+
+/// Names of the NAB series used for each role.
+pub const TRAFFIC: &[&str] = &[
+    "realAWSCloudwatch/elb_request_count_8c0756.csv",
+    "realTweets/Twitter_volume_AAPL.csv",
+    "realTweets/Twitter_volume_AMZN.csv",
+    "realTweets/Twitter_volume_GOOG.csv",
+];
+/// CPU series (error-rate modulation and the CPU metric).
+pub const CPU: &[&str] = &[
+    "realAWSCloudwatch/ec2_cpu_utilization_5f5533.csv",
+    "realAWSCloudwatch/ec2_cpu_utilization_ac20cd.csv",
+    "realAWSCloudwatch/ec2_cpu_utilization_825cc2.csv",
+    "realAWSCloudwatch/ec2_cpu_utilization_fe7f93.csv",
+    "realAWSCloudwatch/rds_cpu_utilization_cc0c53.csv",
+    "realAWSCloudwatch/rds_cpu_utilization_e47b3b.csv",
+];
+/// Latency series; `speed_*` are inverted (travel time is distance over speed).
+pub const LATENCY: &[&str] = &[
+    "realTraffic/TravelTime_387.csv",
+    "realTraffic/TravelTime_451.csv",
+    "realTraffic/speed_6005.csv",
+    "realTraffic/speed_t4013.csv",
+    "realTraffic/speed_7578.csv",
+];
+/// Log-volume series.
+pub const LOGS: &[&str] = &[
+    "realTweets/Twitter_volume_FB.csv",
+    "realTweets/Twitter_volume_AAPL.csv",
+    "realTweets/Twitter_volume_AMZN.csv",
+    "realTweets/Twitter_volume_GOOG.csv",
+];
+
+/// Generates `n` cases, half clean, from `rng`.
+pub fn generate(pools: &Pools, n: usize, rng: &mut ChaCha8Rng) -> Vec<Case> {
+    (0..n)
+        .map(|i| {
+            let kind = if i % 2 == 0 {
+                Kind::Clean
+            } else {
+                match rng.gen_range(0..3) {
+                    0 => Kind::ErrorRate(rng.gen_range(0.05..=1.0)),
+                    1 => Kind::Latency(rng.gen_range(10.0..=200.0)),
+                    _ => Kind::LogVolume(rng.gen_range(1.5..=5.0)),
+                }
+            };
+            loop {
+                if let Some(case) = try_case(pools, kind, rng) {
+                    break case;
+                }
+            }
+        })
+        .collect()
+}
+
+/// A background placed in a case: the grid and the grid index of the first canary sample.
+struct Placed<'a> {
+    grid: &'a Grid,
+    deploy: usize,
+}
+
+impl Placed<'_> {
+    /// Value `k` samples after the deploy (negative: before).
+    fn at(&self, k: isize) -> f64 {
+        self.grid.values[(self.deploy as isize + k) as usize]
+    }
+
+    /// Level relative to the series' median.
+    fn relative(&self, k: isize) -> f64 {
+        self.at(k) / self.grid.median
+    }
+}
+
+/// A random grid index at second-of-week `slot` with at least a week of history before the
+/// baseline, and the baseline and canary windows inside the series and free of gaps.
+fn place<'a>(grid: &'a Grid, slot: i64, rng: &mut ChaCha8Rng) -> Option<Placed<'a>> {
+    let week = WEEK as i64 * STEP;
+    let first = (slot - (grid.start + 3 * 86_400).rem_euclid(week)).rem_euclid(week) / STEP;
+    let candidates: Vec<usize> = (first as usize..grid.values.len())
+        .step_by(WEEK)
+        .filter(|&p| p >= WEEK + BASELINE && p + HORIZON <= grid.values.len())
+        .filter(|&p| {
+            grid.values[p - BASELINE..p + HORIZON]
+                .iter()
+                .all(|v| v.is_finite() && *v > 0.0)
+        })
+        .collect();
+    candidates
+        .choose(rng)
+        .map(|&deploy| Placed { grid, deploy })
+}
+
+fn try_case(pools: &Pools, kind: Kind, rng: &mut ChaCha8Rng) -> Option<Case> {
+    let slot = rng.gen_range(0..WEEK as i64) * STEP;
+    let traffic = place(pools.traffic.choose(rng)?, slot, rng)?;
+    let load = place(pools.cpu.choose(rng)?, slot, rng)?;
+    let latency = place(pools.latency.choose(rng)?, slot, rng)?;
+    let cpu = place(pools.cpu.choose(rng)?, slot, rng)?;
+    let logs = place(pools.logs.choose(rng)?, slot, rng)?;
+    let placed = [&traffic, &load, &latency, &cpu, &logs];
+    let history = placed
+        .iter()
+        .map(|p| p.deploy - BASELINE)
+        .min()?
+        .min(MAX_HISTORY);
+    let fleet = Fleet {
+        rps: log_uniform(rng, 20.0, 500.0),
+        error_rate: log_uniform(rng, 0.002, 0.05),
+        latency_ms: rng.gen_range(80.0..400.0),
+        cpu_pct: rng.gen_range(15.0..70.0),
+        log_lines: log_uniform(rng, 2_000.0, 50_000.0),
+        inverted: latency.grid.name.contains("speed_"),
+    };
+    let deploy_time = traffic.grid.time(traffic.deploy);
+    let time = |k: isize| deploy_time + k as i64 * STEP;
+
+    let mut baselines = vec![Baseline::default(); METRICS.len()];
+    let (mut canary, mut stable) = (
+        vec![Vec::new(); METRICS.len()],
+        vec![Vec::new(); METRICS.len()],
+    );
+    let mut canary_traffic = Vec::new();
+    let mut snr = 0.0;
+    for k in -((BASELINE + history) as isize)..HORIZON as isize {
+        let shared = placed.map(|p| p.relative(k));
+        if shared.iter().any(|v| !v.is_finite() || *v <= 0.0) {
+            // A gap: skipped in the history, but the baseline and canary must be whole.
+            if k >= -(BASELINE as isize) {
+                return None;
+            }
+            continue;
+        }
+        let requests = (fleet.rps * STEP as f64 * shared[0]).round() as u64;
+        let old = fleet.readings(&shared, requests, Kind::Clean, rng);
+        for (m, v) in old.iter().enumerate() {
+            match (k, v) {
+                (k, Some(value)) if k < 0 => {
+                    baselines[m].history.push(Point {
+                        at: time(k),
+                        value: *value,
+                    });
+                    if k >= -(BASELINE as isize) {
+                        baselines[m].values.push(*value);
+                    }
+                }
+                (k, _) if k < 0 => {}
+                (_, v) => stable[m].push(Observation::from(*v)),
+            }
+        }
+        if k == 0 {
+            snr = fleet.snr(&shared, requests, kind);
+        }
+        if k >= 0 {
+            for (m, v) in fleet
+                .readings(&shared, requests, kind, rng)
+                .into_iter()
+                .enumerate()
+            {
+                canary[m].push(Observation::from(v));
+            }
+            canary_traffic.push(requests);
+        }
+    }
+    Some(Case {
+        kind,
+        baselines,
+        canary,
+        stable,
+        times: (0..HORIZON as isize).map(time).collect(),
+        traffic: canary_traffic,
+        snr,
+    })
+}
+
+/// One service: both versions serve the same traffic pattern (the shared NAB backgrounds) at
+/// the same rate, so what differs between them is sampling noise, plus the regression.
+struct Fleet {
+    rps: f64,
+    error_rate: f64,
+    latency_ms: f64,
+    cpu_pct: f64,
+    log_lines: f64,
+    inverted: bool,
+}
+
+impl Fleet {
+    /// See [`Case::snr`].
+    fn snr(&self, shared: &[f64; 5], requests: u64, kind: Kind) -> f64 {
+        let n = requests.max(1) as f64;
+        let [_, load, latency, ..] = *shared;
+        match kind {
+            Kind::ErrorRate(r) => {
+                let p = (self.error_rate * load.clamp(0.25, 4.0)).min(0.5);
+                r * p / (2.0 * p * (1.0 - p) / n).sqrt()
+            }
+            Kind::Latency(ms) => {
+                let level = if self.inverted {
+                    1.0 / latency
+                } else {
+                    latency
+                };
+                ms / (2f64.sqrt() * self.latency_ms * level * 2.16 / n.sqrt())
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// One version's readings for one sample, given the backgrounds' levels relative to their
+    /// medians (`[traffic, load, latency, cpu, logs]`) and the requests it served.
+    fn readings(
+        &self,
+        shared: &[f64; 5],
+        requests: u64,
+        kind: Kind,
+        rng: &mut ChaCha8Rng,
+    ) -> [Option<f64>; 4] {
+        let [_, load, latency, cpu, logs] = *shared;
+        let (mut rate, mut extra_ms, mut log_factor) =
+            (self.error_rate * load.clamp(0.25, 4.0), 0.0, 1.0);
+        match kind {
+            Kind::ErrorRate(r) => rate *= 1.0 + r,
+            Kind::Latency(ms) => extra_ms = ms,
+            Kind::LogVolume(f) => log_factor = f,
+            Kind::Clean => {}
+        }
+        let error_rate =
+            (requests > 0).then(|| binomial(rng, requests, rate.min(1.0)) as f64 / requests as f64);
+        // Sampling error of a p99 over n requests with an exponential tail:
+        // sd(q) / q = sqrt(p / ((1 - p) n)) / ln(1 / (1 - p)) = 2.16 / sqrt(n) at p = 0.99.
+        let p99_error = 2.16 / (requests.max(1) as f64).sqrt();
+        let level = if self.inverted {
+            1.0 / latency
+        } else {
+            latency
+        };
+        let p99 = self.latency_ms * level * (1.0 + p99_error * normal(rng)) + extra_ms;
+        // Instance-to-instance CPU noise: an assumption, 5%.
+        let cpu_pct = (self.cpu_pct * cpu * (1.0 + 0.05 * normal(rng))).clamp(0.0, 100.0);
+        let lines = self.log_lines * logs * log_factor;
+        let lines = (lines + lines.sqrt() * normal(rng)).round().max(0.0);
+        [error_rate, Some(p99), Some(cpu_pct), Some(lines)]
+    }
+}
+
+fn normal(rng: &mut ChaCha8Rng) -> f64 {
+    let (u1, u2): (f64, f64) = (rng.r#gen::<f64>().max(f64::MIN_POSITIVE), rng.r#gen());
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+fn log_uniform(rng: &mut ChaCha8Rng, lo: f64, hi: f64) -> f64 {
+    (rng.gen_range(lo.ln()..hi.ln())).exp()
+}
+
+/// Binomial draw: the Poisson approximation for means below 30 (error rates are small), the
+/// normal approximation above.
+fn binomial(rng: &mut ChaCha8Rng, n: u64, p: f64) -> u64 {
+    let mean = n as f64 * p;
+    if mean < 30.0 {
+        // Knuth: multiply uniforms until the product drops below e^-mean.
+        let limit = (-mean).exp();
+        let mut k = 0;
+        let mut prod: f64 = rng.r#gen();
+        while prod > limit {
+            k += 1;
+            prod *= rng.r#gen::<f64>();
+        }
+        return k.min(n);
+    }
+    let sd = (mean * (1.0 - p)).sqrt();
+    (mean + sd * normal(rng)).round().clamp(0.0, n as f64) as u64
+}

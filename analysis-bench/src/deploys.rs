@@ -1,0 +1,246 @@
+//! Running the labelled deploy cases through each detector configuration and the baselines.
+
+use signalbox_analysis::detectors::{Comparison, Seasonal, StaticThreshold, ZScore};
+use signalbox_analysis::{Decision, Evaluator, Metric, Policy, Sample};
+
+use crate::cases::{Case, HORIZON, Kind, METRICS};
+
+/// Static thresholds used by the static configurations: 25% above the baseline mean.
+pub const STATIC_INCREASE: f64 = 0.25;
+
+/// How a configuration decides a case.
+pub enum Method {
+    /// The analysis engine under this policy (decision rules included).
+    Engine(Policy),
+    /// Baseline: alarm on the first canary value above `(1 + r) *` the stable version's
+    /// concurrent reading (or the baseline mean without one).
+    PlainStatic(f64),
+    /// Baseline: alarm on the first canary value more than `sigma` baseline standard
+    /// deviations from the baseline mean, either side.
+    PlainZScore(f64),
+}
+
+/// A configuration with its name in the report.
+pub struct Named {
+    /// Column or row label.
+    pub name: &'static str,
+    /// How it decides.
+    pub method: Method,
+}
+
+/// The configurations compared: each detector alone (with the default decision rules), the
+/// default policy (z-score and Mann-Whitney), and the two plain baselines.
+pub fn methods() -> Vec<Named> {
+    let with = |f: fn(&mut Metric)| {
+        let metrics = METRICS
+            .iter()
+            .map(|(name, direction, critical)| {
+                let mut m = Metric::bare(*name, *direction);
+                m.critical = *critical;
+                f(&mut m);
+                m
+            })
+            .collect();
+        Method::Engine(Policy::new(metrics))
+    };
+    vec![
+        Named {
+            name: "static +25%",
+            method: with(|m| {
+                m.thresholds = Some(StaticThreshold {
+                    max_increase: Some(STATIC_INCREASE),
+                    ..Default::default()
+                })
+            }),
+        },
+        Named {
+            name: "z-score 3σ",
+            method: with(|m| m.zscore = Some(ZScore::default())),
+        },
+        Named {
+            name: "seasonal 3σ",
+            method: with(|m| m.seasonal = Some(Seasonal::default())),
+        },
+        Named {
+            name: "mann-whitney",
+            method: with(|m| m.comparison = Some(Comparison::default())),
+        },
+        Named {
+            name: "DEFAULT POLICY",
+            method: Method::Engine(default_policy()),
+        },
+        Named {
+            name: "plain static +25%",
+            method: Method::PlainStatic(STATIC_INCREASE),
+        },
+        Named {
+            name: "plain 3σ z-score",
+            method: Method::PlainZScore(3.0),
+        },
+    ]
+}
+
+/// The default detectors and rules on the case metrics, golden signals critical.
+pub fn default_policy() -> Policy {
+    Policy::new(
+        METRICS
+            .iter()
+            .map(|(n, d, critical)| Metric {
+                critical: *critical,
+                ..Metric::new(*n, *d)
+            })
+            .collect(),
+    )
+}
+
+/// How a configuration decided one case.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    /// Pass, Fail or Inconclusive (an undecided case ends inconclusive).
+    pub decision: Decision,
+    /// Canary samples seen when it decided.
+    pub samples: usize,
+}
+
+/// Whether the analysis sees the stable version's readings alongside the canary's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// Canary analysis proper: both versions measured at the same times.
+    Concurrent,
+    /// The canary against the stable version's readings before the deploy only.
+    BeforeAfter,
+}
+
+/// Decides `case` with `method`.
+pub fn run(method: &Method, case: &Case, mode: Mode) -> Outcome {
+    match method {
+        Method::Engine(policy) => engine(policy, case, mode),
+        Method::PlainStatic(r) => plain(case, mode, |reference, now, v| {
+            v > (1.0 + r) * now.unwrap_or_else(|| mean(reference))
+        }),
+        Method::PlainZScore(sigma) => plain(case, mode, |reference, _, v| {
+            let (m, sd) = (mean(reference), stddev(reference));
+            (v - m).abs() > sigma * sd && sd > 0.0
+        }),
+    }
+}
+
+fn engine(policy: &Policy, case: &Case, mode: Mode) -> Outcome {
+    let mut evaluator = Evaluator::new(policy.clone(), &case.baselines).expect("valid policy");
+    for k in 0..HORIZON {
+        let stable = match mode {
+            Mode::Concurrent => case.stable.iter().map(|m| m[k].clone()).collect(),
+            Mode::BeforeAfter => Vec::new(),
+        };
+        let sample = Sample {
+            at: case.times[k],
+            traffic: Some(case.traffic[k]),
+            canary: case.canary.iter().map(|m| m[k].clone()).collect(),
+            stable,
+        };
+        if evaluator.push(&sample).expect("well-formed sample") != Decision::Continue {
+            break;
+        }
+    }
+    let verdict = evaluator.finish();
+    Outcome {
+        decision: verdict.decision,
+        samples: verdict.tally.samples as usize,
+    }
+}
+
+/// A plain alarm on any metric. Its reference is the baseline, slid forward by the stable
+/// readings when concurrent (as the engine's is), and `now` is the stable reading at the same
+/// time when there is one.
+fn plain(case: &Case, mode: Mode, alarm: impl Fn(&[f64], Option<f64>, f64) -> bool) -> Outcome {
+    let mut references: Vec<Vec<f64>> = case.baselines.iter().map(|b| b.values.clone()).collect();
+    for k in 0..HORIZON {
+        let mut fired = false;
+        for (m, reference) in references.iter_mut().enumerate() {
+            let now = if mode == Mode::Concurrent {
+                case.stable[m][k].value()
+            } else {
+                None
+            };
+            if let Some(v) = now {
+                reference.remove(0);
+                reference.push(v);
+            }
+            fired |= case.canary[m][k]
+                .value()
+                .is_some_and(|v| alarm(reference, now, v));
+        }
+        if fired {
+            return Outcome {
+                decision: Decision::Fail,
+                samples: k + 1,
+            };
+        }
+    }
+    Outcome {
+        decision: Decision::Pass,
+        samples: HORIZON,
+    }
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+fn stddev(values: &[f64]) -> f64 {
+    let m = mean(values);
+    (values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (values.len() as f64 - 1.0)).sqrt()
+}
+
+/// Whether a regression falls in a bucket.
+pub type InBucket = fn(Kind) -> bool;
+
+/// Regression size buckets for the breakdown.
+pub const BUCKETS: &[(&str, InBucket)] = &[
+    (
+        "error rate +5-10%",
+        |k| matches!(k, Kind::ErrorRate(r) if r < 0.10),
+    ),
+    (
+        "error rate +10-20%",
+        |k| matches!(k, Kind::ErrorRate(r) if (0.10..0.20).contains(&r)),
+    ),
+    (
+        "error rate +20-50%",
+        |k| matches!(k, Kind::ErrorRate(r) if (0.20..0.50).contains(&r)),
+    ),
+    (
+        "error rate +50-100%",
+        |k| matches!(k, Kind::ErrorRate(r) if r >= 0.50),
+    ),
+    (
+        "latency +10-25 ms",
+        |k| matches!(k, Kind::Latency(ms) if ms < 25.0),
+    ),
+    (
+        "latency +25-50 ms",
+        |k| matches!(k, Kind::Latency(ms) if (25.0..50.0).contains(&ms)),
+    ),
+    (
+        "latency +50-100 ms",
+        |k| matches!(k, Kind::Latency(ms) if (50.0..100.0).contains(&ms)),
+    ),
+    (
+        "latency +100-200 ms",
+        |k| matches!(k, Kind::Latency(ms) if ms >= 100.0),
+    ),
+    (
+        "log volume x1.5-2",
+        |k| matches!(k, Kind::LogVolume(f) if f < 2.0),
+    ),
+    (
+        "log volume x2-5",
+        |k| matches!(k, Kind::LogVolume(f) if f >= 2.0),
+    ),
+];
+
+/// Whether a case is in the goal set: at least +20% error rate or +50 ms p99.
+pub fn in_goal(kind: Kind) -> bool {
+    matches!(kind, Kind::ErrorRate(r) if r >= 0.20)
+        || matches!(kind, Kind::Latency(ms) if ms >= 50.0)
+}

@@ -1,0 +1,139 @@
+//! Speed: judging 20 metrics x 1,000 samples, next to a plain mean/stddev pass over the same
+//! data.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use signalbox_analysis::detectors::{Seasonal, StaticThreshold};
+use signalbox_analysis::{
+    AnalysisInput, Baseline, Direction, Metric, MetricData, Observation, Point, Policy, Rules,
+    judge,
+};
+
+/// Metrics in the speed input.
+pub const METRICS: usize = 20;
+/// Canary samples (and baseline values) per metric.
+pub const SAMPLES: usize = 1_000;
+
+/// 20 metrics with the default detectors, 1,000 baseline values (all in the baseline window),
+/// 1,000 canary samples and two weeks of 5-minute history each. Limits are raised so that all
+/// 1,000 samples are judged.
+pub fn input(seed: u64) -> AnalysisInput {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let start = 1_397_466_000;
+    let mut metrics = Vec::new();
+    let mut data = Vec::new();
+    for m in 0..METRICS {
+        let name = format!("metric_{m:02}");
+        metrics.push(Metric::new(name.clone(), Direction::Increase));
+        let level = rng.gen_range(1.0..1000.0);
+        let noisy = |rng: &mut ChaCha8Rng| level * (1.0 + rng.gen_range(-0.1..0.1));
+        data.push(MetricData {
+            name,
+            baseline: Baseline {
+                values: (0..SAMPLES).map(|_| noisy(&mut rng)).collect(),
+                history: (0..4032)
+                    .map(|i| Point {
+                        at: start - (4032 - i) * 300,
+                        value: noisy(&mut rng),
+                    })
+                    .collect(),
+            },
+            canary: (0..SAMPLES)
+                .map(|_| Observation::Value(noisy(&mut rng)))
+                .collect(),
+            stable: Vec::new(),
+        });
+    }
+    let limit = SAMPLES as u32 + 1;
+    let rules = Rules {
+        consecutive_failures: limit,
+        failure_limit: limit,
+        inconclusive_limit: limit,
+        required_passes: limit,
+        ..Rules::default()
+    };
+    AnalysisInput {
+        policy: Policy {
+            rules,
+            baseline_window: SAMPLES,
+            ..Policy::new(metrics)
+        },
+        timestamps: (0..SAMPLES as i64).map(|i| start + i * 300).collect(),
+        traffic: None,
+        metrics: data,
+    }
+}
+
+/// Median and minimum wall time of repeated calls, in seconds.
+pub struct Timing {
+    /// Median.
+    pub median: f64,
+    /// Minimum.
+    pub min: f64,
+}
+
+fn time(runs: usize, mut f: impl FnMut()) -> Timing {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    Timing {
+        median: times[runs / 2].as_secs_f64(),
+        min: times[0].as_secs_f64(),
+    }
+}
+
+/// Times `judge` on [`input`] with the default detectors, or with all four (static
+/// thresholds and seasonal bands added); returns the timing and the samples judged.
+pub fn measure_judge(seed: u64, all_detectors: bool) -> (Timing, u32) {
+    let mut input = input(seed);
+    if all_detectors {
+        for m in &mut input.policy.metrics {
+            m.thresholds = Some(StaticThreshold {
+                max_increase: Some(0.5),
+                ..Default::default()
+            });
+            m.seasonal = Some(Seasonal::default());
+        }
+    }
+    let judged = judge(&input).expect("valid input").tally.samples;
+    let t = time(41, || {
+        black_box(judge(black_box(&input)).expect("valid input"));
+    });
+    (t, judged)
+}
+
+/// Times the plain baseline on the same input.
+pub fn measure_plain(seed: u64) -> Timing {
+    let input = input(seed);
+    time(401, || {
+        black_box(plain_zscore(black_box(&input)));
+    })
+}
+
+/// The plain baseline: per metric, baseline mean and stddev, then a 3-sigma check of every
+/// canary value. Returns the number of alarms so the work cannot be optimised away.
+fn plain_zscore(input: &AnalysisInput) -> usize {
+    input
+        .metrics
+        .iter()
+        .map(|m| {
+            let b = &m.baseline.values;
+            let n = b.len() as f64;
+            let mean = b.iter().sum::<f64>() / n;
+            let sd = (b.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+            m.canary
+                .iter()
+                .filter_map(Observation::value)
+                .filter(|v| (v - mean).abs() > 3.0 * sd)
+                .count()
+        })
+        .sum()
+}

@@ -1,0 +1,246 @@
+//! One metric's state through an analysis: its baseline window, seasonal profile and canary
+//! window, the check of each canary reading, and the explanation of the last one.
+
+use crate::detectors::rank_sum::{Window, slide};
+use crate::detectors::seasonal::Profile;
+use crate::detectors::static_threshold::breach;
+use crate::detectors::{Detector, Finding, ThresholdReport};
+use crate::input::Baseline;
+use crate::metric::{Metric, Observation, Side};
+use crate::stats::{Bounds, Reference};
+use crate::verdict::{MetricReport, Status};
+
+/// Per-metric state: the prepared baseline and history, and the recent canary window.
+#[derive(Debug, Clone)]
+pub(crate) struct Watch {
+    baseline: Reference,
+    profile: Option<Profile>,
+    window: Option<Window>,
+    /// The comparison's critical z, computed once.
+    critical_z: f64,
+    /// Index of the metric's group in the score.
+    pub(crate) group: usize,
+    /// Weight of the metric's group.
+    pub(crate) group_weight: f64,
+    bad: u32,
+    missing: u32,
+    errors: u32,
+}
+
+/// One metric in one sample: just what the rules need. The numbers behind it are rebuilt
+/// from the same state when a verdict is asked for, so streaming pays for no reports.
+#[derive(Debug, Clone)]
+pub(crate) struct Check {
+    pub(crate) status: Status,
+    value: Option<f64>,
+    fired: [bool; 3],
+    pub(crate) critical: bool,
+    error: Option<String>,
+}
+
+const DETECTORS: [Detector; 3] = [Detector::Threshold, Detector::Zscore, Detector::MannWhitney];
+
+impl Check {
+    pub(crate) fn of(status: Status, value: Option<f64>) -> Self {
+        Check {
+            status,
+            value,
+            fired: [false; 3],
+            critical: false,
+            error: None,
+        }
+    }
+}
+
+impl Watch {
+    /// Prepares a metric's state from its baseline; `window` is the baseline window's size
+    /// and `group` the metric's group index and weight.
+    pub(crate) fn new(
+        metric: &Metric,
+        baseline: &Baseline,
+        window: usize,
+        group: (usize, f64),
+    ) -> Self {
+        Watch {
+            baseline: Reference::new(&baseline.values, window),
+            profile: metric
+                .seasonal
+                .as_ref()
+                .filter(|_| !baseline.history.is_empty())
+                .map(|s| Profile::build(s, &baseline.history)),
+            window: metric.comparison.as_ref().map(|c| Window::new(c.window)),
+            critical_z: metric
+                .comparison
+                .as_ref()
+                .map_or(f64::INFINITY, |c| c.critical_z(metric.direction)),
+            group: group.0,
+            group_weight: group.1,
+            bad: 0,
+            missing: 0,
+            errors: 0,
+        }
+    }
+
+    /// Takes in a concurrent reading of the stable version.
+    pub(crate) fn observe_stable(&mut self, metric: &Metric, value: f64, at: i64) {
+        slide(&mut self.baseline, self.window.as_mut(), value);
+        if let (Some(profile), Some(settings)) = (self.profile.as_mut(), &metric.seasonal) {
+            profile.observe(settings, at, value);
+        }
+    }
+
+    /// Runs the metric's detectors on one canary reading.
+    pub(crate) fn check(&mut self, metric: &Metric, observation: &Observation, at: i64) -> Check {
+        let value = match (observation, observation.value()) {
+            (Observation::Error { error }, _) => {
+                self.errors += 1;
+                return Check {
+                    error: Some(error.clone()),
+                    ..Check::of(Status::Error, None)
+                };
+            }
+            (_, Some(v)) => v,
+            (_, None) => {
+                self.missing += 1;
+                return Check::of(Status::NoData, None);
+            }
+        };
+        if let Some(window) = self.window.as_mut().filter(|_| self.baseline.len() > 0) {
+            window.push(value, &self.baseline);
+        }
+        let mut critical = false;
+        let findings = [
+            (metric.thresholds.is_some() || metric.seasonal.is_some()).then(|| {
+                match self.bounds(metric, at).1 {
+                    b if b.is_empty() => Finding::NoReference,
+                    b => breach(metric.direction, b, value).map_or(Finding::Clear, Finding::Bad),
+                }
+            }),
+            metric
+                .zscore
+                .as_ref()
+                .map(|z| match self.baseline.moments.count() >= 2 {
+                    true => z.check(&self.baseline.moments, metric.direction, value).0,
+                    false => Finding::NoReference,
+                }),
+            metric
+                .comparison
+                .as_ref()
+                .map(|c| match (&self.window, &self.baseline) {
+                    (Some(window), b) if b.len() > 0 => {
+                        match c.finding(window, b, metric.direction, self.critical_z) {
+                            Some((finding, breach_is_critical)) => {
+                                critical = breach_is_critical;
+                                finding
+                            }
+                            None => Finding::Warmup,
+                        }
+                    }
+                    _ => Finding::NoReference,
+                }),
+        ];
+        let found = |f: Finding| findings.iter().flatten().any(|x| *x == f);
+        let status = if found(Finding::Bad(Side::High)) {
+            Status::High
+        } else if found(Finding::Bad(Side::Low)) {
+            Status::Low
+        } else if found(Finding::Clear) {
+            Status::Pass
+        } else if found(Finding::Warmup) {
+            Status::Pending
+        } else {
+            Status::NoData
+        };
+        if status.is_bad() {
+            self.bad += 1;
+        }
+        Check {
+            status,
+            value: Some(value),
+            fired: findings.map(|f| matches!(f, Some(Finding::Bad(_)))),
+            critical: status.is_bad() && (critical || metric.critical),
+            error: None,
+        }
+    }
+
+    /// Static bounds and the seasonal band at `at`, and the more lenient of the two.
+    fn bounds(&self, metric: &Metric, at: i64) -> (Option<ThresholdReport>, Bounds) {
+        let mean = (self.baseline.len() > 0).then(|| self.baseline.moments.mean());
+        let fixed = metric.thresholds.as_ref().map(|t| t.bounds(mean));
+        let seasonal = metric
+            .seasonal
+            .as_ref()
+            .zip(self.profile.as_ref())
+            .and_then(|(s, p)| p.band(s, at));
+        let effective = Bounds::lenient(
+            fixed.unwrap_or_default(),
+            seasonal.as_ref().map(|s| s.bounds).unwrap_or_default(),
+        );
+        let report = (!effective.is_empty()).then(|| ThresholdReport {
+            fixed: fixed.filter(|b| !b.is_empty()),
+            seasonal,
+            effective,
+        });
+        (report, effective)
+    }
+
+    /// The metric's explanation for a verdict: the check of the last sample with the numbers
+    /// each detector used, rebuilt from the state that produced it.
+    pub(crate) fn report(&self, metric: &Metric, check: Option<&Check>, at: i64) -> MetricReport {
+        let judged = check.filter(|c| {
+            matches!(
+                c.status,
+                Status::Pass | Status::High | Status::Low | Status::Pending
+            )
+        });
+        let value = judged.and_then(|c| c.value);
+        let threshold = value.and(
+            if metric.thresholds.is_some() || metric.seasonal.is_some() {
+                self.bounds(metric, at).0
+            } else {
+                None
+            },
+        );
+        let baseline = Some(&self.baseline).filter(|b| b.len() > 0);
+        let zscore = value.and_then(|v| {
+            let b = baseline.filter(|b| b.moments.count() >= 2)?;
+            Some(
+                metric
+                    .zscore
+                    .as_ref()?
+                    .check(&b.moments, metric.direction, v)
+                    .1,
+            )
+        });
+        let comparison = value.and_then(|_| {
+            metric
+                .comparison
+                .as_ref()?
+                .report(self.window.as_ref()?, baseline?, metric.direction)
+        });
+        MetricReport {
+            name: metric.name.clone(),
+            direction: metric.direction,
+            critical: check.is_some_and(|c| c.critical),
+            status: check.map_or(Status::Pending, |c| c.status),
+            fired: check
+                .map(|c| {
+                    DETECTORS
+                        .iter()
+                        .zip(c.fired)
+                        .filter(|(_, f)| *f)
+                        .map(|(d, _)| *d)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            value: check.and_then(|c| c.value),
+            error: check.and_then(|c| c.error.clone()),
+            threshold,
+            zscore,
+            comparison,
+            bad_samples: self.bad,
+            missing_samples: self.missing,
+            error_samples: self.errors,
+        }
+    }
+}
