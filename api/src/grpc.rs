@@ -1,0 +1,141 @@
+//! The `signalbox.v1.DeployService` gRPC server: thin handlers that convert the request, call
+//! [`Deploys`] and map its errors to a [`Status`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use signalbox_domain::{DeployRequest, DeployStatus};
+use signalbox_proto::pb;
+use signalbox_proto::pb::deploy_service_server::{DeployService, DeployServiceServer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+use tracing::{info, instrument};
+
+use crate::Deploys;
+use crate::deploys::Error;
+
+/// How often a watch asks the deploy for its status. Statuses change per batch step (seconds),
+/// so this is quick enough to see every step and cheap enough for a Temporal query.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The gRPC status of a deploy client error. `Invalid` keeps the `<field>: <rule>` message so a
+/// caller can fix its input without reading server logs.
+pub fn status_of(e: Error) -> Status {
+    match e {
+        Error::Invalid { .. } => Status::invalid_argument(e.to_string()),
+        Error::Duplicate(_) => Status::already_exists(e.to_string()),
+        Error::NotFound(_) => Status::not_found(e.to_string()),
+        Error::Unavailable(_) => Status::unavailable(e.to_string()),
+    }
+}
+
+/// The handlers of `signalbox.v1.DeployService`.
+#[derive(Clone)]
+pub struct Api {
+    deploys: Deploys,
+    /// Turns true when the server shuts down, so open watches end instead of holding it up.
+    stopping: watch::Receiver<bool>,
+}
+
+impl Api {
+    /// Handlers over `deploys`; `stopping` turning true ends every open watch.
+    pub fn new(deploys: Deploys, stopping: watch::Receiver<bool>) -> Self {
+        Self { deploys, stopping }
+    }
+}
+
+type StatusStream = Pin<Box<dyn Stream<Item = Result<pb::DeployStatus, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DeployService for Api {
+    #[instrument(skip_all, fields(service = %request.get_ref().service))]
+    async fn start_deploy(&self, request: Request<pb::StartDeployRequest>) -> Result<Response<pb::StartDeployResponse>, Status> {
+        let req = DeployRequest::try_from(request.into_inner()).map_err(|e| status_of(e.into()))?;
+        let deploy_id = self.deploys.start(req).await.map_err(status_of)?;
+        info!(%deploy_id, "deploy started");
+        Ok(Response::new(pb::StartDeployResponse { deploy_id }))
+    }
+
+    #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id))]
+    async fn get_deploy(&self, request: Request<pb::GetDeployRequest>) -> Result<Response<pb::DeployStatus>, Status> {
+        let status = self.deploys.status(&request.get_ref().deploy_id).await.map_err(status_of)?;
+        Ok(Response::new(status.into()))
+    }
+
+    type WatchDeployStream = StatusStream;
+
+    #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id))]
+    async fn watch_deploy(&self, request: Request<pb::WatchDeployRequest>) -> Result<Response<StatusStream>, Status> {
+        let id = request.into_inner().deploy_id;
+        // Asked before the stream opens, so an unknown id is an error of the call itself.
+        let first = self.deploys.status(&id).await.map_err(status_of)?;
+        Ok(Response::new(Box::pin(watch_changes(self.deploys.clone(), id, first, self.stopping.clone()))))
+    }
+}
+
+/// Where a watch stands between two polls.
+struct Watch {
+    deploys: Deploys,
+    id: String,
+    /// A status not yet sent.
+    pending: Option<DeployStatus>,
+    last_sent: Option<DeployStatus>,
+    stopping: watch::Receiver<bool>,
+    ended: bool,
+}
+
+/// `first`, then every status that differs from the one sent before, until a final phase has
+/// been sent, a query fails, or the server shuts down.
+fn watch_changes(deploys: Deploys, id: String, first: DeployStatus, stopping: watch::Receiver<bool>) -> impl Stream<Item = Result<pb::DeployStatus, Status>> {
+    let start = Watch { deploys, id, pending: Some(first), last_sent: None, stopping, ended: false };
+    futures::stream::unfold(start, |mut w| async move {
+        if w.ended {
+            return None;
+        }
+        let mut ticks = tokio::time::interval(WATCH_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            if let Some(status) = w.pending.take()
+                && w.last_sent.as_ref() != Some(&status)
+            {
+                w.ended = status.phase.is_final();
+                w.last_sent = Some(status.clone());
+                return Some((Ok(status.into()), w));
+            }
+            let stopping = tokio::select! {
+                _ = ticks.tick() => false,
+                _ = w.stopping.wait_for(|stop| *stop) => true,
+            };
+            if stopping {
+                w.ended = true;
+                return Some((Err(Status::unavailable("the API server is shutting down; watch again")), w));
+            }
+            match w.deploys.status(&w.id).await {
+                Ok(status) => w.pending = Some(status),
+                Err(e) => {
+                    w.ended = true;
+                    return Some((Err(status_of(e)), w));
+                }
+            }
+        }
+    })
+}
+
+/// Serves the deploy API on `listener` until `shutdown` completes; then stops accepting calls,
+/// ends open watches with `UNAVAILABLE`, and returns once the calls in flight are answered.
+pub async fn serve(listener: TcpListener, deploys: Deploys, shutdown: impl Future<Output = ()>) -> Result<(), tonic::transport::Error> {
+    let (stop, stopping) = watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    tonic::transport::Server::builder()
+        .add_service(DeployServiceServer::new(Api::new(deploys, stopping)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+        .await
+}

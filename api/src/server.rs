@@ -1,0 +1,52 @@
+//! The `signalbox-api` server process: options, Temporal connection, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use signalbox_activities::Home;
+use signalbox_worker::DEFAULT_TASK_QUEUE;
+use tracing::info;
+
+use crate::{Deploys, grpc};
+
+/// Where the API listens unless configured otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+
+/// API server configuration. Temporal itself is configured by the SDK's envconfig
+/// (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `temporal.toml`).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "signalbox-api", about = "Serves the signalbox deploy API over gRPC")]
+pub struct Options {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "SIGNALBOX_API_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Task queue the deploy workflows run on (the workers' queue).
+    #[arg(long, env = "SIGNALBOX_TASK_QUEUE", default_value = DEFAULT_TASK_QUEUE)]
+    pub task_queue: String,
+    /// Signalbox home the requests are checked against: artifact store and fleets.
+    #[arg(long, env = "SIGNALBOX_HOME", default_value = ".signalbox")]
+    pub home: PathBuf,
+}
+
+/// Serves until SIGTERM or Ctrl-C, then answers the calls in flight and returns.
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    let client = signalbox_worker::connect().await?;
+    let deploys = Deploys::new(client, options.task_queue.clone(), Home::new(options.home.clone()));
+    let listener = tokio::net::TcpListener::bind(options.listen).await.with_context(|| format!("listening on {}", options.listen))?;
+    info!(listen = %options.listen, task_queue = %options.task_queue, home = %options.home.display(), "deploy API serving");
+    grpc::serve(listener, deploys, terminated()).await?;
+    info!("deploy API stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    info!("shutting down: answering calls in flight");
+}

@@ -1,0 +1,16 @@
+//! The gRPC wire contract of signalbox (`signalbox.v1`, see `proto/signalbox/v1/deploy.proto`)
+//! and its conversions to and from the domain types.
+//!
+//! The generated types live in [`pb`] and stop at the wire: servers convert requests into
+//! domain types with `TryFrom`, which refuses missing or malformed fields with a
+//! [`signalbox_domain::Error::Invalid`] naming the field, and clients read statuses back the same
+//! way.
+
+mod request;
+mod status;
+
+/// Types generated from `signalbox/v1/deploy.proto`, with the tonic client and server.
+#[allow(missing_docs)]
+pub mod pb {
+    tonic::include_proto!("signalbox.v1");
+}

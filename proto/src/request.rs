@@ -1,0 +1,190 @@
+//! Deploy requests across the wire: what a server accepts and what a client sends.
+
+use signalbox_domain::{Artifact, BatchPlan, BatchStep, DeployRequest, Error, FleetTarget, HealthPolicy, Result};
+
+use crate::pb;
+
+fn required(field: &str) -> Error {
+    Error::invalid(field, "is required")
+}
+
+/// Checks only what the wire leaves open (absent messages, unset oneofs, malformed digests);
+/// the rules of the domain are [`DeployRequest::validate`]'s to enforce.
+impl TryFrom<pb::StartDeployRequest> for DeployRequest {
+    type Error = Error;
+
+    fn try_from(req: pb::StartDeployRequest) -> Result<Self> {
+        let artifact = req.artifact.ok_or_else(|| required("artifact"))?;
+        let fleet = req.fleet.ok_or_else(|| required("fleet"))?;
+        Ok(Self {
+            service: req.service,
+            artifact: Artifact {
+                // The digest's own error names `digest`; on the wire it is a field of `artifact`.
+                digest: artifact.digest.parse().map_err(|e: Error| Error::invalid("artifact.digest", rule_of(e)))?,
+                git_sha: artifact.git_sha,
+                version: artifact.version,
+            },
+            fleet: FleetTarget { name: fleet.name },
+            batch_plan: req.batch_plan.map(batch_plan).transpose()?.unwrap_or_default(),
+            bake_ms: req.bake_ms,
+            health: req.health.map(HealthPolicy::from).unwrap_or_default(),
+            deployer: req.deployer,
+            dry_run: req.dry_run,
+        })
+    }
+}
+
+fn rule_of(e: Error) -> String {
+    let Error::Invalid { rule, .. } = e;
+    rule
+}
+
+fn batch_plan(plan: pb::BatchPlan) -> Result<BatchPlan> {
+    let steps = plan
+        .steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, step)| match step.step {
+            Some(pb::batch_step::Step::Percent(p)) => Ok(BatchStep::Percent(p)),
+            Some(pb::batch_step::Step::Count(c)) => Ok(BatchStep::Count(c)),
+            None => Err(Error::invalid(format!("batch_plan.steps[{i}]"), "must set percent or count")),
+        })
+        .collect::<Result<_>>()?;
+    Ok(BatchPlan { steps })
+}
+
+/// Unset fields take [`HealthPolicy::default`]'s values.
+impl From<pb::HealthPolicy> for HealthPolicy {
+    fn from(p: pb::HealthPolicy) -> Self {
+        let d = Self::default();
+        Self {
+            max_error_rate_increase: p.max_error_rate_increase.unwrap_or(d.max_error_rate_increase),
+            min_error_rate_delta: p.min_error_rate_delta.unwrap_or(d.min_error_rate_delta),
+            max_p99_increase_ms: p.max_p99_increase_ms.unwrap_or(d.max_p99_increase_ms),
+            consecutive_bad_samples: p.consecutive_bad_samples.unwrap_or(d.consecutive_bad_samples),
+            samples: p.samples.unwrap_or(d.samples),
+            sample_interval_ms: p.sample_interval_ms.unwrap_or(d.sample_interval_ms),
+            min_requests_per_sample: p.min_requests_per_sample.unwrap_or(d.min_requests_per_sample),
+        }
+    }
+}
+
+impl From<HealthPolicy> for pb::HealthPolicy {
+    fn from(p: HealthPolicy) -> Self {
+        Self {
+            max_error_rate_increase: Some(p.max_error_rate_increase),
+            min_error_rate_delta: Some(p.min_error_rate_delta),
+            max_p99_increase_ms: Some(p.max_p99_increase_ms),
+            consecutive_bad_samples: Some(p.consecutive_bad_samples),
+            samples: Some(p.samples),
+            sample_interval_ms: Some(p.sample_interval_ms),
+            min_requests_per_sample: Some(p.min_requests_per_sample),
+        }
+    }
+}
+
+impl From<BatchPlan> for pb::BatchPlan {
+    fn from(plan: BatchPlan) -> Self {
+        let step = |s| match s {
+            BatchStep::Percent(p) => pb::batch_step::Step::Percent(p),
+            BatchStep::Count(c) => pb::batch_step::Step::Count(c),
+        };
+        Self { steps: plan.steps.into_iter().map(|s| pb::BatchStep { step: Some(step(s)) }).collect() }
+    }
+}
+
+impl From<Artifact> for pb::Artifact {
+    fn from(a: Artifact) -> Self {
+        Self { digest: a.digest.into(), git_sha: a.git_sha, version: a.version }
+    }
+}
+
+/// What a client sends for a domain request; every field is set explicitly.
+impl From<DeployRequest> for pb::StartDeployRequest {
+    fn from(r: DeployRequest) -> Self {
+        Self {
+            service: r.service,
+            artifact: Some(r.artifact.into()),
+            fleet: Some(pb::FleetTarget { name: r.fleet.name }),
+            batch_plan: Some(r.batch_plan.into()),
+            bake_ms: r.bake_ms,
+            health: Some(r.health.into()),
+            deployer: r.deployer,
+            dry_run: r.dry_run,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use signalbox_domain::Digest;
+
+    use super::*;
+
+    fn request() -> DeployRequest {
+        DeployRequest {
+            service: "checkout".into(),
+            artifact: Artifact { digest: Digest::from_sha256_bytes(&[7; 32]), git_sha: "abc1234".into(), version: "1.1.0".into() },
+            fleet: FleetTarget { name: "local".into() },
+            batch_plan: BatchPlan { steps: vec![BatchStep::Count(1), BatchStep::Percent(100.0)] },
+            bake_ms: 500,
+            health: HealthPolicy { samples: 4, sample_interval_ms: 1_000, ..HealthPolicy::default() },
+            deployer: "alice".into(),
+            dry_run: true,
+        }
+    }
+
+    fn field_of(wire: pb::StartDeployRequest) -> String {
+        DeployRequest::try_from(wire).unwrap_err().field().to_owned()
+    }
+
+    #[test]
+    fn a_request_survives_the_wire() {
+        let wire = pb::StartDeployRequest::from(request());
+        assert_eq!(DeployRequest::try_from(wire).unwrap(), request());
+    }
+
+    #[test]
+    fn missing_messages_are_refused_by_name() {
+        assert_eq!(field_of(pb::StartDeployRequest { artifact: None, ..request().into() }), "artifact");
+        assert_eq!(field_of(pb::StartDeployRequest { fleet: None, ..request().into() }), "fleet");
+    }
+
+    #[test]
+    fn a_malformed_digest_names_the_artifact_field() {
+        let mut wire = pb::StartDeployRequest::from(request());
+        wire.artifact.as_mut().unwrap().digest = "sha256:nothex".into();
+        let err = DeployRequest::try_from(wire).unwrap_err();
+        assert_eq!(err.field(), "artifact.digest");
+        assert!(err.to_string().contains("64 lowercase hex digits"), "{err}");
+    }
+
+    #[test]
+    fn a_step_without_percent_or_count_is_refused() {
+        let mut wire = pb::StartDeployRequest::from(request());
+        wire.batch_plan.as_mut().unwrap().steps[1].step = None;
+        assert_eq!(field_of(wire), "batch_plan.steps[1]");
+    }
+
+    #[test]
+    fn unset_plan_and_health_take_the_defaults() {
+        let wire = pb::StartDeployRequest { batch_plan: None, health: None, ..request().into() };
+        let req = DeployRequest::try_from(wire).unwrap();
+        assert_eq!(req.batch_plan, BatchPlan::default());
+        assert_eq!(req.health, HealthPolicy::default());
+    }
+
+    #[test]
+    fn unset_health_fields_take_their_defaults_one_by_one() {
+        let partial = pb::HealthPolicy { samples: Some(9), max_p99_increase_ms: Some(10.0), ..Default::default() };
+        let policy = HealthPolicy::from(partial);
+        assert_eq!(policy, HealthPolicy { samples: 9, max_p99_increase_ms: 10.0, ..HealthPolicy::default() });
+    }
+
+    #[test]
+    fn an_empty_plan_is_left_to_validation() {
+        let wire = pb::StartDeployRequest { batch_plan: Some(pb::BatchPlan { steps: vec![] }), ..request().into() };
+        let req = DeployRequest::try_from(wire).unwrap();
+        assert_eq!(req.validate().unwrap_err().field(), "batch_plan.steps");
+    }
+}

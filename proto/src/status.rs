@@ -1,0 +1,208 @@
+//! Deploy statuses across the wire: what a server sends and what a client reads back.
+
+use signalbox_domain::health::SampleJudgement;
+use signalbox_domain::{DeployStatus, Error, GroupFigures, HealthReport, Phase, Result, Verdict};
+
+use crate::pb;
+
+impl From<Phase> for pb::Phase {
+    fn from(p: Phase) -> Self {
+        match p {
+            Phase::Preflight => Self::Preflight,
+            Phase::Pushing => Self::Pushing,
+            Phase::Rolling => Self::Rolling,
+            Phase::Baking => Self::Baking,
+            Phase::Evaluating => Self::Evaluating,
+            Phase::RollingBack => Self::RollingBack,
+            Phase::Succeeded => Self::Succeeded,
+            Phase::RolledBack => Self::RolledBack,
+            Phase::Failed => Self::Failed,
+        }
+    }
+}
+
+impl TryFrom<pb::Phase> for Phase {
+    type Error = Error;
+
+    fn try_from(p: pb::Phase) -> Result<Self> {
+        Ok(match p {
+            pb::Phase::Unspecified => return Err(Error::invalid("phase", "must be set")),
+            pb::Phase::Preflight => Self::Preflight,
+            pb::Phase::Pushing => Self::Pushing,
+            pb::Phase::Rolling => Self::Rolling,
+            pb::Phase::Baking => Self::Baking,
+            pb::Phase::Evaluating => Self::Evaluating,
+            pb::Phase::RollingBack => Self::RollingBack,
+            pb::Phase::Succeeded => Self::Succeeded,
+            pb::Phase::RolledBack => Self::RolledBack,
+            pb::Phase::Failed => Self::Failed,
+        })
+    }
+}
+
+impl From<Verdict> for pb::Verdict {
+    fn from(v: Verdict) -> Self {
+        match v {
+            Verdict::Pass => Self::Pass,
+            Verdict::Fail => Self::Fail,
+            Verdict::Inconclusive => Self::Inconclusive,
+        }
+    }
+}
+
+impl TryFrom<pb::Verdict> for Verdict {
+    type Error = Error;
+
+    fn try_from(v: pb::Verdict) -> Result<Self> {
+        match v {
+            pb::Verdict::Unspecified => Err(Error::invalid("last_verdict.verdict", "must be set")),
+            pb::Verdict::Pass => Ok(Self::Pass),
+            pb::Verdict::Fail => Ok(Self::Fail),
+            pb::Verdict::Inconclusive => Ok(Self::Inconclusive),
+        }
+    }
+}
+
+impl From<GroupFigures> for pb::GroupFigures {
+    fn from(g: GroupFigures) -> Self {
+        Self { requests: g.requests, errors: g.errors, p99_ms: g.p99_ms, log_lines: g.log_lines }
+    }
+}
+
+impl From<pb::GroupFigures> for GroupFigures {
+    fn from(g: pb::GroupFigures) -> Self {
+        Self { requests: g.requests, errors: g.errors, p99_ms: g.p99_ms, log_lines: g.log_lines }
+    }
+}
+
+impl From<SampleJudgement> for pb::SampleJudgement {
+    fn from(s: SampleJudgement) -> Self {
+        Self { canary: Some(s.canary.into()), control: s.control.map(Into::into), bad: s.bad, reasons: s.reasons }
+    }
+}
+
+/// An absent canary reads as a window without traffic.
+impl From<pb::SampleJudgement> for SampleJudgement {
+    fn from(s: pb::SampleJudgement) -> Self {
+        Self { canary: s.canary.map(Into::into).unwrap_or_default(), control: s.control.map(Into::into), bad: s.bad, reasons: s.reasons }
+    }
+}
+
+impl From<HealthReport> for pb::HealthReport {
+    fn from(r: HealthReport) -> Self {
+        Self {
+            verdict: pb::Verdict::from(r.verdict).into(),
+            summary: r.summary,
+            baseline: Some(r.baseline.into()),
+            samples: r.samples.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::HealthReport> for HealthReport {
+    type Error = Error;
+
+    fn try_from(r: pb::HealthReport) -> Result<Self> {
+        let verdict = pb::Verdict::try_from(r.verdict).map_err(|e| Error::invalid("last_verdict.verdict", e.to_string()))?;
+        Ok(Self {
+            verdict: verdict.try_into()?,
+            summary: r.summary,
+            baseline: r.baseline.map(Into::into).unwrap_or_default(),
+            samples: r.samples.into_iter().map(Into::into).collect(),
+        })
+    }
+}
+
+impl From<DeployStatus> for pb::DeployStatus {
+    fn from(s: DeployStatus) -> Self {
+        Self {
+            phase: pb::Phase::from(s.phase).into(),
+            current_batch: s.current_batch,
+            total_batches: s.total_batches,
+            fleet_size: s.fleet_size,
+            instances_per_version: s.instances_per_version,
+            last_verdict: s.last_verdict.map(Into::into),
+            reason: s.reason,
+        }
+    }
+}
+
+/// How a client reads a status back; a phase or verdict it does not know is an error, so a
+/// newer server can never be mistaken for a finished deploy.
+impl TryFrom<pb::DeployStatus> for DeployStatus {
+    type Error = Error;
+
+    fn try_from(s: pb::DeployStatus) -> Result<Self> {
+        let phase = pb::Phase::try_from(s.phase).map_err(|e| Error::invalid("phase", e.to_string()))?;
+        Ok(Self {
+            phase: phase.try_into()?,
+            current_batch: s.current_batch,
+            total_batches: s.total_batches,
+            fleet_size: s.fleet_size,
+            instances_per_version: s.instances_per_version,
+            last_verdict: s.last_verdict.map(TryInto::try_into).transpose()?,
+            reason: s.reason,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn status() -> DeployStatus {
+        let figures = |requests, errors| GroupFigures { requests, errors, p99_ms: 12.5, log_lines: requests };
+        DeployStatus {
+            phase: Phase::RolledBack,
+            current_batch: 1,
+            total_batches: 4,
+            fleet_size: 20,
+            instances_per_version: BTreeMap::from([("1.0.0".to_owned(), 19), ("1.1.0".to_owned(), 1)]),
+            last_verdict: Some(HealthReport {
+                verdict: Verdict::Fail,
+                summary: "3 consecutive bad samples".into(),
+                baseline: figures(400, 1),
+                samples: vec![
+                    SampleJudgement { canary: figures(20, 6), control: Some(figures(380, 1)), bad: Some(true), reasons: vec!["error rate".into()] },
+                    SampleJudgement { canary: figures(2, 0), control: None, bad: None, reasons: vec![] },
+                ],
+            }),
+            reason: Some("batch 1: unhealthy".into()),
+        }
+    }
+
+    #[test]
+    fn a_status_survives_the_wire() {
+        let wire = pb::DeployStatus::from(status());
+        assert_eq!(wire.phase(), pb::Phase::RolledBack);
+        assert_eq!(wire.last_verdict.as_ref().unwrap().verdict(), pb::Verdict::Fail);
+        assert_eq!(DeployStatus::try_from(wire).unwrap(), status());
+        let starting = DeployStatus::starting();
+        assert_eq!(DeployStatus::try_from(pb::DeployStatus::from(starting.clone())).unwrap(), starting);
+    }
+
+    #[test]
+    fn every_phase_maps_to_its_own_wire_value() {
+        use Phase::*;
+        let phases = [Preflight, Pushing, Rolling, Baking, Evaluating, RollingBack, Succeeded, RolledBack, Failed];
+        let wire: std::collections::BTreeSet<i32> = phases.iter().map(|&p| pb::Phase::from(p) as i32).collect();
+        assert_eq!(wire.len(), phases.len());
+        assert!(!wire.contains(&(pb::Phase::Unspecified as i32)));
+        for p in phases {
+            assert_eq!(Phase::try_from(pb::Phase::from(p)).unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn unknown_or_unset_phases_are_errors() {
+        let unset = pb::DeployStatus::default();
+        assert_eq!(DeployStatus::try_from(unset).unwrap_err().field(), "phase");
+        let unknown = pb::DeployStatus { phase: 99, ..Default::default() };
+        assert_eq!(DeployStatus::try_from(unknown).unwrap_err().field(), "phase");
+        let mut no_verdict = pb::DeployStatus::from(status());
+        no_verdict.last_verdict.as_mut().unwrap().verdict = 0;
+        assert_eq!(DeployStatus::try_from(no_verdict).unwrap_err().field(), "last_verdict.verdict");
+    }
+}
