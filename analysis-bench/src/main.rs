@@ -10,13 +10,13 @@ mod deploy_report;
 mod deploys;
 mod nab;
 mod nab_score;
-mod speed;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
+use signalbox_analysis_bench::speed;
 
 /// Benchmarks of the signalbox health analysis engine.
 #[derive(Parser)]

@@ -95,19 +95,25 @@ fn time(runs: usize, mut f: impl FnMut()) -> Timing {
 pub fn measure_judge(seed: u64, all_detectors: bool) -> (Timing, u32) {
     let mut input = input(seed);
     if all_detectors {
-        for m in &mut input.policy.metrics {
-            m.thresholds = Some(StaticThreshold {
-                max_increase: Some(0.5),
-                ..Default::default()
-            });
-            m.seasonal = Some(Seasonal::default());
-        }
+        add_all_detectors(&mut input);
     }
     let judged = judge(&input).expect("valid input").tally.samples;
     let t = time(41, || {
         black_box(judge(black_box(&input)).expect("valid input"));
     });
     (t, judged)
+}
+
+/// Adds static thresholds and seasonal bands to every metric of `input`, so all four
+/// detectors run.
+pub fn add_all_detectors(input: &mut AnalysisInput) {
+    for m in &mut input.policy.metrics {
+        m.thresholds = Some(StaticThreshold {
+            max_increase: Some(0.5),
+            ..Default::default()
+        });
+        m.seasonal = Some(Seasonal::default());
+    }
 }
 
 /// Times the plain baseline on the same input.
@@ -120,7 +126,7 @@ pub fn measure_plain(seed: u64) -> Timing {
 
 /// The plain baseline: per metric, baseline mean and stddev, then a 3-sigma check of every
 /// canary value. Returns the number of alarms so the work cannot be optimised away.
-fn plain_zscore(input: &AnalysisInput) -> usize {
+pub fn plain_zscore(input: &AnalysisInput) -> usize {
     input
         .metrics
         .iter()
