@@ -3,7 +3,8 @@
 
 use signalbox_activities::{Home, deploy::preflight};
 use signalbox_domain::contract::PreflightInput;
-use signalbox_domain::{DeployRequest, DeployStatus};
+use signalbox_domain::{DeployRequest, DeployStatus, search};
+use temporalio_common::MemoValues;
 use signalbox_workflows::DeployWorkflow;
 use temporalio_client::{
     Client, WorkflowFetchHistoryOptions, WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions,
@@ -84,10 +85,14 @@ impl Deploys {
         preflight(&self.home, check).await.map_err(from_preflight)?;
         let id = req.workflow_id();
         let summary = format!("{} {} ({}) by {}", req.service, req.artifact.version, req.artifact.digest.short(), req.deployer);
+        let mut memo = MemoValues::new();
+        memo.insert("config", search::ConfigSummary::of(&req));
         let options = WorkflowStartOptions::new(self.task_queue.clone(), id.clone())
             .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
             .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
             .static_summary(summary)
+            .search_attributes(search::initial(&req, "rolling"))
+            .memo(memo)
             .build();
         match self.client.start_workflow(DeployWorkflow::run, req, options).await {
             Ok(_) => Ok(id),

@@ -19,3 +19,14 @@ else
     temporal operator namespace create --address "$TEMPORAL_ADDRESS" -n "$namespace"
     echo "namespace $namespace created"
 fi
+
+# The deploys' search attributes (domain/src/search.rs): what the Temporal UI filters by.
+for attribute in SignalboxService SignalboxEnvironment SignalboxStrategy SignalboxArtifactDigest \
+    SignalboxGitSha SignalboxPhase SignalboxDeployer; do
+    if temporal operator search-attribute list --address "$TEMPORAL_ADDRESS" -n "$namespace" | grep -qw "$attribute"; then
+        echo "search attribute $attribute exists"
+    else
+        temporal operator search-attribute create --address "$TEMPORAL_ADDRESS" -n "$namespace" \
+            --name "$attribute" --type Keyword
+    fi
+done

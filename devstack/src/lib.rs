@@ -12,6 +12,7 @@
 //! A process killed by a signal (Ctrl-C with the default handler, SIGKILL) does not run `atexit`
 //! hooks; binaries should catch Ctrl-C (`tokio::signal::ctrl_c`) and return from `main` normally.
 
+pub mod browser;
 mod locate;
 mod process;
 mod sys;

@@ -10,6 +10,7 @@ pub mod error;
 pub mod health;
 pub mod plan;
 pub mod request;
+pub mod search;
 pub mod status;
 
 pub use artifact::{Artifact, Digest};

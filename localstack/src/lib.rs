@@ -15,9 +15,6 @@ use signalbox_devstack::{DevServerOptions, ManagedProcess, TemporalDevServer, wo
 use signalbox_domain::{Artifact, BatchPlan, DeployRequest, FleetTarget, HealthPolicy};
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
 
-/// Search attributes the deploys are indexed by in the Temporal UI.
-pub const SEARCH_ATTRIBUTES: &[(&str, &str)] = &[];
-
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
@@ -59,7 +56,7 @@ impl Stack {
         let mut server_opts = DevServerOptions::in_dir(&options.dir);
         server_opts.port = options.port;
         server_opts.ui_port = options.ui_port;
-        server_opts.search_attributes = SEARCH_ATTRIBUTES.iter().map(|(n, t)| ((*n).to_owned(), (*t).to_owned())).collect();
+        server_opts.search_attributes = signalbox_domain::search::REGISTERED.iter().map(|(n, t)| ((*n).to_owned(), (*t).to_owned())).collect();
         let server = TemporalDevServer::start(server_opts).await?;
         let home = Home::new(options.dir.join("home"));
         std::fs::create_dir_all(home.root())?;

@@ -21,6 +21,7 @@ ensure_debian_packages() {
     command -v protoc >/dev/null || missing+=(protobuf-compiler)
     command -v haproxy >/dev/null || missing+=(haproxy)
     command -v prometheus >/dev/null || missing+=(prometheus)
+    command -v chromium >/dev/null || missing+=(chromium)
     if [ "${#missing[@]}" -gt 0 ]; then
         say "installing Debian packages: ${missing[*]}"
         as_root apt-get update -qq

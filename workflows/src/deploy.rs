@@ -11,7 +11,7 @@ use signalbox_domain::contract::{
     AdvanceBatch, AdvanceInput, BaselineInput, EvaluateHealth, EvaluateInput, InstanceChange, InstanceState, Preflight, PreflightInput,
     PreflightOutput, PushArtifact, PushInput, RollbackInput, SampleBaseline,
 };
-use signalbox_domain::{DeployRequest, DeployStatus, GroupFigures, Phase, Verdict};
+use signalbox_domain::{DeployRequest, DeployStatus, GroupFigures, Phase, Verdict, search};
 use temporalio_common::RetryPolicy;
 use temporalio_common::error::ApplicationFailure;
 use temporalio_macros::{workflow, workflow_methods};
@@ -32,6 +32,9 @@ impl Default for DeployWorkflow {
         Self { status: DeployStatus::starting() }
     }
 }
+
+/// Patch id of indexing the phase as a search attribute.
+const PHASE_SEARCH_ATTRIBUTE: &str = "signalbox-phase-search-attribute";
 
 /// The most useful message of an activity failure: the application error's own words.
 pub(crate) fn failure_message(e: &ActivityExecutionError) -> String {
@@ -106,10 +109,8 @@ impl DeployWorkflow {
             Ok(p) => p,
             Err(e) => {
                 let reason = failure_message(&e);
-                ctx.state_mut(|s| {
-                    s.status.phase = Phase::Failed;
-                    s.status.reason = Some(reason.clone());
-                });
+                ctx.state_mut(|s| s.status.reason = Some(reason.clone()));
+                Self::enter(ctx, Phase::Failed);
                 return Err(WorkflowTermination::failed_application(ApplicationFailure::non_retryable(reason)));
             }
         };
@@ -122,25 +123,33 @@ impl DeployWorkflow {
         let mut saga = Saga::default();
         let outcome = Self::roll_out(ctx, &req, &deploy_id, &pre, &mut saga).await;
         let Err(Stop(reason)) = outcome else {
-            ctx.state_mut(|s| s.status.phase = Phase::Succeeded);
+            Self::enter(ctx, Phase::Succeeded);
             return Ok(ctx.state(|s| s.status.clone()));
         };
-        ctx.state_mut(|s| {
-            s.status.phase = Phase::RollingBack;
-            s.status.reason = Some(reason.clone());
-        });
+        ctx.state_mut(|s| s.status.reason = Some(reason.clone()));
+        Self::enter(ctx, Phase::RollingBack);
         let rolled_back = saga.compensate(ctx).await;
-        ctx.state_mut(|s| match rolled_back {
+        match rolled_back {
             Ok(()) => {
-                s.status.phase = Phase::RolledBack;
-                s.status.instances_per_version = versions(&pre.instances);
+                ctx.state_mut(|s| s.status.instances_per_version = versions(&pre.instances));
+                Self::enter(ctx, Phase::RolledBack);
             }
             Err(e) => {
-                s.status.phase = Phase::Failed;
-                s.status.reason = Some(format!("{reason}; rollback incomplete: {e}"));
+                ctx.state_mut(|s| s.status.reason = Some(format!("{reason}; rollback incomplete: {e}")));
+                Self::enter(ctx, Phase::Failed);
             }
-        });
+        }
         Ok(ctx.state(|s| s.status.clone()))
+    }
+
+    /// Moves the deploy to `phase`, in its status and in the `SignalboxPhase` search attribute
+    /// that the Temporal UI filters by.
+    fn enter(ctx: &WorkflowContext<Self>, phase: Phase) {
+        ctx.state_mut(|s| s.status.phase = phase);
+        // Histories recorded before the phase was indexed carry no upserts; they replay as such.
+        if ctx.patched(PHASE_SEARCH_ATTRIBUTE) {
+            ctx.upsert_search_attributes([search::PHASE.value_set(search::phase_value(phase))]);
+        }
     }
 
     /// The rollout proper; every world-changing step registers its undo in `saga` first.
@@ -149,7 +158,7 @@ impl DeployWorkflow {
         let policy = &req.health;
         let window = Duration::from_millis(policy.sample_interval_ms);
 
-        ctx.state_mut(|s| s.status.phase = Phase::Pushing);
+        Self::enter(ctx, Phase::Pushing);
         let push = PushInput { digest: req.artifact.digest.clone(), regions: pre.regions.clone(), dry_run: req.dry_run };
         let evict_at = saga.push(Compensation::Evict(signalbox_domain::contract::EvictInput { digest: req.artifact.digest.clone(), regions: pre.regions.clone() }));
         let pushed = ctx.execute_activity(PushArtifact, push, quick(format!("push {} to {} regions", req.artifact.digest.short(), pre.regions.len()))).await?;
@@ -165,10 +174,8 @@ impl DeployWorkflow {
         for (i, &upto) in pre.batches.iter().enumerate() {
             let upto = upto as usize;
             let batch = &pre.instances[done..upto];
-            ctx.state_mut(|s| {
-                s.status.phase = Phase::Rolling;
-                s.status.current_batch = i as u32 + 1;
-            });
+            ctx.state_mut(|s| s.status.current_batch = i as u32 + 1);
+            Self::enter(ctx, Phase::Rolling);
             // Registered before the step: a batch that fails halfway is still undone. The
             // planned list is replaced by the actual completion order once the step returns.
             let planned: Vec<InstanceChange> = batch
@@ -202,14 +209,14 @@ impl DeployWorkflow {
             done = upto;
 
             if req.bake_ms > 0 {
-                ctx.state_mut(|s| s.status.phase = Phase::Baking);
+                Self::enter(ctx, Phase::Baking);
                 let bake = TimerOptions::builder(Duration::from_millis(req.bake_ms)).summary(format!("bake batch {}/{total}", i + 1)).build();
                 if let TimerResult::Cancelled = ctx.timer(bake).await {
                     return Err(Stop(format!("aborted while baking batch {}", i + 1)));
                 }
             }
 
-            ctx.state_mut(|s| s.status.phase = Phase::Evaluating);
+            Self::enter(ctx, Phase::Evaluating);
             let evaluate = EvaluateInput {
                 fleet: req.fleet.clone(),
                 canary: ids[..upto].to_vec(),
