@@ -3,6 +3,7 @@
 //! Exit codes: 0 when the command did what it was asked (a watched deploy succeeded), 1 when a
 //! watched deploy ended otherwise, 2 when the request was refused or could not be made.
 
+mod backtest;
 mod demo;
 mod deploy;
 mod progress;
@@ -25,6 +26,8 @@ enum Command {
     Deploy(deploy::Command),
     /// Run a whole local signalbox and roll a build out to a fleet under load.
     Demo(demo::Args),
+    /// Judge a recorded analysis input again (exit 0 pass, 1 fail, 3 inconclusive), or export one from a deploy.
+    Backtest(backtest::Args),
 }
 
 #[tokio::main]
@@ -34,6 +37,7 @@ async fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
         Command::Deploy(command) => deploy::run(command).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Backtest(args) => backtest::run(args).await,
     };
     outcome.unwrap_or_else(|e| {
         // A refusal's message names the field and the rule: print just that.

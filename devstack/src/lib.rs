@@ -15,6 +15,7 @@
 pub mod browser;
 mod locate;
 mod process;
+pub mod prometheus;
 mod sys;
 mod temporal;
 mod wait;

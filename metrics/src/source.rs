@@ -1,0 +1,96 @@
+//! What a metric source is: for a group of instances and a time, one [`Observation`] per
+//! metric, ready for the analysis engine.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use signalbox_analysis::{Observation, Policy, Sample};
+
+/// Name of the error-rate metric (5xx responses per request, 0-1) in the built-in queries.
+pub const ERROR_RATE: &str = "error_rate";
+/// Name of the 99th-percentile latency metric, in milliseconds, in the built-in queries.
+pub const LATENCY_P99_MS: &str = "latency_p99_ms";
+/// Name of the log-lines metric (lines written per second) in the built-in queries.
+pub const LOG_LINES: &str = "log_lines";
+/// Name of the traffic metric (requests served in the window), read for
+/// [`Sample::traffic`] by [`sample`].
+pub const REQUESTS: &str = "requests";
+
+/// One instance whose metrics are read.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Instance {
+    /// Instance id, e.g. `i-0003`: the `instance_id` label in Prometheus.
+    pub id: String,
+    /// `host:port` serving its `/metrics`.
+    pub address: String,
+}
+
+/// The instances read together as one reading: one version of one service, e.g. the canary
+/// or the stable version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Group {
+    /// Service name (`{{service}}` in query templates).
+    pub service: String,
+    /// Version the group runs (`{{version}}`).
+    pub version: String,
+    /// Its instances (`{{instances}}`: a regular expression matching any of their ids).
+    pub instances: Vec<Instance>,
+    /// Further placeholder values, e.g. `region` for `{{region}}`.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Where observations come from: the instances' own `/metrics`
+/// ([`Scrape`](crate::Scrape)), Prometheus ([`Prometheus`](crate::Prometheus)), or anything
+/// else that can answer for a group and a time.
+///
+/// A failed or timed-out read is [`Observation::Error`], and a metric with no data (no
+/// series, no requests) is [`Observation::Missing`]; neither is ever a made-up zero, so
+/// neither can pass a deploy.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// Reads each of `metrics` for `group` over the window ending at `at`: one observation
+    /// per name, in order. A name the source has no query for is an error observation.
+    async fn read(&self, metrics: &[&str], group: &Group, at: SystemTime) -> Vec<Observation>;
+}
+
+/// Reads one analysis sample at `at`: the policy's metrics for the canary and, when given,
+/// the stable group, in the policy's order, with the canary's [`REQUESTS`] reading as traffic
+/// (none when the source cannot read it).
+pub async fn sample(
+    source: &dyn Source,
+    policy: &Policy,
+    canary: &Group,
+    stable: Option<&Group>,
+    at: SystemTime,
+) -> Sample {
+    let mut names: Vec<&str> = policy.metrics.iter().map(|m| m.name.as_str()).collect();
+    let traffic_at = names
+        .iter()
+        .position(|n| *n == REQUESTS)
+        .unwrap_or_else(|| {
+            names.push(REQUESTS);
+            names.len() - 1
+        });
+    let mut canary = source.read(&names, canary, at).await;
+    let traffic = canary[traffic_at].value().map(|v| v.round() as u64);
+    canary.truncate(policy.metrics.len());
+    let stable = match stable {
+        Some(group) => source.read(&names[..policy.metrics.len()], group, at).await,
+        None => Vec::new(),
+    };
+    Sample {
+        at: unix_seconds(at),
+        traffic,
+        canary,
+        stable,
+    }
+}
+
+/// Whole seconds since the Unix epoch (negative before it).
+pub fn unix_seconds(at: SystemTime) -> i64 {
+    match at.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
