@@ -40,6 +40,9 @@ async fn with_heartbeat<T>(ctx: &ActivityContext, progress: &AtomicUsize, work: 
     }
 }
 
+/// One group's scrapes at the start and at the end of a sampling window.
+type Window = (Vec<Result<Counters>>, Vec<Result<Counters>>);
+
 /// The deploy activities, sharing one signalbox home.
 #[derive(Debug, Clone)]
 pub struct DeployActivities {
@@ -83,8 +86,8 @@ impl DeployActivities {
         &self,
         policy: &HealthPolicy,
         baseline: GroupFigures,
-        canary: (Vec<Result<Counters>>, Vec<Result<Counters>>),
-        control: Option<(Vec<Result<Counters>>, Vec<Result<Counters>>)>,
+        canary: Window,
+        control: Option<Window>,
     ) -> SampleJudgement {
         let canary = match window(canary.0, canary.1) {
             Ok(c) => c,
@@ -191,14 +194,14 @@ impl DeployActivities {
     #[activity(definition = contract::Preflight)]
     #[instrument(skip_all, fields(service = %input.service, fleet = %input.fleet.name))]
     pub async fn preflight(self: Arc<Self>, _ctx: ActivityContext, input: PreflightInput) -> Result<PreflightOutput, ActivityError> {
-        Ok(self.preflight_impl(input).await.map_err(Error::into_activity)?)
+        self.preflight_impl(input).await.map_err(Error::into_activity)
     }
 
     /// See [`contract::PushArtifact`].
     #[activity(definition = contract::PushArtifact)]
     #[instrument(skip_all, fields(digest = %input.digest))]
     pub async fn push_artifact(self: Arc<Self>, _ctx: ActivityContext, input: PushInput) -> Result<PushOutput, ActivityError> {
-        Ok(self.push_impl(input).await.map_err(Error::into_activity)?)
+        self.push_impl(input).await.map_err(Error::into_activity)
     }
 
     /// See [`contract::EvictArtifact`].
@@ -217,7 +220,7 @@ impl DeployActivities {
     #[instrument(skip_all, fields(fleet = %input.fleet.name))]
     pub async fn sample_baseline(self: Arc<Self>, ctx: ActivityContext, input: BaselineInput) -> Result<GroupFigures, ActivityError> {
         let progress = AtomicUsize::new(0);
-        Ok(with_heartbeat(&ctx, &progress, self.baseline_impl(input)).await.map_err(Error::into_activity)?)
+        with_heartbeat(&ctx, &progress, self.baseline_impl(input)).await.map_err(Error::into_activity)
     }
 
     /// See [`contract::AdvanceBatch`].
@@ -269,7 +272,7 @@ impl DeployActivities {
     #[activity(definition = contract::EvaluateHealth)]
     #[instrument(skip_all, fields(fleet = %input.fleet.name, canary = input.canary.len(), control = input.control.len()))]
     pub async fn evaluate_health(self: Arc<Self>, ctx: ActivityContext, input: EvaluateInput) -> Result<HealthReport, ActivityError> {
-        Ok(self.evaluate_impl(&ctx, input).await.map_err(Error::into_activity)?)
+        self.evaluate_impl(&ctx, input).await.map_err(Error::into_activity)
     }
 
     /// See [`contract::Noop`].
