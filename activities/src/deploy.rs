@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use signalbox_domain::contract::{
-    self, AdvanceInput, AdvanceOutput, BaselineInput, EvaluateInput, EvictInput, PreflightInput, PreflightOutput, PushInput, PushOutput,
-    RollbackInput, RollbackOutput,
+    self, AdvanceInput, AdvanceOutput, BaselineInput, EvaluateInput, EvictInput, HaltInput, PreflightInput, PreflightOutput, PushInput,
+    PushOutput, ReleaseInput, RollbackInput, RollbackOutput,
 };
 use signalbox_domain::health::{Gate, SampleJudgement, judge_sample};
 use signalbox_domain::{GroupFigures, HealthPolicy, HealthReport, Verdict};
@@ -39,9 +39,6 @@ async fn with_heartbeat<T>(ctx: &ActivityContext, progress: &AtomicUsize, work: 
         }
     }
 }
-
-/// One group's scrapes at the start and at the end of a sampling window.
-type Window = (Vec<Result<Counters>>, Vec<Result<Counters>>);
 
 /// The deploy activities, sharing one signalbox home.
 #[derive(Debug, Clone)]
@@ -86,8 +83,8 @@ impl DeployActivities {
         &self,
         policy: &HealthPolicy,
         baseline: GroupFigures,
-        canary: Window,
-        control: Option<Window>,
+        canary: (Vec<Result<Counters>>, Vec<Result<Counters>>),
+        control: Option<(Vec<Result<Counters>>, Vec<Result<Counters>>)>,
     ) -> SampleJudgement {
         let canary = match window(canary.0, canary.1) {
             Ok(c) => c,
@@ -194,14 +191,14 @@ impl DeployActivities {
     #[activity(definition = contract::Preflight)]
     #[instrument(skip_all, fields(service = %input.service, fleet = %input.fleet.name))]
     pub async fn preflight(self: Arc<Self>, _ctx: ActivityContext, input: PreflightInput) -> Result<PreflightOutput, ActivityError> {
-        self.preflight_impl(input).await.map_err(Error::into_activity)
+        Ok(self.preflight_impl(input).await.map_err(Error::into_activity)?)
     }
 
     /// See [`contract::PushArtifact`].
     #[activity(definition = contract::PushArtifact)]
     #[instrument(skip_all, fields(digest = %input.digest))]
     pub async fn push_artifact(self: Arc<Self>, _ctx: ActivityContext, input: PushInput) -> Result<PushOutput, ActivityError> {
-        self.push_impl(input).await.map_err(Error::into_activity)
+        Ok(self.push_impl(input).await.map_err(Error::into_activity)?)
     }
 
     /// See [`contract::EvictArtifact`].
@@ -220,7 +217,7 @@ impl DeployActivities {
     #[instrument(skip_all, fields(fleet = %input.fleet.name))]
     pub async fn sample_baseline(self: Arc<Self>, ctx: ActivityContext, input: BaselineInput) -> Result<GroupFigures, ActivityError> {
         let progress = AtomicUsize::new(0);
-        with_heartbeat(&ctx, &progress, self.baseline_impl(input)).await.map_err(Error::into_activity)
+        Ok(with_heartbeat(&ctx, &progress, self.baseline_impl(input)).await.map_err(Error::into_activity)?)
     }
 
     /// See [`contract::AdvanceBatch`].
@@ -272,7 +269,35 @@ impl DeployActivities {
     #[activity(definition = contract::EvaluateHealth)]
     #[instrument(skip_all, fields(fleet = %input.fleet.name, canary = input.canary.len(), control = input.control.len()))]
     pub async fn evaluate_health(self: Arc<Self>, ctx: ActivityContext, input: EvaluateInput) -> Result<HealthReport, ActivityError> {
-        self.evaluate_impl(&ctx, input).await.map_err(Error::into_activity)
+        Ok(self.evaluate_impl(&ctx, input).await.map_err(Error::into_activity)?)
+    }
+
+    /// See [`contract::HaltFleet`]. Writes the substrate's halt mark: the local fleet checks it
+    /// before each instance, so an advance in flight fails with `Halted` (non-retryable) before
+    /// touching another instance.
+    #[activity(definition = contract::HaltFleet)]
+    #[instrument(skip_all, fields(deploy_id = %input.deploy_id, fleet = %input.fleet.name))]
+    pub async fn halt_fleet(self: Arc<Self>, _ctx: ActivityContext, input: HaltInput) -> Result<(), ActivityError> {
+        if input.dry_run {
+            return Ok(());
+        }
+        let fleet = self.fleet(&input.fleet.name).map_err(Error::into_activity)?;
+        fleet.halt(&input.deploy_id, &input.reason).await.map_err(Error::into_activity)?;
+        info!(reason = %input.reason, "fleet halted");
+        Ok(())
+    }
+
+    /// See [`contract::ReleaseFleet`].
+    #[activity(definition = contract::ReleaseFleet)]
+    #[instrument(skip_all, fields(deploy_id = %input.deploy_id, fleet = %input.fleet.name))]
+    pub async fn release_fleet(self: Arc<Self>, _ctx: ActivityContext, input: ReleaseInput) -> Result<(), ActivityError> {
+        if input.dry_run {
+            return Ok(());
+        }
+        let fleet = self.fleet(&input.fleet.name).map_err(Error::into_activity)?;
+        fleet.release(&input.deploy_id).await.map_err(Error::into_activity)?;
+        info!("fleet released");
+        Ok(())
     }
 
     /// See [`contract::Noop`].

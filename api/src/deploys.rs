@@ -3,12 +3,13 @@
 
 use signalbox_activities::{Home, deploy::preflight};
 use signalbox_domain::contract::PreflightInput;
-use signalbox_domain::{DeployRequest, DeployStatus, search};
+use signalbox_domain::{Approve, Command, DeployRequest, DeployStatus, Phase, control, search};
 use temporalio_common::MemoValues;
 use signalbox_workflows::DeployWorkflow;
+use temporalio_client::errors::{WorkflowInteractionError, WorkflowQueryError, WorkflowStartError, WorkflowUpdateError};
 use temporalio_client::{
-    Client, WorkflowFetchHistoryOptions, WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions,
-    WorkflowStartOptions, errors::WorkflowStartError,
+    Client, WorkflowExecuteUpdateOptions, WorkflowFetchHistoryOptions, WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
+    WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
 };
 
 /// Why a deploy could not be started or read.
@@ -28,6 +29,10 @@ pub enum Error {
     /// No such deploy.
     #[error("no deploy {0}")]
     NotFound(String),
+    /// The deploy refused a control operation (its validator's reason, e.g. `nothing awaits
+    /// approval`); nothing was recorded. gRPC: `FAILED_PRECONDITION`.
+    #[error("refused: {0}")]
+    Refused(String),
     /// Temporal or the world answered with an error.
     #[error("{0}")]
     Unavailable(String),
@@ -105,15 +110,96 @@ impl Deploys {
     pub async fn status(&self, id: &str) -> Result<DeployStatus> {
         let handle = self.client.get_workflow_handle::<DeployWorkflow>(id);
         handle.query(DeployWorkflow::status, (), WorkflowQueryOptions::default()).await.map_err(|e| match e {
-            temporalio_client::errors::WorkflowQueryError::NotFound(_) => Error::NotFound(id.to_owned()),
+            WorkflowQueryError::NotFound(_) => Error::NotFound(id.to_owned()),
             other => Error::Unavailable(other.to_string()),
         })
     }
 
-    /// Waits for the deploy to end and returns its final status.
+    /// Waits for the deploy's workflow to close and returns its final status.
+    ///
+    /// A succeeded deploy closes when its rollback window does (`DeployRequest::rollback_window_ms`,
+    /// an hour unless the request says otherwise): until then its status is already
+    /// `Succeeded`, with `rollback_window_until` set. To learn that a rollout is done without
+    /// waiting for the window, watch [`Deploys::status`] for a final phase instead.
     pub async fn result(&self, id: &str) -> Result<DeployStatus> {
         let handle = self.client.get_workflow_handle::<DeployWorkflow>(id);
         handle.get_result(WorkflowGetResultOptions::default()).await.map_err(|e| Error::Unavailable(e.to_string()))
+    }
+
+    /// Signal `pause`: the deploy holds before its next batch (`paused: true`).
+    pub async fn pause(&self, id: &str, cmd: Command) -> Result<()> {
+        self.signal(id, DeployWorkflow::pause, cmd).await
+    }
+
+    /// Signal `resume`: lifts a pause or a halt.
+    pub async fn resume(&self, id: &str, cmd: Command) -> Result<()> {
+        self.signal(id, DeployWorkflow::resume, cmd).await
+    }
+
+    /// Update `halt`: freezes the deploy and its fleet where they stand; answers once frozen.
+    pub async fn halt(&self, id: &str, cmd: Command) -> Result<DeployStatus> {
+        self.update(id, DeployWorkflow::halt, cmd.clone(), |s| control::check_halt(s, &cmd)).await
+    }
+
+    /// Update `abort`: rolls the deploy back now.
+    pub async fn abort(&self, id: &str, cmd: Command) -> Result<DeployStatus> {
+        self.update(id, DeployWorkflow::abort, cmd.clone(), |s| control::check_abort(s, &cmd)).await
+    }
+
+    /// Update `rollback`: an abort while the deploy runs; after success, a rollback of every
+    /// batch while the rollback window is open.
+    pub async fn rollback(&self, id: &str, cmd: Command) -> Result<DeployStatus> {
+        self.update(id, DeployWorkflow::rollback, cmd.clone(), |s| control::check_rollback(s, &cmd)).await
+    }
+
+    /// Update `bypass`: skips the remaining gates and bake timers; `cmd.reason` is mandatory.
+    pub async fn bypass(&self, id: &str, cmd: Command) -> Result<DeployStatus> {
+        self.update(id, DeployWorkflow::bypass, cmd.clone(), |s| control::check_bypass(s, &cmd)).await
+    }
+
+    /// Update `approve`: one approval of the open approval gate.
+    pub async fn approve(&self, id: &str, approve: Approve) -> Result<DeployStatus> {
+        self.update(id, DeployWorkflow::approve, approve, |_| Err(control::Refusal("nothing awaits approval".into()))).await
+    }
+
+    async fn signal<S>(&self, id: &str, signal: S, cmd: Command) -> Result<()>
+    where
+        S: temporalio_common::SignalDefinition<Workflow = <DeployWorkflow as temporalio_common::HasWorkflowDefinition>::Run, Input = Command>,
+    {
+        let handle = self.client.get_workflow_handle::<DeployWorkflow>(id);
+        match handle.signal(signal, cmd, WorkflowSignalOptions::default()).await {
+            Ok(()) => Ok(()),
+            Err(WorkflowInteractionError::NotFound(_)) => Err(self.closed(id, |_| Ok(())).await),
+            Err(e) => Err(Error::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Runs an update; a deploy whose workflow already closed cannot run its validator, so the
+    /// same domain rule (`rule`) explains the refusal from its final status.
+    async fn update<U>(&self, id: &str, update: U, input: U::Input, rule: impl FnOnce(&DeployStatus) -> control::Ruling) -> Result<DeployStatus>
+    where
+        U: temporalio_common::UpdateDefinition<Workflow = <DeployWorkflow as temporalio_common::HasWorkflowDefinition>::Run, Output = DeployStatus>,
+        U::Input: Send,
+    {
+        let handle = self.client.get_workflow_handle::<DeployWorkflow>(id);
+        match handle.execute_update(update, input, WorkflowExecuteUpdateOptions::default()).await {
+            Ok(status) => Ok(status),
+            Err(WorkflowUpdateError::Failed(failure)) => Err(Error::Refused(failure.message.clone())),
+            Err(WorkflowUpdateError::NotFound(_)) => Err(self.closed(id, rule).await),
+            Err(e) => Err(Error::Unavailable(e.to_string())),
+        }
+    }
+
+    /// The error for an operation on `id` that Temporal did not find running: `NotFound` when
+    /// there is no such deploy, else `Refused` with the rule's reason on its final status.
+    async fn closed(&self, id: &str, rule: impl FnOnce(&DeployStatus) -> control::Ruling) -> Error {
+        match self.status(id).await {
+            Ok(status) => {
+                let why = rule(&status).err().map(|r| r.0);
+                Error::Refused(why.unwrap_or_else(|| format!("the deploy already ended {}", phase_name(status.phase))))
+            }
+            Err(e) => e,
+        }
     }
 
     /// The deploy's full history as Temporal's JSON (the golden-file format of the replay tests).
@@ -128,4 +214,8 @@ impl Deploys {
         let value: serde_json::Value = serde_json::from_slice(&json).map_err(|e| Error::Unavailable(e.to_string()))?;
         Ok(serde_json::to_string_pretty(&value).expect("a JSON value prints"))
     }
+}
+
+fn phase_name(phase: Phase) -> String {
+    format!("{phase:?}")
 }

@@ -29,6 +29,7 @@ pub fn status_of(e: Error) -> Status {
         Error::Invalid { .. } => Status::invalid_argument(e.to_string()),
         Error::Duplicate(_) => Status::already_exists(e.to_string()),
         Error::NotFound(_) => Status::not_found(e.to_string()),
+        Error::Refused(_) => Status::failed_precondition(e.to_string()),
         Error::Unavailable(_) => Status::unavailable(e.to_string()),
     }
 }

@@ -62,6 +62,15 @@ activity!(
     EvaluateHealth = "health.evaluate": EvaluateInput => HealthReport
 );
 activity!(
+    /// Freezes the fleet: an advance in flight stops before touching another instance (it fails
+    /// as halted), and later advances are refused until [`ReleaseFleet`]. Rollbacks still run.
+    HaltFleet = "fleet.halt": HaltInput => ()
+);
+activity!(
+    /// Lifts a [`HaltFleet`]. Idempotent.
+    ReleaseFleet = "fleet.release": ReleaseInput => ()
+);
+activity!(
     /// Does nothing: the yardstick of the orchestration-overhead benchmark.
     Noop = "bench.noop": u32 => u32
 );
@@ -214,5 +223,29 @@ pub struct EvaluateInput {
     /// The gate's policy.
     pub policy: HealthPolicy,
     /// Sample nothing and pass.
+    pub dry_run: bool,
+}
+
+/// Input of [`HaltFleet`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HaltInput {
+    /// Deploy (workflow) id, recorded in the audit log.
+    pub deploy_id: String,
+    /// Fleet to freeze.
+    pub fleet: FleetTarget,
+    /// Why, recorded in the audit log.
+    pub reason: String,
+    /// A rehearsal freezes nothing: other deploys of the fleet go on.
+    pub dry_run: bool,
+}
+
+/// Input of [`ReleaseFleet`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseInput {
+    /// Deploy (workflow) id, recorded in the audit log.
+    pub deploy_id: String,
+    /// Fleet to release.
+    pub fleet: FleetTarget,
+    /// A rehearsal froze nothing and releases nothing.
     pub dry_run: bool,
 }

@@ -4,8 +4,10 @@
 //! with activities; activities carry them out on the world. Both sides speak the types here,
 //! including the activity [`contract`], so a workflow never depends on the code that acts.
 
+pub mod approval;
 pub mod artifact;
 pub mod contract;
+pub mod control;
 pub mod error;
 pub mod health;
 pub mod plan;
@@ -17,5 +19,7 @@ pub use artifact::{Artifact, Digest};
 pub use error::{Error, Result};
 pub use health::{GroupFigures, HealthPolicy, HealthReport, Verdict};
 pub use plan::{BatchPlan, BatchStep};
-pub use request::{DeployRequest, FleetTarget, deploy_workflow_id};
+pub use approval::{ApprovalPolicy, Approve, OnExpiry};
+pub use control::Command;
+pub use request::{DEFAULT_ROLLBACK_WINDOW_MS, DeployRequest, FleetTarget, deploy_workflow_id};
 pub use status::{DeployStatus, Phase};

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::approval::ApprovalPolicy;
 use crate::{Artifact, BatchPlan, Error, HealthPolicy, Result};
 
 /// Which fleet to deploy to. For the local substrate this names a fleet under the signalbox home.
@@ -31,7 +32,25 @@ pub struct DeployRequest {
     /// Plan and record every step without changing an instance: a rehearsal of the rollout.
     #[serde(default)]
     pub dry_run: bool,
+    /// How long after success the deploy can still be rolled back with the `rollback` update, in
+    /// milliseconds; the workflow stays open (with a durable timer) that long. 0 ends the deploy
+    /// at once. Requests without the field get [`DEFAULT_ROLLBACK_WINDOW_MS`].
+    #[serde(default = "default_rollback_window_ms")]
+    pub rollback_window_ms: u64,
+    /// Who must approve before which batches; `None` (the default) gates nothing.
+    #[serde(default)]
+    pub approval: Option<ApprovalPolicy>,
 }
+
+/// The rollback window of a request that does not say: an hour.
+pub const DEFAULT_ROLLBACK_WINDOW_MS: u64 = 60 * 60 * 1000;
+
+fn default_rollback_window_ms() -> u64 {
+    DEFAULT_ROLLBACK_WINDOW_MS
+}
+
+/// Longest rollback window accepted: a week.
+const MAX_ROLLBACK_WINDOW_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 
 /// Longest bake accepted: a day. Longer waits belong to release trains, not to one batch.
 const MAX_BAKE_MS: u64 = 24 * 60 * 60 * 1000;
@@ -57,6 +76,12 @@ impl DeployRequest {
         self.health.validate()?;
         if self.deployer.trim().is_empty() {
             return Err(Error::invalid("deployer", "must not be empty"));
+        }
+        if self.rollback_window_ms > MAX_ROLLBACK_WINDOW_MS {
+            return Err(Error::invalid("rollback_window_ms", "must be at most 604800000 (a week)"));
+        }
+        if let Some(approval) = &self.approval {
+            approval.validate(&self.deployer, self.batch_plan.steps.len())?;
         }
         Ok(())
     }
@@ -88,6 +113,8 @@ mod tests {
             health: HealthPolicy::default(),
             deployer: "alice".into(),
             dry_run: false,
+            rollback_window_ms: 0,
+            approval: None,
         }
     }
 
@@ -104,12 +131,36 @@ mod tests {
             (Box::new(|r| r.deployer = " ".into()), "deployer"),
             (Box::new(|r| r.bake_ms = MAX_BAKE_MS + 1), "bake_ms"),
             (Box::new(|r| r.artifact.version = String::new()), "artifact.version"),
+            (Box::new(|r| r.rollback_window_ms = MAX_ROLLBACK_WINDOW_MS + 1), "rollback_window_ms"),
+            (
+                Box::new(|r| {
+                    r.approval = Some(ApprovalPolicy {
+                        before_batches: vec![2],
+                        approvers: vec!["alice".into()],
+                        quorum: 1,
+                        allow_self_approval: false,
+                        expiry_ms: 60_000,
+                        on_expiry: Default::default(),
+                    })
+                }),
+                "approval.quorum",
+            ),
         ];
         for (mutate, field) in cases {
             let mut r = request();
             mutate(&mut r);
             assert_eq!(r.validate().unwrap_err().field(), field);
         }
+    }
+
+    #[test]
+    fn a_request_without_control_fields_gets_the_defaults() {
+        let mut json = serde_json::to_value(request()).unwrap();
+        let obj = json.as_object_mut().unwrap();
+        obj.remove("rollback_window_ms");
+        obj.remove("approval");
+        let old: DeployRequest = serde_json::from_value(json).unwrap();
+        assert_eq!((old.rollback_window_ms, old.approval), (DEFAULT_ROLLBACK_WINDOW_MS, None));
     }
 
     #[test]

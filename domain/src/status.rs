@@ -2,9 +2,12 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::HealthReport;
+use crate::approval::Gate;
+use crate::control::AuditEntry;
 
 /// The deploy's phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,6 +16,8 @@ pub enum Phase {
     Preflight,
     /// Copying the artifact into the regional caches.
     Pushing,
+    /// Waiting for approvers before the next batch; the last of `gates` says which batch.
+    AwaitingApproval,
     /// Updating the instances of the current batch.
     Rolling,
     /// Waiting before judging the current batch.
@@ -37,6 +42,11 @@ impl Phase {
 }
 
 /// A deploy's status: the answer to the `status` query and the workflow's result.
+///
+/// A pause or a halt does not change the phase, which keeps saying where the deploy stopped
+/// (e.g. `Evaluating` of batch 2); `paused` and `halted` say that it holds. A succeeded deploy
+/// whose rollback window is open is already `Succeeded` (the rollout is done), with
+/// `rollback_window_until` set; a manual rollback then takes it to `RollingBack`, `RolledBack`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeployStatus {
     /// Current phase.
@@ -51,8 +61,27 @@ pub struct DeployStatus {
     pub instances_per_version: BTreeMap<String, u32>,
     /// The most recent health verdict, with its figures.
     pub last_verdict: Option<HealthReport>,
-    /// Why the deploy rolled back or failed.
+    /// Why the deploy rolled back or failed; set as soon as an abort or rollback is accepted.
     pub reason: Option<String>,
+    /// A pause is in effect: the deploy holds before its next batch until resumed.
+    #[serde(default)]
+    pub paused: bool,
+    /// A halt is in effect: the fleet is frozen, nothing changes and nothing rolls back until
+    /// the deploy is resumed or aborted.
+    #[serde(default)]
+    pub halted: bool,
+    /// The emergency bypass of the remaining gates and bake timers, if one was granted.
+    #[serde(default)]
+    pub bypass: Option<AuditEntry>,
+    /// The approval gates met so far, oldest first; an open one is last.
+    #[serde(default)]
+    pub gates: Vec<Gate>,
+    /// While a succeeded deploy can still be rolled back: when that window closes.
+    #[serde(default)]
+    pub rollback_window_until: Option<DateTime<Utc>>,
+    /// Every operator action and gate decision: who, when (workflow time), why. Oldest first.
+    #[serde(default)]
+    pub audit: Vec<AuditEntry>,
 }
 
 impl DeployStatus {
@@ -66,7 +95,27 @@ impl DeployStatus {
             instances_per_version: BTreeMap::new(),
             last_verdict: None,
             reason: None,
+            paused: false,
+            halted: false,
+            bypass: None,
+            gates: Vec::new(),
+            rollback_window_until: None,
+            audit: Vec::new(),
         }
+    }
+
+    /// Whether an abort or rollback was accepted and the deploy is (about to be) undone.
+    pub fn stopping(&self) -> bool {
+        match self.phase {
+            Phase::RollingBack => true,
+            Phase::RolledBack | Phase::Failed => false,
+            _ => self.reason.is_some(),
+        }
+    }
+
+    /// The approval gate that awaits approval now, if any.
+    pub fn open_gate(&self) -> Option<&Gate> {
+        self.gates.last().filter(|g| g.is_open())
     }
 
     /// Moves `n` instances from version `from` to version `to` in the per-version counts.
@@ -81,5 +130,28 @@ impl DeployStatus {
             }
         }
         *self.instances_per_version.entry(to.to_owned()).or_default() += n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_without_the_control_fields_still_parses() {
+        let old = r#"{"phase":"Succeeded","current_batch":4,"total_batches":4,"fleet_size":20,
+            "instances_per_version":{"1.1.0":20},"last_verdict":null,"reason":null}"#;
+        let s: DeployStatus = serde_json::from_str(old).unwrap();
+        assert!(!s.paused && !s.halted && s.gates.is_empty() && s.audit.is_empty() && s.rollback_window_until.is_none());
+    }
+
+    #[test]
+    fn stopping_means_an_accepted_abort_not_yet_ended() {
+        let mut s = DeployStatus::starting();
+        assert!(!s.stopping());
+        s.reason = Some("aborted by alice: why".into());
+        assert!(s.stopping());
+        s.phase = Phase::RolledBack;
+        assert!(!s.stopping());
     }
 }

@@ -178,6 +178,9 @@ pub fn request(service: &str, fleet: &str, artifact: Artifact) -> DeployRequest 
         health: HealthPolicy { samples: 4, sample_interval_ms: 1_000, min_requests_per_sample: 10, ..HealthPolicy::default() },
         deployer: "ci@signalbox".into(),
         dry_run: false,
+        // Tests and benchmarks await the workflow's result: close the window at success.
+        rollback_window_ms: 0,
+        approval: None,
     }
 }
 

@@ -30,6 +30,8 @@ impl TryFrom<pb::StartDeployRequest> for DeployRequest {
             health: req.health.map(HealthPolicy::from).unwrap_or_default(),
             deployer: req.deployer,
             dry_run: req.dry_run,
+            rollback_window_ms: signalbox_domain::DEFAULT_ROLLBACK_WINDOW_MS,
+            approval: None,
         })
     }
 }
@@ -131,6 +133,8 @@ mod tests {
             health: HealthPolicy { samples: 4, sample_interval_ms: 1_000, ..HealthPolicy::default() },
             deployer: "alice".into(),
             dry_run: true,
+            rollback_window_ms: signalbox_domain::DEFAULT_ROLLBACK_WINDOW_MS,
+            approval: None,
         }
     }
 

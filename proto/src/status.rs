@@ -10,6 +10,8 @@ impl From<Phase> for pb::Phase {
         match p {
             Phase::Preflight => Self::Preflight,
             Phase::Pushing => Self::Pushing,
+            // Shim until the wire has AWAITING_APPROVAL.
+            Phase::AwaitingApproval => Self::Rolling,
             Phase::Rolling => Self::Rolling,
             Phase::Baking => Self::Baking,
             Phase::Evaluating => Self::Evaluating,
@@ -142,6 +144,7 @@ impl TryFrom<pb::DeployStatus> for DeployStatus {
             instances_per_version: s.instances_per_version,
             last_verdict: s.last_verdict.map(TryInto::try_into).transpose()?,
             reason: s.reason,
+            ..DeployStatus::starting()
         })
     }
 }
@@ -170,6 +173,7 @@ mod tests {
                 ],
             }),
             reason: Some("batch 1: unhealthy".into()),
+            ..DeployStatus::starting()
         }
     }
 

@@ -26,11 +26,25 @@ fn golden() -> Vec<(String, String)> {
     files.into_iter().map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap())).collect()
 }
 
+/// Operator control (tests/tests/control.rs): signals, updates, approval gates, halts and the
+/// rollback window.
+const CONTROL_HISTORIES: [&str; 6] = [
+    "control_pause.json",
+    "control_halt_abort.json",
+    "control_rollback_window.json",
+    "control_approval.json",
+    "control_expiry_abort.json",
+    "control_bypass.json",
+];
+
 #[tokio::test]
 async fn every_recorded_history_replays_on_the_current_code() {
     let histories = golden();
     let names: Vec<&str> = histories.iter().map(|(n, _)| n.as_str()).collect();
     for required in ["rolling_good.json", "rolling_bad.json", "rolling_abort.json", "worker_crash.json", "server_restart.json"] {
+        assert!(names.contains(&required), "golden history {required} is missing; have {names:?}");
+    }
+    for required in CONTROL_HISTORIES {
         assert!(names.contains(&required), "golden history {required} is missing; have {names:?}");
     }
     let replayer = replayer();

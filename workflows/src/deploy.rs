@@ -1,37 +1,60 @@
 //! `DeployWorkflow`: a durable rolling deploy.
 //!
-//! Per batch: advance the batch -> bake (a durable timer) -> evaluate health -> go on or roll
-//! back. Every step that changes the world registers its compensation first; a failure, a bad
-//! verdict or an abort runs them in reverse, and the workflow ends `RolledBack` with the reason.
+//! Per batch: approval gate (if the policy has one there) -> advance the batch -> bake (a
+//! durable timer) -> evaluate health -> go on or roll back. Every step that changes the world
+//! registers its compensation first; a failure, a bad verdict or an abort runs them in reverse,
+//! and the workflow ends `RolledBack` with the reason. After success the deploy stays open for
+//! its rollback window.
+//!
+//! Operators steer it with the signals and updates below (wire names in
+//! [`signalbox_domain::control::names`]); handlers only record what was asked, after the
+//! validators in `signalbox_domain::{control, approval}` accepted it. The run acts on it in
+//! `crate::control`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use signalbox_domain::approval::{self, ApprovalPolicy, Approve};
 use signalbox_domain::contract::{
     AdvanceBatch, AdvanceInput, BaselineInput, EvaluateHealth, EvaluateInput, InstanceChange, InstanceState, Preflight, PreflightInput,
     PreflightOutput, PushArtifact, PushInput, RollbackInput, SampleBaseline,
 };
+use signalbox_domain::control::{self, Action, AuditEntry, Command, timestamp};
 use signalbox_domain::{DeployRequest, DeployStatus, GroupFigures, Phase, Verdict, search};
 use temporalio_common::RetryPolicy;
 use temporalio_common::error::ApplicationFailure;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, TimerOptions, TimerResult, WorkflowContext, WorkflowContextView, WorkflowResult, WorkflowTermination,
+    ActivityExecutionError, ActivityOptions, SyncWorkflowContext, TimerOptions, TimerResult, WorkflowContext, WorkflowContextView, WorkflowResult,
+    WorkflowTermination,
 };
 
+use crate::control::{Boundary, Step, attend, gate, hold, release, rollback_window};
 use crate::saga::{Compensation, Saga};
 
-/// The deploy workflow's state: what the `status` query answers.
+/// The deploy workflow's state: what the `status` query answers, and what the handlers'
+/// validators and the run need to know of the operators' requests.
 #[workflow]
 pub struct DeployWorkflow {
-    status: DeployStatus,
+    pub(crate) status: DeployStatus,
+    /// Who started the deploy (the self-approval rule); set when the run starts.
+    deployer: String,
+    /// The approval policy (the `approve` validator); set when the run starts.
+    approval: Option<ApprovalPolicy>,
+    /// An accepted abort or rollback, as the reason the deploy will end with.
+    pub(crate) stop: Option<String>,
+    /// This deploy set the fleet's halt mark and has not lifted it yet.
+    pub(crate) frozen: bool,
 }
 
 impl Default for DeployWorkflow {
     fn default() -> Self {
-        Self { status: DeployStatus::starting() }
+        Self { status: DeployStatus::starting(), deployer: String::new(), approval: None, stop: None, frozen: false }
     }
 }
+
+/// The answer of a validator: the domain rule's refusal, in its words.
+type Validation = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// Patch id of indexing the phase as a search attribute.
 const PHASE_SEARCH_ATTRIBUTE: &str = "signalbox-phase-search-attribute";
@@ -78,7 +101,7 @@ fn versions(instances: &[InstanceState]) -> BTreeMap<String, u32> {
 }
 
 /// Why a rollout stopped: a failed step, a bad verdict or an abort, in words.
-struct Stop(String);
+pub(crate) struct Stop(pub(crate) String);
 
 impl From<ActivityExecutionError> for Stop {
     fn from(e: ActivityExecutionError) -> Self {
@@ -98,6 +121,10 @@ impl DeployWorkflow {
             return Err(WorkflowTermination::failed_application(ApplicationFailure::non_retryable(e.to_string())));
         }
         let deploy_id = ctx.workflow_id().to_owned();
+        ctx.state_mut(|s| {
+            s.deployer = req.deployer.clone();
+            s.approval = req.approval.clone();
+        });
         let preflight_input = PreflightInput {
             service: req.service.clone(),
             artifact: req.artifact.clone(),
@@ -122,13 +149,31 @@ impl DeployWorkflow {
 
         let mut saga = Saga::default();
         let outcome = Self::roll_out(ctx, &req, &deploy_id, &pre, &mut saga).await;
-        let Err(Stop(reason)) = outcome else {
-            Self::enter(ctx, Phase::Succeeded);
-            return Ok(ctx.state(|s| s.status.clone()));
+        let reason = match outcome {
+            // An abort accepted as the last step ended still rolls back.
+            Ok(()) if ctx.state(|s| s.stop.is_some()) => ctx.state(|s| s.stop.clone()).unwrap_or_default(),
+            Ok(()) => {
+                ctx.state_mut(|s| s.status.paused = false);
+                Self::enter(ctx, Phase::Succeeded);
+                match rollback_window(ctx, &req).await {
+                    None => return Ok(ctx.state(|s| s.status.clone())),
+                    Some(reason) => reason,
+                }
+            }
+            Err(Stop(reason)) => reason,
         };
         ctx.state_mut(|s| s.status.reason = Some(reason.clone()));
         Self::enter(ctx, Phase::RollingBack);
         let rolled_back = saga.compensate(ctx).await;
+        // A halt or an abort under an advance froze the fleet; rollbacks ignore the mark, and
+        // once they are done it is lifted so the fleet can be deployed to again.
+        if ctx.state(|s| s.frozen) {
+            release(ctx, &req, &deploy_id).await;
+        }
+        ctx.state_mut(|s| {
+            s.status.paused = false;
+            s.status.halted = false;
+        });
         match rolled_back {
             Ok(()) => {
                 ctx.state_mut(|s| s.status.instances_per_version = versions(&pre.instances));
@@ -144,7 +189,7 @@ impl DeployWorkflow {
 
     /// Moves the deploy to `phase`, in its status and in the `SignalboxPhase` search attribute
     /// that the Temporal UI filters by.
-    fn enter(ctx: &WorkflowContext<Self>, phase: Phase) {
+    pub(crate) fn enter(ctx: &WorkflowContext<Self>, phase: Phase) {
         ctx.state_mut(|s| s.status.phase = phase);
         // Histories recorded before the phase was indexed carry no upserts; they replay as such.
         if ctx.patched(PHASE_SEARCH_ATTRIBUTE) {
@@ -174,6 +219,8 @@ impl DeployWorkflow {
         for (i, &upto) in pre.batches.iter().enumerate() {
             let upto = upto as usize;
             let batch = &pre.instances[done..upto];
+            gate(ctx, req, deploy_id, i as u32 + 1, total as u32).await?;
+            hold(ctx, req, deploy_id, Boundary::BeforeBatch).await?;
             ctx.state_mut(|s| s.status.current_batch = i as u32 + 1);
             Self::enter(ctx, Phase::Rolling);
             // Registered before the step: a batch that fails halfway is still undone. The
@@ -199,7 +246,18 @@ impl DeployWorkflow {
                 dry_run: req.dry_run,
             };
             let summary = format!("batch {}/{total}: update {} instances ({done} -> {upto} of {})", i + 1, batch.len(), ids.len());
-            let out = ctx.execute_activity(AdvanceBatch, advance, long(summary, Duration::from_secs(30 * 60))).await?;
+            let out = loop {
+                let step = ctx.execute_activity(AdvanceBatch, advance.clone(), long(summary.clone(), Duration::from_secs(30 * 60)));
+                match attend(ctx, req, deploy_id, Step::Advance, step).await? {
+                    Some(Ok(out)) => break out,
+                    // Failing while this deploy froze the fleet is the freeze taking effect, not a
+                    // fault: hold, and on resume apply the batch again (applying is idempotent;
+                    // a real fault shows again then). An abort rolls back the planned batch.
+                    Some(Err(_)) if ctx.state(|s| s.frozen) => hold(ctx, req, deploy_id, Boundary::WithinBatch).await?,
+                    Some(Err(e)) => return Err(e.into()),
+                    None => unreachable!("an advance is never skipped"),
+                }
+            };
             ctx.state_mut(|s| {
                 for c in &out.changes {
                     s.status.move_instances(&c.from_version, &c.to_version, 1);
@@ -208,12 +266,18 @@ impl DeployWorkflow {
             saga.replace(undo_at, Compensation::Rollback(rollback(out.changes.into_iter().rev().collect())));
             done = upto;
 
-            if req.bake_ms > 0 {
+            hold(ctx, req, deploy_id, Boundary::WithinBatch).await?;
+
+            if req.bake_ms > 0 && !ctx.state(|s| s.status.bypass.is_some()) {
                 Self::enter(ctx, Phase::Baking);
                 let bake = TimerOptions::builder(Duration::from_millis(req.bake_ms)).summary(format!("bake batch {}/{total}", i + 1)).build();
-                if let TimerResult::Cancelled = ctx.timer(bake).await {
+                if let Some(TimerResult::Cancelled) = attend(ctx, req, deploy_id, Step::Bake, ctx.timer(bake)).await? {
                     return Err(Stop(format!("aborted while baking batch {}", i + 1)));
                 }
+                hold(ctx, req, deploy_id, Boundary::WithinBatch).await?;
+            }
+            if ctx.state(|s| s.status.bypass.is_some()) {
+                continue;
             }
 
             Self::enter(ctx, Phase::Evaluating);
@@ -226,7 +290,13 @@ impl DeployWorkflow {
                 dry_run: req.dry_run,
             };
             let summary = format!("judge batch {}/{total}: {} updated vs {} not", i + 1, upto, ids.len() - upto);
-            let report = ctx.execute_activity(EvaluateHealth, evaluate, long(summary, window * (policy.samples + 1))).await?;
+            let step = ctx.execute_activity(EvaluateHealth, evaluate, long(summary, window * (policy.samples + 1)));
+            let Some(report) = attend(ctx, req, deploy_id, Step::Evaluate, step).await? else {
+                continue;
+            };
+            let report = report?;
+            // A halt during the evaluation freezes the deploy before its verdict is acted on.
+            hold(ctx, req, deploy_id, Boundary::WithinBatch).await?;
             let verdict = report.verdict;
             let summary = report.summary.clone();
             ctx.state_mut(|s| s.status.last_verdict = Some(report));
@@ -240,9 +310,123 @@ impl DeployWorkflow {
         Ok(())
     }
 
-    /// Where the deploy stands: phase, batch, instances per version, last verdict.
+    /// Where the deploy stands: phase, batch, instances per version, last verdict, operator
+    /// control (paused, halted, bypass, gates, audit trail).
     #[query(name = "status")]
     pub fn status(&self, _ctx: &WorkflowContextView) -> DeployStatus {
+        self.status.clone()
+    }
+
+    /// Holds the deploy before its next batch (fire and forget; ignored once it ended, while it
+    /// rolls back, or when already paused).
+    #[signal(name = "pause")]
+    pub fn pause(&mut self, ctx: &mut SyncWorkflowContext<Self>, cmd: Command) {
+        if self.status.phase.is_final() || self.status.stopping() || self.status.paused {
+            return;
+        }
+        self.status.paused = true;
+        self.record(Action::Pause, &cmd, ctx);
+    }
+
+    /// Lifts a pause or a halt (fire and forget; ignored when neither is in effect).
+    #[signal(name = "resume")]
+    pub fn resume(&mut self, ctx: &mut SyncWorkflowContext<Self>, cmd: Command) {
+        if !(self.status.paused || self.status.halted) || self.status.stopping() {
+            return;
+        }
+        self.status.paused = false;
+        self.status.halted = false;
+        self.record(Action::Resume, &cmd, ctx);
+    }
+
+    #[update_validator(halt)]
+    fn validate_halt(&self, _ctx: &WorkflowContextView, cmd: &Command) -> Validation {
+        Ok(control::check_halt(&self.status, cmd)?)
+    }
+
+    /// Freezes the deploy where it stands: the fleet's halt mark stops an advance in flight
+    /// before its next instance, nothing else changes and nothing rolls back until `resume` or
+    /// `abort`. Answers once the fleet is frozen.
+    #[update(name = "halt")]
+    pub async fn halt(ctx: &mut WorkflowContext<Self>, cmd: Command) -> DeployStatus {
+        let at = timestamp(ctx.workflow_time());
+        ctx.state_mut(|s| {
+            s.status.halted = true;
+            s.status.audit.push(AuditEntry::of(Action::Halt, &cmd, at));
+        });
+        let _ = ctx.wait_condition(|s| s.frozen || !s.status.halted || s.status.stopping() || s.status.phase.is_final()).await;
+        ctx.state(|s| s.status.clone())
+    }
+
+    #[update_validator(abort)]
+    fn validate_abort(&self, _ctx: &WorkflowContextView, cmd: &Command) -> Validation {
+        Ok(control::check_abort(&self.status, cmd)?)
+    }
+
+    /// Rolls the deploy back now; it ends `RolledBack` with reason `aborted by <who>: <why>`.
+    /// An advance in flight is stopped by freezing the fleet, then undone with the rest.
+    #[update(name = "abort")]
+    pub fn abort(&mut self, ctx: &mut SyncWorkflowContext<Self>, cmd: Command) -> DeployStatus {
+        self.stop_for(Action::Abort, control::aborted(&cmd), &cmd, ctx)
+    }
+
+    #[update_validator(rollback)]
+    fn validate_rollback(&self, _ctx: &WorkflowContextView, cmd: &Command) -> Validation {
+        Ok(control::check_rollback(&self.status, cmd)?)
+    }
+
+    /// A manual rollback: while the deploy runs, an abort; after success, while the rollback
+    /// window is open, undoes every batch (most recent first). Reason `rolled back by <who>: <why>`.
+    #[update(name = "rollback")]
+    pub fn rollback(&mut self, ctx: &mut SyncWorkflowContext<Self>, cmd: Command) -> DeployStatus {
+        self.stop_for(Action::Rollback, control::rolled_back(&cmd), &cmd, ctx)
+    }
+
+    #[update_validator(bypass)]
+    fn validate_bypass(&self, _ctx: &WorkflowContextView, cmd: &Command) -> Validation {
+        Ok(control::check_bypass(&self.status, cmd)?)
+    }
+
+    /// Emergency bypass: skips every remaining approval gate, bake timer and health evaluation
+    /// (a bake or evaluation under way is cancelled). Pauses and halts still hold.
+    #[update(name = "bypass")]
+    pub fn bypass(&mut self, ctx: &mut SyncWorkflowContext<Self>, cmd: Command) -> DeployStatus {
+        self.status.bypass = Some(self.record(Action::Bypass, &cmd, ctx));
+        self.status.clone()
+    }
+
+    #[update_validator(approve)]
+    fn validate_approve(&self, _ctx: &WorkflowContextView, approve: &Approve) -> Validation {
+        if self.status.stopping() {
+            return Err("nothing awaits approval: the deploy is being rolled back".into());
+        }
+        Ok(approval::check_approve(self.approval.as_ref(), &self.deployer, &self.status.gates, approve)?)
+    }
+
+    /// Approves the open approval gate; quorum opens it.
+    #[update(name = "approve")]
+    pub fn approve(&mut self, ctx: &mut SyncWorkflowContext<Self>, approve: Approve) -> DeployStatus {
+        let entry = self.record(Action::Approve, &Command::new(approve.approver, approve.reason), ctx);
+        if let Some(gate) = self.status.gates.last_mut() {
+            gate.approvals.push(entry);
+        }
+        self.status.clone()
+    }
+}
+
+impl DeployWorkflow {
+    /// Appends `action` by `cmd` to the audit trail, at the workflow's time; returns the entry.
+    fn record(&mut self, action: Action, cmd: &Command, ctx: &SyncWorkflowContext<Self>) -> AuditEntry {
+        let entry = AuditEntry::of(action, cmd, timestamp(ctx.workflow_time()));
+        self.status.audit.push(entry.clone());
+        entry
+    }
+
+    /// Accepts an abort or rollback: the run stops at its next point of attention and rolls back.
+    fn stop_for(&mut self, action: Action, reason: String, cmd: &Command, ctx: &SyncWorkflowContext<Self>) -> DeployStatus {
+        self.record(action, cmd, ctx);
+        self.stop = Some(reason.clone());
+        self.status.reason = Some(reason);
         self.status.clone()
     }
 }

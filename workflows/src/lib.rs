@@ -5,6 +5,7 @@
 // The workflow macros generate constants that cannot carry docs; every handwritten item is documented.
 #[allow(missing_docs)]
 pub mod bench;
+mod control;
 #[allow(missing_docs)]
 pub mod deploy;
 mod saga;
@@ -20,4 +21,5 @@ pub mod names {
     pub const NOOP_CHAIN: &str = "signalbox.bench.noop_chain";
     /// The deploy's status query.
     pub const STATUS_QUERY: &str = "status";
+    pub use signalbox_domain::control::names as control;
 }
