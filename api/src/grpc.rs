@@ -1,12 +1,13 @@
 //! The `signalbox.v1.DeployService` gRPC server: thin handlers that convert the request, call
-//! [`Deploys`] and map its errors to a [`Status`].
+//! [`Deploys`] and map its errors to a [`Status`]. Whether a control operation is allowed is the
+//! deploy's decision (its update validators); a refusal comes back as `FAILED_PRECONDITION`.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
 use futures::Stream;
-use signalbox_domain::{DeployRequest, DeployStatus};
+use signalbox_domain::{Approve, Command, DeployRequest, DeployStatus};
 use signalbox_proto::pb;
 use signalbox_proto::pb::deploy_service_server::{DeployService, DeployServiceServer};
 use tokio::net::TcpListener;
@@ -23,15 +24,36 @@ use crate::deploys::Error;
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The gRPC status of a deploy client error. `Invalid` keeps the `<field>: <rule>` message so a
-/// caller can fix its input without reading server logs.
+/// caller can fix its input without reading server logs; `Refused` carries the deploy's reason
+/// as it is (e.g. `reason: an abort needs a reason`).
 pub fn status_of(e: Error) -> Status {
     match e {
         Error::Invalid { .. } => Status::invalid_argument(e.to_string()),
         Error::Duplicate(_) => Status::already_exists(e.to_string()),
         Error::NotFound(_) => Status::not_found(e.to_string()),
-        Error::Refused(_) => Status::failed_precondition(e.to_string()),
+        Error::Refused(why) => Status::failed_precondition(why),
         Error::Unavailable(_) => Status::unavailable(e.to_string()),
     }
+}
+
+/// A request's deploy id; an empty one is refused before Temporal is asked.
+fn deploy_id(id: String) -> Result<String, Status> {
+    if id.trim().is_empty() {
+        return Err(status_of(Error::Invalid { field: "deploy_id".into(), rule: "is required".into() }));
+    }
+    Ok(id)
+}
+
+/// The deploy a control request goes to, and its command.
+fn control(request: Request<pb::ControlDeployRequest>) -> Result<(String, Command), Status> {
+    let mut req = request.into_inner();
+    let id = deploy_id(std::mem::take(&mut req.deploy_id))?;
+    Ok((id, req.into()))
+}
+
+/// The answer of a control update: the deploy's status once the operation was accepted.
+fn answer(outcome: crate::deploys::Result<DeployStatus>) -> Result<Response<pb::DeployStatus>, Status> {
+    outcome.map(|status| Response::new(status.into())).map_err(status_of)
 }
 
 /// The handlers of `signalbox.v1.DeployService`.
@@ -63,18 +85,65 @@ impl DeployService for Api {
 
     #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id))]
     async fn get_deploy(&self, request: Request<pb::GetDeployRequest>) -> Result<Response<pb::DeployStatus>, Status> {
-        let status = self.deploys.status(&request.get_ref().deploy_id).await.map_err(status_of)?;
-        Ok(Response::new(status.into()))
+        let id = deploy_id(request.into_inner().deploy_id)?;
+        answer(self.deploys.status(&id).await)
     }
 
     type WatchDeployStream = StatusStream;
 
     #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id))]
     async fn watch_deploy(&self, request: Request<pb::WatchDeployRequest>) -> Result<Response<StatusStream>, Status> {
-        let id = request.into_inner().deploy_id;
+        let id = deploy_id(request.into_inner().deploy_id)?;
         // Asked before the stream opens, so an unknown id is an error of the call itself.
         let first = self.deploys.status(&id).await.map_err(status_of)?;
         Ok(Response::new(Box::pin(watch_changes(self.deploys.clone(), id, first, self.stopping.clone()))))
+    }
+
+    #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id, by = %request.get_ref().by))]
+    async fn pause_deploy(&self, request: Request<pb::ControlDeployRequest>) -> Result<Response<()>, Status> {
+        let (id, cmd) = control(request)?;
+        self.deploys.pause(&id, cmd).await.map_err(status_of)?;
+        info!("pause signalled");
+        Ok(Response::new(()))
+    }
+
+    #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id, by = %request.get_ref().by))]
+    async fn resume_deploy(&self, request: Request<pb::ControlDeployRequest>) -> Result<Response<()>, Status> {
+        let (id, cmd) = control(request)?;
+        self.deploys.resume(&id, cmd).await.map_err(status_of)?;
+        info!("resume signalled");
+        Ok(Response::new(()))
+    }
+
+    #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id, by = %request.get_ref().by))]
+    async fn halt_deploy(&self, request: Request<pb::ControlDeployRequest>) -> Result<Response<pb::DeployStatus>, Status> {
+        let (id, cmd) = control(request)?;
+        answer(self.deploys.halt(&id, cmd).await)
+    }
+
+    #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id, by = %request.get_ref().by))]
+    async fn abort_deploy(&self, request: Request<pb::ControlDeployRequest>) -> Result<Response<pb::DeployStatus>, Status> {
+        let (id, cmd) = control(request)?;
+        answer(self.deploys.abort(&id, cmd).await)
+    }
+
+    #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id, by = %request.get_ref().by))]
+    async fn rollback_deploy(&self, request: Request<pb::ControlDeployRequest>) -> Result<Response<pb::DeployStatus>, Status> {
+        let (id, cmd) = control(request)?;
+        answer(self.deploys.rollback(&id, cmd).await)
+    }
+
+    #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id, by = %request.get_ref().by))]
+    async fn bypass_deploy(&self, request: Request<pb::ControlDeployRequest>) -> Result<Response<pb::DeployStatus>, Status> {
+        let (id, cmd) = control(request)?;
+        answer(self.deploys.bypass(&id, cmd).await)
+    }
+
+    #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id, approver = %request.get_ref().approver))]
+    async fn approve_deploy(&self, request: Request<pb::ApproveDeployRequest>) -> Result<Response<pb::DeployStatus>, Status> {
+        let mut req = request.into_inner();
+        let id = deploy_id(std::mem::take(&mut req.deploy_id))?;
+        answer(self.deploys.approve(&id, Approve::from(req)).await)
     }
 }
 
@@ -139,4 +208,27 @@ pub async fn serve(listener: TcpListener, deploys: Deploys, shutdown: impl Futur
         .add_service(DeployServiceServer::new(Api::new(deploys, stopping)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_a_failed_precondition_with_the_deploys_reason() {
+        let status = status_of(Error::Refused("reason: an abort needs a reason".into()));
+        assert_eq!((status.code(), status.message()), (Code::FailedPrecondition, "reason: an abort needs a reason"));
+        let status = status_of(Error::Invalid { field: "approval.quorum".into(), rule: "must be 1 to 2".into() });
+        assert_eq!((status.code(), status.message()), (Code::InvalidArgument, "approval.quorum: must be 1 to 2"));
+    }
+
+    #[test]
+    fn an_empty_deploy_id_is_an_invalid_argument() {
+        let status = deploy_id(" ".into()).unwrap_err();
+        assert_eq!((status.code(), status.message()), (Code::InvalidArgument, "deploy_id: is required"));
+        let req = Request::new(pb::ControlDeployRequest { deploy_id: "deploy/x/1".into(), by: "alice".into(), reason: "why".into() });
+        assert_eq!(control(req).unwrap(), ("deploy/x/1".to_owned(), Command::new("alice", "why")));
+    }
 }

@@ -8,6 +8,7 @@ use signalbox_proto::pb;
 use signalbox_proto::pb::deploy_service_client::DeployServiceClient;
 use tonic::transport::Channel;
 
+use crate::control::{self, Approval, Operate, Operation};
 use crate::progress;
 
 /// Where the deploy API is.
@@ -29,7 +30,7 @@ impl Api {
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Start a deploy; prints its id.
-    Start(Start),
+    Start(Box<Start>),
     /// Print a deploy's status as JSON.
     Get {
         #[command(flatten)]
@@ -44,6 +45,29 @@ pub enum Command {
         /// Deploy id, as printed by `deploy start`.
         id: String,
     },
+    /// Hold a deploy before its next batch (a signal: it takes effect at the deploy's next step).
+    Pause(Operate),
+    /// Lift a pause or a halt (a signal, like pause).
+    Resume(Operate),
+    /// Freeze a deploy and its fleet where they stand; needs --reason.
+    Halt(Operate),
+    /// Roll a deploy back now; needs --reason.
+    Abort(Operate),
+    /// Roll a deploy back, also after success while its rollback window is open; needs --reason.
+    Rollback(Operate),
+    /// Skip every remaining approval gate, health gate and bake timer; needs --reason.
+    Bypass(Operate),
+    /// Approve the gate a deploy awaits.
+    Approve(Approval),
+}
+
+/// What an expired approval gate does.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Expiry {
+    /// Roll back what was rolled out.
+    Abort,
+    /// Go on as if approved.
+    Proceed,
 }
 
 /// `signalbox deploy start`. Values go to the server as given: it checks them and names the
@@ -82,6 +106,28 @@ pub struct Start {
     /// Plan and record every step without changing an instance.
     #[arg(long)]
     dry_run: bool,
+    /// How long after success the deploy can still be rolled back, in milliseconds; the
+    /// server's default is an hour, 0 ends the deploy at success.
+    #[arg(long)]
+    rollback_window_ms: Option<u64>,
+    /// Batches (1-based) that wait for approval before they roll out, e.g. `2,3`.
+    #[arg(long, value_delimiter = ',', requires = "approvers")]
+    approve_before: Option<Vec<u32>>,
+    /// Who may approve, e.g. `alice,bob`.
+    #[arg(long, value_delimiter = ',', requires = "approve_before")]
+    approvers: Option<Vec<String>>,
+    /// Distinct approvals that open a gate; the server's default is 1.
+    #[arg(long, requires = "approve_before")]
+    quorum: Option<u32>,
+    /// Let the deployer approve their own deploy.
+    #[arg(long, requires = "approve_before")]
+    allow_self_approval: bool,
+    /// How long a gate waits for its quorum, in milliseconds; the server's default is a day.
+    #[arg(long, requires = "approve_before")]
+    approval_expiry_ms: Option<u64>,
+    /// What an expired gate does; the server's default is abort.
+    #[arg(long, value_enum, requires = "approve_before")]
+    on_expiry: Option<Expiry>,
     /// Follow the deploy until it ends; exits 0 only if it succeeded.
     #[arg(long)]
     watch: bool,
@@ -95,7 +141,20 @@ impl Start {
             (None, Some(c)) => Some(c.iter().copied().map(Step::Count).collect()),
             (None, None) => None,
         };
-        let deployer = self.deployer.clone().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "signalbox-cli".into());
+        let deployer = Some(control::operator(self.deployer.clone())).filter(|d| !d.is_empty()).unwrap_or_else(|| "signalbox-cli".into());
+        let approval = self.approve_before.as_ref().map(|batches| pb::ApprovalPolicy {
+            before_batches: batches.clone(),
+            approvers: self.approvers.clone().unwrap_or_default(),
+            quorum: self.quorum,
+            allow_self_approval: self.allow_self_approval,
+            expiry_ms: self.approval_expiry_ms,
+            on_expiry: match self.on_expiry {
+                None => pb::OnExpiry::Unspecified,
+                Some(Expiry::Abort) => pb::OnExpiry::Abort,
+                Some(Expiry::Proceed) => pb::OnExpiry::Proceed,
+            }
+            .into(),
+        });
         pb::StartDeployRequest {
             service: self.service.clone(),
             artifact: Some(pb::Artifact { digest: self.artifact_digest.clone(), git_sha: self.git_sha.clone(), version: self.version.clone() }),
@@ -105,6 +164,8 @@ impl Start {
             health: None,
             deployer,
             dry_run: self.dry_run,
+            rollback_window_ms: self.rollback_window_ms,
+            approval,
         }
     }
 }
@@ -125,10 +186,87 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Watch { api, id } => watch(&mut api.connect().await?, &id).await,
+        Command::Pause(args) => control::operate(Operation::Pause, args).await,
+        Command::Resume(args) => control::operate(Operation::Resume, args).await,
+        Command::Halt(args) => control::operate(Operation::Halt, args).await,
+        Command::Abort(args) => control::operate(Operation::Abort, args).await,
+        Command::Rollback(args) => control::operate(Operation::Rollback, args).await,
+        Command::Bypass(args) => control::operate(Operation::Bypass, args).await,
+        Command::Approve(args) => control::approve(args).await,
     }
 }
 
 async fn watch(client: &mut DeployServiceClient<Channel>, id: &str) -> anyhow::Result<ExitCode> {
     let status = progress::follow(client, id).await?;
     Ok(if progress::succeeded(&status) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    fn parse(args: &str) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(["signalbox"].into_iter().chain(args.split_whitespace())).map(|c| c.command)
+    }
+
+    const START: &str = "start --service checkout --fleet local --artifact-digest sha256:00 --git-sha abc1234 --version 1.1.0 --deployer dave";
+
+    fn start(extra: &str) -> pb::StartDeployRequest {
+        match parse(&format!("{START} {extra}")).unwrap() {
+            Command::Start(s) => s.request(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn start_sends_the_rollback_window_and_approval_policy() {
+        let plain = start("");
+        assert_eq!((plain.rollback_window_ms, plain.approval), (None, None), "unset: the server's defaults");
+        let req = start(
+            "--rollback-window-ms 0 --approve-before 2,3 --approvers alice,bob --quorum 2 --allow-self-approval \
+             --approval-expiry-ms 60000 --on-expiry proceed",
+        );
+        assert_eq!(req.rollback_window_ms, Some(0));
+        let expected = pb::ApprovalPolicy {
+            before_batches: vec![2, 3],
+            approvers: vec!["alice".into(), "bob".into()],
+            quorum: Some(2),
+            allow_self_approval: true,
+            expiry_ms: Some(60_000),
+            on_expiry: pb::OnExpiry::Proceed.into(),
+        };
+        assert_eq!(req.approval, Some(expected));
+        let minimal = start("--approve-before 2 --approvers bob").approval.unwrap();
+        assert_eq!((minimal.quorum, minimal.expiry_ms, minimal.on_expiry()), (None, None, pb::OnExpiry::Unspecified));
+    }
+
+    #[test]
+    fn approval_flags_come_together() {
+        for partial in ["--approve-before 2", "--approvers bob", "--quorum 2", "--allow-self-approval", "--on-expiry abort"] {
+            let err = parse(&format!("{START} {partial}")).map(|_| ()).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{partial}: {err}");
+        }
+    }
+
+    #[test]
+    fn control_commands_name_the_deploy_who_and_why() {
+        let Command::Abort(abort) = parse("abort deploy/x/1 --by oncall --reason bad").unwrap() else { panic!("not an abort") };
+        let req = abort.request();
+        assert_eq!((req.deploy_id.as_str(), req.by.as_str(), req.reason.as_str()), ("deploy/x/1", "oncall", "bad"));
+        let Command::Approve(approve) = parse("approve deploy/x/1 --approver bob").unwrap() else { panic!("not an approval") };
+        let req = approve.request();
+        assert_eq!((req.deploy_id.as_str(), req.approver.as_str(), req.reason.as_str()), ("deploy/x/1", "bob", ""));
+        for op in ["pause", "resume", "halt", "rollback", "bypass"] {
+            parse(&format!("{op} deploy/x/1 --by a --reason b")).unwrap();
+        }
+        assert!(parse("halt").is_err(), "the deploy id is required");
+    }
 }

@@ -4,6 +4,7 @@
 //! watched deploy ended otherwise, 2 when the request was refused or could not be made.
 
 mod backtest;
+mod control;
 mod demo;
 mod deploy;
 mod progress;
@@ -21,7 +22,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start, inspect and follow deploys through the deploy API.
+    /// Start, inspect, follow and steer deploys through the deploy API.
     #[command(subcommand)]
     Deploy(deploy::Command),
     /// Run a whole local signalbox and roll a build out to a fleet under load.

@@ -1,6 +1,8 @@
 //! Following a deploy: one line per change of its status, read from `WatchDeploy`.
 
 use anyhow::{Context, bail};
+use chrono::{DateTime, SecondsFormat, Utc};
+use signalbox_domain::control::{Action, AuditEntry};
 use signalbox_domain::{DeployStatus, HealthReport, Phase};
 use signalbox_proto::pb;
 use signalbox_proto::pb::deploy_service_client::DeployServiceClient;
@@ -11,11 +13,15 @@ use tonic::transport::Channel;
 pub struct Progress {
     line: Option<String>,
     verdict: Option<HealthReport>,
+    /// Audit entries printed so far (the trail only grows).
+    audited: usize,
 }
 
 impl Progress {
     /// The lines `status` adds to what was printed before: the verdict when a batch was just
-    /// judged, then the batch line when it changed, or the final line.
+    /// judged, the operator actions since the last status, then the state line when it changed.
+    /// The state line says where the deploy stands and what holds it: a pause, a halt, the
+    /// approval gate it awaits, a granted bypass, an open rollback window.
     pub fn lines(&mut self, status: &DeployStatus) -> Vec<String> {
         let mut out = Vec::new();
         if status.last_verdict.is_some() && status.last_verdict != self.verdict {
@@ -24,21 +30,71 @@ impl Progress {
                 out.push(format!("  verdict {:?}: {}", v.verdict, v.summary));
             }
         }
-        let versions = versions(status);
-        let line = if status.phase.is_final() {
-            let reason = status.reason.as_deref().map(|r| format!("  reason: {r}")).unwrap_or_default();
-            format!("{:?}  {versions}{reason}", status.phase)
-        } else if status.current_batch == 0 {
-            format!("{:?}  {versions}", status.phase).trim_end().to_owned()
-        } else {
-            format!("batch {}/{} {:?}  {versions}", status.current_batch, status.total_batches, status.phase)
-        };
+        out.extend(status.audit.iter().skip(self.audited).map(audit_line));
+        self.audited = self.audited.max(status.audit.len());
+        let line = state_line(status);
         if self.line.as_ref() != Some(&line) {
             out.push(line.clone());
             self.line = Some(line);
         }
         out
     }
+}
+
+fn state_line(status: &DeployStatus) -> String {
+    let versions = versions(status);
+    let mut line = if status.phase.is_final() {
+        let reason = status.reason.as_deref().map(|r| format!("  reason: {r}")).unwrap_or_default();
+        format!("{:?}  {versions}{reason}", status.phase)
+    } else if status.current_batch == 0 {
+        format!("{:?}  {versions}", status.phase).trim_end().to_owned()
+    } else {
+        format!("batch {}/{} {:?}  {versions}", status.current_batch, status.total_batches, status.phase)
+    };
+    let mut holds = Vec::new();
+    if status.paused {
+        holds.push("paused".to_owned());
+    }
+    if status.halted {
+        holds.push("halted".to_owned());
+    }
+    if let Some(gate) = status.open_gate() {
+        let approved: Vec<&str> = gate.approvals.iter().map(|a| a.by.as_str()).collect();
+        let approved = if approved.is_empty() { "no approvals yet".to_owned() } else { format!("approved by {}", approved.join(", ")) };
+        holds.push(format!("awaiting approval before batch {} ({approved}; expires {})", gate.before_batch, time(gate.expires_at)));
+    }
+    if let Some(b) = &status.bypass {
+        holds.push(format!("gates bypassed by {}", b.by));
+    }
+    if let Some(until) = status.rollback_window_until {
+        holds.push(format!("rollback window open until {}", time(until)));
+    }
+    for hold in holds {
+        line.push_str("  [");
+        line.push_str(&hold);
+        line.push(']');
+    }
+    line
+}
+
+/// `  abort by oncall: the build is bad (2025-06-01T12:00:00Z)`.
+fn audit_line(e: &AuditEntry) -> String {
+    let action = match e.action {
+        Action::Pause => "pause",
+        Action::Resume => "resume",
+        Action::Halt => "halt",
+        Action::Abort => "abort",
+        Action::Rollback => "rollback",
+        Action::Bypass => "bypass",
+        Action::Approve => "approve",
+        Action::ApprovalExpired => "approval expired",
+    };
+    let reason = if e.reason.is_empty() { String::new() } else { format!(": {}", e.reason) };
+    format!("  {action} by {}{reason} ({})", e.by, time(e.at))
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// `1.0.0=19 1.1.0=1`.
@@ -73,6 +129,7 @@ pub fn succeeded(status: &DeployStatus) -> bool {
 mod tests {
     use std::collections::BTreeMap;
 
+    use signalbox_domain::approval::Gate;
     use signalbox_domain::{GroupFigures, Verdict};
 
     use super::*;
@@ -115,5 +172,55 @@ mod tests {
         s.instances_per_version = BTreeMap::from([("1.0.0".to_owned(), 20)]);
         assert_eq!(p.lines(&s), ["RolledBack  1.0.0=20  reason: batch 1: unhealthy"]);
         assert!(!succeeded(&s));
+    }
+
+    fn entry(action: Action, by: &str, reason: &str, secs: i64) -> AuditEntry {
+        AuditEntry { action, by: by.into(), at: DateTime::from_timestamp(secs, 0).unwrap(), reason: reason.into() }
+    }
+
+    #[test]
+    fn holds_gates_and_operator_actions_are_shown_as_they_come() {
+        let mut p = Progress::default();
+        let mut s = at(Phase::AwaitingApproval, 1, 19, 1);
+        let gate = Gate {
+            before_batch: 2,
+            opened_at: DateTime::from_timestamp(0, 0).unwrap(),
+            expires_at: DateTime::from_timestamp(3_600, 0).unwrap(),
+            approvals: vec![],
+            outcome: None,
+        };
+        s.gates.push(gate);
+        assert_eq!(
+            p.lines(&s),
+            ["batch 1/4 AwaitingApproval  1.0.0=19 1.1.0=1  [awaiting approval before batch 2 (no approvals yet; expires 1970-01-01T01:00:00Z)]"]
+        );
+        let approval = entry(Action::Approve, "alice", "canary is clean", 60);
+        s.gates[0].approvals.push(approval.clone());
+        s.audit.push(approval);
+        assert_eq!(
+            p.lines(&s),
+            [
+                "  approve by alice: canary is clean (1970-01-01T00:01:00Z)",
+                "batch 1/4 AwaitingApproval  1.0.0=19 1.1.0=1  [awaiting approval before batch 2 (approved by alice; expires 1970-01-01T01:00:00Z)]",
+            ]
+        );
+        let mut s = at(Phase::Evaluating, 2, 17, 3);
+        s.audit = vec![entry(Action::Approve, "alice", "canary is clean", 60), entry(Action::Pause, "ops", "", 120)];
+        s.paused = true;
+        s.halted = true;
+        assert_eq!(p.lines(&s), ["  pause by ops (1970-01-01T00:02:00Z)", "batch 2/4 Evaluating  1.0.0=17 1.1.0=3  [paused]  [halted]"]);
+        let mut done = at(Phase::Succeeded, 4, 0, 20);
+        done.audit = s.audit.clone();
+        done.audit.push(entry(Action::Bypass, "sre", "sev1", 180));
+        done.bypass = done.audit.last().cloned();
+        done.rollback_window_until = DateTime::from_timestamp(7_200, 0);
+        assert_eq!(
+            p.lines(&done),
+            [
+                "  bypass by sre: sev1 (1970-01-01T00:03:00Z)",
+                "Succeeded  1.1.0=20  [gates bypassed by sre]  [rollback window open until 1970-01-01T02:00:00Z]",
+            ]
+        );
+        assert!(p.lines(&done).is_empty(), "nothing new");
     }
 }

@@ -4,8 +4,11 @@
 //! The generated types live in [`pb`] and stop at the wire: servers convert requests into
 //! domain types with `TryFrom`, which refuses missing or malformed fields with a
 //! [`signalbox_domain::Error::Invalid`] naming the field, and clients read statuses back the same
-//! way.
+//! way. Operator control (`PauseDeploy` ... `ApproveDeploy`) converts to the domain's
+//! [`signalbox_domain::Command`] and [`signalbox_domain::Approve`]; whether one is allowed is the
+//! deploy's decision, not the wire's.
 
+mod control;
 mod request;
 mod status;
 

@@ -1,8 +1,17 @@
 //! Deploy requests across the wire: what a server accepts and what a client sends.
 
-use signalbox_domain::{Artifact, BatchPlan, BatchStep, DeployRequest, Error, FleetTarget, HealthPolicy, Result};
+use signalbox_domain::{
+    ApprovalPolicy, Artifact, BatchPlan, BatchStep, DEFAULT_ROLLBACK_WINDOW_MS, DeployRequest, Error, FleetTarget, HealthPolicy, OnExpiry,
+    Result,
+};
 
+use crate::control::within;
 use crate::pb;
+
+/// The quorum of a policy that does not say (the domain's serde default; pinned by a test).
+const DEFAULT_QUORUM: u32 = 1;
+/// The gate expiry of a policy that does not say: a day (the domain's serde default).
+const DEFAULT_EXPIRY_MS: u64 = 24 * 60 * 60 * 1000;
 
 fn required(field: &str) -> Error {
     Error::invalid(field, "is required")
@@ -30,9 +39,40 @@ impl TryFrom<pb::StartDeployRequest> for DeployRequest {
             health: req.health.map(HealthPolicy::from).unwrap_or_default(),
             deployer: req.deployer,
             dry_run: req.dry_run,
-            rollback_window_ms: signalbox_domain::DEFAULT_ROLLBACK_WINDOW_MS,
-            approval: None,
+            rollback_window_ms: req.rollback_window_ms.unwrap_or(DEFAULT_ROLLBACK_WINDOW_MS),
+            approval: req.approval.map(|a| ApprovalPolicy::try_from(a).map_err(within("approval"))).transpose()?,
         })
+    }
+}
+
+/// Unset quorum, expiry and `on_expiry` take the domain's defaults (1, a day, abort); an
+/// `on_expiry` this version does not know is refused. Errors name the policy's own fields.
+impl TryFrom<pb::ApprovalPolicy> for ApprovalPolicy {
+    type Error = Error;
+
+    fn try_from(p: pb::ApprovalPolicy) -> Result<Self> {
+        let on_expiry = pb::OnExpiry::try_from(p.on_expiry).map_err(|u| Error::invalid("on_expiry", format!("must be ABORT or PROCEED, not {}", u.0)))?;
+        Ok(Self {
+            before_batches: p.before_batches,
+            approvers: p.approvers,
+            quorum: p.quorum.unwrap_or(DEFAULT_QUORUM),
+            allow_self_approval: p.allow_self_approval,
+            expiry_ms: p.expiry_ms.unwrap_or(DEFAULT_EXPIRY_MS),
+            on_expiry: OnExpiry::from(on_expiry),
+        })
+    }
+}
+
+impl From<ApprovalPolicy> for pb::ApprovalPolicy {
+    fn from(p: ApprovalPolicy) -> Self {
+        Self {
+            before_batches: p.before_batches,
+            approvers: p.approvers,
+            quorum: Some(p.quorum),
+            allow_self_approval: p.allow_self_approval,
+            expiry_ms: Some(p.expiry_ms),
+            on_expiry: pb::OnExpiry::from(p.on_expiry).into(),
+        }
     }
 }
 
@@ -113,6 +153,8 @@ impl From<DeployRequest> for pb::StartDeployRequest {
             health: Some(r.health.into()),
             deployer: r.deployer,
             dry_run: r.dry_run,
+            rollback_window_ms: Some(r.rollback_window_ms),
+            approval: r.approval.map(Into::into),
         }
     }
 }
@@ -133,8 +175,15 @@ mod tests {
             health: HealthPolicy { samples: 4, sample_interval_ms: 1_000, ..HealthPolicy::default() },
             deployer: "alice".into(),
             dry_run: true,
-            rollback_window_ms: signalbox_domain::DEFAULT_ROLLBACK_WINDOW_MS,
-            approval: None,
+            rollback_window_ms: 0,
+            approval: Some(ApprovalPolicy {
+                before_batches: vec![2],
+                approvers: vec!["bob".into(), "carol".into()],
+                quorum: 2,
+                allow_self_approval: true,
+                expiry_ms: 60_000,
+                on_expiry: OnExpiry::Proceed,
+            }),
         }
     }
 
@@ -146,6 +195,34 @@ mod tests {
     fn a_request_survives_the_wire() {
         let wire = pb::StartDeployRequest::from(request());
         assert_eq!(DeployRequest::try_from(wire).unwrap(), request());
+    }
+
+    #[test]
+    fn unset_control_fields_take_the_domain_defaults() {
+        let wire = pb::StartDeployRequest { rollback_window_ms: None, approval: None, ..request().into() };
+        let req = DeployRequest::try_from(wire).unwrap();
+        assert_eq!((req.rollback_window_ms, req.approval), (DEFAULT_ROLLBACK_WINDOW_MS, None));
+        // The defaults of a policy are the ones an operator's JSON gets from the domain.
+        let minimal = pb::ApprovalPolicy { before_batches: vec![2], approvers: vec!["bob".into()], ..Default::default() };
+        let from_json: ApprovalPolicy = serde_json::from_str(r#"{"before_batches":[2],"approvers":["bob"]}"#).unwrap();
+        assert_eq!(ApprovalPolicy::try_from(minimal).unwrap(), from_json);
+        let abort = pb::ApprovalPolicy { on_expiry: pb::OnExpiry::Abort.into(), ..Default::default() };
+        assert_eq!(ApprovalPolicy::try_from(abort).unwrap().on_expiry, OnExpiry::Abort);
+    }
+
+    #[test]
+    fn a_broken_policy_names_its_field_under_approval() {
+        let mut wire = pb::StartDeployRequest::from(request());
+        wire.approval.as_mut().unwrap().on_expiry = 7;
+        let err = DeployRequest::try_from(wire).unwrap_err();
+        assert_eq!(err.field(), "approval.on_expiry");
+        assert!(err.to_string().contains("not 7"), "{err}");
+        // What the wire carries faithfully is the domain's to judge, with the same field paths.
+        let mut wire = pb::StartDeployRequest::from(request());
+        wire.approval.as_mut().unwrap().quorum = Some(0);
+        assert_eq!(DeployRequest::try_from(wire).unwrap().validate().unwrap_err().field(), "approval.quorum");
+        let wire = pb::StartDeployRequest { rollback_window_ms: Some(u64::MAX), ..request().into() };
+        assert_eq!(DeployRequest::try_from(wire).unwrap().validate().unwrap_err().field(), "rollback_window_ms");
     }
 
     #[test]

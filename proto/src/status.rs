@@ -3,6 +3,7 @@
 use signalbox_domain::health::SampleJudgement;
 use signalbox_domain::{DeployStatus, Error, GroupFigures, HealthReport, Phase, Result, Verdict};
 
+use crate::control::{instant, timestamp, within};
 use crate::pb;
 
 impl From<Phase> for pb::Phase {
@@ -10,8 +11,7 @@ impl From<Phase> for pb::Phase {
         match p {
             Phase::Preflight => Self::Preflight,
             Phase::Pushing => Self::Pushing,
-            // Shim until the wire has AWAITING_APPROVAL.
-            Phase::AwaitingApproval => Self::Rolling,
+            Phase::AwaitingApproval => Self::AwaitingApproval,
             Phase::Rolling => Self::Rolling,
             Phase::Baking => Self::Baking,
             Phase::Evaluating => Self::Evaluating,
@@ -31,6 +31,7 @@ impl TryFrom<pb::Phase> for Phase {
             pb::Phase::Unspecified => return Err(Error::invalid("phase", "must be set")),
             pb::Phase::Preflight => Self::Preflight,
             pb::Phase::Pushing => Self::Pushing,
+            pb::Phase::AwaitingApproval => Self::AwaitingApproval,
             pb::Phase::Rolling => Self::Rolling,
             pb::Phase::Baking => Self::Baking,
             pb::Phase::Evaluating => Self::Evaluating,
@@ -125,6 +126,12 @@ impl From<DeployStatus> for pb::DeployStatus {
             instances_per_version: s.instances_per_version,
             last_verdict: s.last_verdict.map(Into::into),
             reason: s.reason,
+            paused: s.paused,
+            halted: s.halted,
+            bypass: s.bypass.map(Into::into),
+            gates: s.gates.into_iter().map(Into::into).collect(),
+            rollback_window_until: s.rollback_window_until.map(timestamp),
+            audit: s.audit.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -144,7 +151,12 @@ impl TryFrom<pb::DeployStatus> for DeployStatus {
             instances_per_version: s.instances_per_version,
             last_verdict: s.last_verdict.map(TryInto::try_into).transpose()?,
             reason: s.reason,
-            ..DeployStatus::starting()
+            paused: s.paused,
+            halted: s.halted,
+            bypass: s.bypass.map(|b| b.try_into().map_err(within("bypass"))).transpose()?,
+            gates: s.gates.into_iter().enumerate().map(|(i, g)| g.try_into().map_err(within(format_args!("gates[{i}]")))).collect::<Result<_>>()?,
+            rollback_window_until: s.rollback_window_until.map(|t| instant("rollback_window_until", Some(t))).transpose()?,
+            audit: s.audit.into_iter().enumerate().map(|(i, e)| e.try_into().map_err(within(format_args!("audit[{i}]")))).collect::<Result<_>>()?,
         })
     }
 }
@@ -153,7 +165,50 @@ impl TryFrom<pb::DeployStatus> for DeployStatus {
 mod tests {
     use std::collections::BTreeMap;
 
+    use chrono::DateTime;
+    use signalbox_domain::approval::{Gate, GateOutcome};
+    use signalbox_domain::control::{Action, AuditEntry};
+
     use super::*;
+
+    fn entry(action: Action, by: &str, secs: i64) -> AuditEntry {
+        AuditEntry { action, by: by.into(), at: DateTime::from_timestamp(secs, 0).unwrap(), reason: format!("{by} says so") }
+    }
+
+    /// A deploy that waited at a gate, was paused, bypassed, and succeeded with its window open.
+    fn steered() -> DeployStatus {
+        let approval = entry(Action::Approve, "bob", 1_700_000_030);
+        let bypass = entry(Action::Bypass, "sre", 1_700_000_090);
+        DeployStatus {
+            phase: Phase::Succeeded,
+            current_batch: 3,
+            total_batches: 3,
+            fleet_size: 4,
+            instances_per_version: BTreeMap::from([("1.1.0".to_owned(), 4)]),
+            paused: true,
+            halted: true,
+            bypass: Some(bypass.clone()),
+            gates: vec![
+                Gate {
+                    before_batch: 2,
+                    opened_at: DateTime::from_timestamp(1_700_000_000, 5).unwrap(),
+                    expires_at: DateTime::from_timestamp(1_700_086_400, 5).unwrap(),
+                    approvals: vec![approval.clone()],
+                    outcome: Some(GateOutcome::Approved),
+                },
+                Gate {
+                    before_batch: 3,
+                    opened_at: DateTime::from_timestamp(1_700_000_060, 0).unwrap(),
+                    expires_at: DateTime::from_timestamp(1_700_086_460, 0).unwrap(),
+                    approvals: vec![],
+                    outcome: Some(GateOutcome::Bypassed),
+                },
+            ],
+            rollback_window_until: Some(DateTime::from_timestamp(1_700_003_600, 0).unwrap()),
+            audit: vec![entry(Action::Pause, "alice", 1_700_000_010), entry(Action::Resume, "alice", 1_700_000_020), approval, bypass],
+            ..DeployStatus::starting()
+        }
+    }
 
     fn status() -> DeployStatus {
         let figures = |requests, errors| GroupFigures { requests, errors, p99_ms: 12.5, log_lines: requests };
@@ -188,9 +243,45 @@ mod tests {
     }
 
     #[test]
+    fn operator_control_survives_the_wire() {
+        let wire = pb::DeployStatus::from(steered());
+        assert!(wire.paused && wire.halted);
+        assert_eq!(wire.gates[0].outcome(), pb::GateOutcome::Approved);
+        assert_eq!(wire.audit[0].action(), pb::AuditAction::Pause);
+        assert_eq!(wire.rollback_window_until, Some(prost_types::Timestamp { seconds: 1_700_003_600, nanos: 0 }));
+        assert_eq!(DeployStatus::try_from(wire).unwrap(), steered());
+        let mut waiting = steered();
+        waiting.phase = Phase::AwaitingApproval;
+        waiting.gates[1].outcome = None;
+        let wire = pb::DeployStatus::from(waiting.clone());
+        assert_eq!((wire.phase(), wire.gates[1].outcome), (pb::Phase::AwaitingApproval, None));
+        assert_eq!(DeployStatus::try_from(wire).unwrap(), waiting);
+    }
+
+    #[test]
+    fn broken_control_fields_are_named_by_their_path() {
+        let field = |wire: pb::DeployStatus| DeployStatus::try_from(wire).unwrap_err().field().to_owned();
+        let mut wire = pb::DeployStatus::from(steered());
+        wire.audit[3].action = 0;
+        assert_eq!(field(wire), "audit[3].action");
+        let mut wire = pb::DeployStatus::from(steered());
+        wire.gates[1].expires_at = None;
+        assert_eq!(field(wire), "gates[1].expires_at");
+        let mut wire = pb::DeployStatus::from(steered());
+        wire.gates[0].approvals[0].at = None;
+        assert_eq!(field(wire), "gates[0].approvals[0].at");
+        let mut wire = pb::DeployStatus::from(steered());
+        wire.bypass.as_mut().unwrap().at = None;
+        assert_eq!(field(wire), "bypass.at");
+        let mut wire = pb::DeployStatus::from(steered());
+        wire.rollback_window_until = Some(prost_types::Timestamp { seconds: 0, nanos: 1_000_000_000 });
+        assert_eq!(field(wire), "rollback_window_until");
+    }
+
+    #[test]
     fn every_phase_maps_to_its_own_wire_value() {
         use Phase::*;
-        let phases = [Preflight, Pushing, Rolling, Baking, Evaluating, RollingBack, Succeeded, RolledBack, Failed];
+        let phases = [Preflight, Pushing, AwaitingApproval, Rolling, Baking, Evaluating, RollingBack, Succeeded, RolledBack, Failed];
         let wire: std::collections::BTreeSet<i32> = phases.iter().map(|&p| pb::Phase::from(p) as i32).collect();
         assert_eq!(wire.len(), phases.len());
         assert!(!wire.contains(&(pb::Phase::Unspecified as i32)));
