@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod health;
 pub mod home;
 pub mod journal;
+pub mod lb;
 pub mod store;
 pub mod substrate;
 

@@ -5,6 +5,7 @@
 mod overhead;
 mod rollback;
 mod rollout;
+mod traffic;
 
 use std::path::PathBuf;
 
@@ -46,6 +47,16 @@ enum Bench {
         #[arg(long, default_value_t = 10)]
         batches: u32,
     },
+    /// Canary and blue/green on a real HAProxy: per-step shares of requests against the
+    /// configured weights, and the blue/green flip back measured from client requests.
+    Traffic {
+        /// Instances of each canary fleet.
+        #[arg(long, default_value_t = 10)]
+        instances: usize,
+        /// Requests per second sent through HAProxy's frontend.
+        #[arg(long, default_value_t = 400)]
+        rps: u32,
+    },
     /// All of the above with their defaults.
     All,
 }
@@ -67,10 +78,12 @@ async fn main() -> anyhow::Result<()> {
         Bench::Overhead { batches, runs } => overhead::run(scratch("overhead"), batches, runs).await,
         Bench::Rollback { instances } => rollback::run(scratch("rollback"), instances).await,
         Bench::Rollout { instances, batches } => rollout::run(scratch("rollout"), instances, batches).await,
+        Bench::Traffic { instances, rps } => traffic::run(scratch("traffic"), instances, rps).await,
         Bench::All => {
             overhead::run(scratch("overhead"), 10, 5).await?;
             rollback::run(scratch("rollback"), 100).await?;
-            rollout::run(scratch("rollout"), 1000, 10).await
+            rollout::run(scratch("rollout"), 1000, 10).await?;
+            traffic::run(scratch("traffic"), 10, 400).await
         }
     }
 }

@@ -13,6 +13,7 @@
 //! hooks; binaries should catch Ctrl-C (`tokio::signal::ctrl_c`) and return from `main` normally.
 
 pub mod browser;
+pub mod haproxy;
 mod locate;
 mod process;
 pub mod prometheus;

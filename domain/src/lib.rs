@@ -14,6 +14,7 @@ pub mod plan;
 pub mod request;
 pub mod search;
 pub mod status;
+pub mod traffic;
 
 pub use artifact::{Artifact, Digest};
 pub use error::{Error, Result};

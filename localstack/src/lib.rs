@@ -3,6 +3,8 @@
 //! service processes and a load generator sending them real requests. The demo, the
 //! integration tests and the benchmarks all start from here.
 
+pub mod traffic;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;

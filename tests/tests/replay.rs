@@ -2,7 +2,7 @@
 //! would make an in-flight deploy non-deterministic fails here, before it can stall a rollback.
 
 use signalbox_tests::histories_dir;
-use signalbox_workflows::{DeployWorkflow, NoopChainWorkflow};
+use signalbox_workflows::{BlueGreenWorkflow, CanaryWorkflow, DeployWorkflow, NoopChainWorkflow};
 use temporalio_client::WorkflowHistory;
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
@@ -12,6 +12,10 @@ fn replayer() -> WorkflowReplayer {
         .expect("deploy workflow registers")
         .register_workflow::<NoopChainWorkflow>()
         .expect("noop chain registers")
+        .register_workflow::<CanaryWorkflow>()
+        .expect("canary workflow registers")
+        .register_workflow::<BlueGreenWorkflow>()
+        .expect("blue/green workflow registers")
         .build();
     WorkflowReplayer::new(options).expect("replayer builds")
 }
@@ -41,7 +45,7 @@ const CONTROL_HISTORIES: [&str; 6] = [
 async fn every_recorded_history_replays_on_the_current_code() {
     let histories = golden();
     let names: Vec<&str> = histories.iter().map(|(n, _)| n.as_str()).collect();
-    for required in ["rolling_good.json", "rolling_bad.json", "rolling_abort.json", "worker_crash.json", "server_restart.json"] {
+    for required in ["rolling_good.json", "rolling_bad.json", "rolling_abort.json", "worker_crash.json", "server_restart.json", "canary_good.json", "canary_bad.json", "bluegreen_flip.json", "bluegreen_flip_back.json"] {
         assert!(names.contains(&required), "golden history {required} is missing; have {names:?}");
     }
     for required in CONTROL_HISTORIES {

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use signalbox_activities::{DeployActivities, Home};
-use signalbox_workflows::{DeployWorkflow, NoopChainWorkflow};
+use signalbox_activities::lb::TrafficActivities;
+use signalbox_workflows::{BlueGreenWorkflow, CanaryWorkflow, DeployWorkflow, NoopChainWorkflow};
 use temporalio_client::envconfig::LoadClientConfigProfileOptions;
 use temporalio_client::{Client, ClientOptions, Connection};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
@@ -42,7 +43,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let worker_options = WorkerOptions::new(options.task_queue.clone())
         .register_workflow::<DeployWorkflow>()?
         .register_workflow::<NoopChainWorkflow>()?
+        .register_workflow::<CanaryWorkflow>()?
+        .register_workflow::<BlueGreenWorkflow>()?
         .register_activities(DeployActivities::new(Home::new(options.home.clone())))
+        .register_activities(TrafficActivities::new(Home::new(options.home.clone())))
         .build();
     let mut worker = Worker::new(&runtime, client, worker_options)?;
     let shutdown = worker.shutdown_handle();

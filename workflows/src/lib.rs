@@ -7,10 +7,16 @@
 pub mod bench;
 mod control;
 #[allow(missing_docs)]
+pub mod bluegreen;
+#[allow(missing_docs)]
+pub mod canary;
+#[allow(missing_docs)]
 pub mod deploy;
 mod saga;
 
 pub use bench::NoopChainWorkflow;
+pub use bluegreen::BlueGreenWorkflow;
+pub use canary::CanaryWorkflow;
 pub use deploy::DeployWorkflow;
 
 /// Workflow type names as recorded in history; renaming a Rust type must not change them.
