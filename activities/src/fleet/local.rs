@@ -71,6 +71,11 @@ impl LocalFleet {
     /// Creates a fleet of `size` instances spread over `regions`, every one running `initial`
     /// (which must be in the store), and waits until all of them serve. Ports are picked free.
     pub async fn provision(home: &Home, name: &str, size: usize, regions: &[&str], service_binary: PathBuf, initial: &Digest) -> Result<Self> {
+        // A port is free from when its probe listener closes until the instance binds it; two
+        // fleets provisioned at once could be handed the same one in that gap. One provision at
+        // a time per process closes it (instances bind before the next fleet picks ports).
+        static PROVISIONING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one_at_a_time = PROVISIONING.lock().await;
         let dir = home.fleet_dir(name);
         std::fs::create_dir_all(dir.join("instances")).map_err(|e| Error::io(&dir, e))?;
         let mut instances = Vec::with_capacity(size);
