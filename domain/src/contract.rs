@@ -6,31 +6,8 @@
 //! them, or an in-flight deploy could not be replayed.
 
 use serde::{Deserialize, Serialize};
-use temporalio_common::ActivityDefinition;
 
 use crate::{Artifact, BatchPlan, Digest, FleetTarget, GroupFigures, HealthPolicy, HealthReport};
-
-macro_rules! activity {
-    ($(#[$doc:meta])* $ty:ident = $wire:literal: $input:ty => $output:ty) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, Default)]
-        pub struct $ty;
-
-        impl $ty {
-            /// The pinned wire name.
-            pub const NAME: &'static str = $wire;
-        }
-
-        impl ActivityDefinition for $ty {
-            type Input = $input;
-            type Output = $output;
-
-            fn name(&self) -> &str {
-                $wire
-            }
-        }
-    };
-}
 
 activity!(
     /// Checks the request against the world (artifact known, fleet not empty, plan fits) and

@@ -4,6 +4,32 @@
 //! with activities; activities carry them out on the world. Both sides speak the types here,
 //! including the activity [`contract`], so a workflow never depends on the code that acts.
 
+/// Declares an activity of the contract: a marker type implementing `ActivityDefinition` with
+/// its pinned wire name. The string is what history records: renaming the Rust type must never
+/// change it.
+macro_rules! activity {
+    ($(#[$doc:meta])* $ty:ident = $wire:literal: $input:ty => $output:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct $ty;
+
+        impl $ty {
+            /// The pinned wire name.
+            pub const NAME: &'static str = $wire;
+        }
+
+        impl temporalio_common::ActivityDefinition for $ty {
+            type Input = $input;
+            type Output = $output;
+
+            fn name(&self) -> &str {
+                $wire
+            }
+        }
+    };
+}
+
+pub mod analysis;
 pub mod approval;
 pub mod artifact;
 pub mod contract;

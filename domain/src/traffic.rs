@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use temporalio_common::{ActivityDefinition, HasWorkflowDefinition, QueryDefinition, UpdateDefinition, WorkflowDefinition};
+use temporalio_common::{HasWorkflowDefinition, QueryDefinition, UpdateDefinition, WorkflowDefinition};
 
 use crate::{Artifact, Error, FleetTarget, HealthPolicy, HealthReport, Result};
 
@@ -18,28 +18,6 @@ pub type Weights = BTreeMap<String, u32>;
 
 /// Highest weight a load balancer server takes (HAProxy's limit).
 pub const MAX_WEIGHT: u32 = 256;
-
-macro_rules! activity {
-    ($(#[$doc:meta])* $ty:ident = $wire:literal: $input:ty => $output:ty) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, Default)]
-        pub struct $ty;
-
-        impl $ty {
-            /// The pinned wire name.
-            pub const NAME: &'static str = $wire;
-        }
-
-        impl ActivityDefinition for $ty {
-            type Input = $input;
-            type Output = $output;
-
-            fn name(&self) -> &str {
-                $wire
-            }
-        }
-    };
-}
 
 activity!(
     /// Reads the backend's servers as the balancer reports them. Changes nothing.
