@@ -1,6 +1,6 @@
 //! Running the labelled deploy cases through each detector configuration and the baselines.
 
-use signalbox_analysis::detectors::{Comparison, Seasonal, StaticThreshold, ZScore};
+use signalbox_analysis::detectors::{Comparison, Paired, Seasonal, StaticThreshold, ZScore};
 use signalbox_analysis::{Decision, Evaluator, Metric, Policy, Sample};
 
 use crate::cases::{Case, HORIZON, Kind, METRICS};
@@ -29,7 +29,8 @@ pub struct Named {
 }
 
 /// The configurations compared: each detector alone (with the default decision rules), the
-/// default policy (z-score and Mann-Whitney), and the two plain baselines.
+/// default policy (z-score, Mann-Whitney and paired), the default policy without the paired
+/// detector (the previous default, for the before/after ratio), and the two plain baselines.
 pub fn methods() -> Vec<Named> {
     let with = |f: fn(&mut Metric)| {
         let metrics = METRICS
@@ -66,8 +67,16 @@ pub fn methods() -> Vec<Named> {
             method: with(|m| m.comparison = Some(Comparison::default())),
         },
         Named {
+            name: "paired 3σ",
+            method: with(|m| m.paired = Some(Paired::default())),
+        },
+        Named {
             name: "DEFAULT POLICY",
             method: Method::Engine(default_policy()),
+        },
+        Named {
+            name: "default w/o paired",
+            method: Method::Engine(without_paired(default_policy())),
         },
         Named {
             name: "plain static +25%",
@@ -91,6 +100,14 @@ pub fn default_policy() -> Policy {
             })
             .collect(),
     )
+}
+
+/// `policy` with the paired detector off: the default policy before it joined.
+fn without_paired(mut policy: Policy) -> Policy {
+    for m in &mut policy.metrics {
+        m.paired = None;
+    }
+    policy
 }
 
 /// How a configuration decided one case.

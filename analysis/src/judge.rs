@@ -137,6 +137,9 @@ impl Evaluator {
         // The stable version's readings join the baseline first, so the canary is compared
         // with the baseline as of the same time. They are real traffic even when the canary's
         // is low.
+        for watch in &mut self.watches {
+            watch.start_sample();
+        }
         for ((watch, metric), reading) in self
             .watches
             .iter_mut()
@@ -171,6 +174,12 @@ impl Evaluator {
             self.judge_checks()
         };
         self.decided = self.tally.record(judgement, &self.policy);
+        if self.decided.is_none()
+            && judgement == Judgement::Fail
+            && self.checks.iter().any(|c| c.decisive)
+        {
+            self.decided = Some((Decision::Fail, Rule::DecisiveEffect));
+        }
         self.last = Some(SampleReport {
             index,
             at: sample.at,

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::detectors::{Comparison, Seasonal, StaticThreshold, ZScore};
+use crate::detectors::{Comparison, Paired, Seasonal, StaticThreshold, ZScore};
 use crate::error::{Result, check, invalid};
 
 /// Which direction of change is a regression.
@@ -142,6 +142,11 @@ pub struct Metric {
     /// Mann-Whitney comparison of recent canary values with the baseline, with effect size.
     #[serde(default = "some_default")]
     pub comparison: Option<Comparison>,
+    /// The canary's reading minus the stable version's reading in the same sample, against
+    /// the sampling noise of one reading (from the baseline's successive differences). Needs
+    /// `stable` readings; without them it says nothing.
+    #[serde(default = "some_default")]
+    pub paired: Option<Paired>,
 }
 
 fn default_group() -> String {
@@ -157,7 +162,7 @@ fn some_default<T: Default>() -> Option<T> {
 }
 
 impl Metric {
-    /// A metric with the default detectors (z-score and comparison).
+    /// A metric with the default detectors (z-score, comparison and paired).
     pub fn new(name: impl Into<String>, direction: Direction) -> Self {
         Metric {
             name: name.into(),
@@ -169,6 +174,7 @@ impl Metric {
             zscore: some_default(),
             seasonal: None,
             comparison: some_default(),
+            paired: some_default(),
         }
     }
 
@@ -177,6 +183,7 @@ impl Metric {
         Metric {
             zscore: None,
             comparison: None,
+            paired: None,
             ..Metric::new(name, direction)
         }
     }
@@ -199,10 +206,11 @@ impl Metric {
             && self.zscore.is_none()
             && self.seasonal.is_none()
             && self.comparison.is_none()
+            && self.paired.is_none()
         {
             return Err(invalid(
                 field,
-                "needs at least one detector (thresholds, zscore, seasonal or comparison)",
+                "needs at least one detector (thresholds, zscore, seasonal, comparison or paired)",
             ));
         }
         if let Some(t) = &self.thresholds {
@@ -216,6 +224,9 @@ impl Metric {
         }
         if let Some(c) = &self.comparison {
             c.validate(&format!("{field}.comparison"))?;
+        }
+        if let Some(p) = &self.paired {
+            p.validate(&format!("{field}.paired"))?;
         }
         Ok(())
     }

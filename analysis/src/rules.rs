@@ -99,6 +99,9 @@ pub enum Rule {
     ConsecutiveFailures,
     /// `failure_limit` failing samples in all.
     FailureLimit,
+    /// A failing sample with a decisive effect on a critical metric (the paired detector's
+    /// `decisive`): fails at once.
+    DecisiveEffect,
     /// `consecutive_error_limit` samples in a row with a source error.
     ConsecutiveErrors,
     /// `inconclusive_limit` inconclusive samples in all.

@@ -106,6 +106,11 @@ impl Reference {
         self.sorted.len()
     }
 
+    /// The values in the order they arrived, oldest first.
+    pub(crate) fn in_arrival_order(&self) -> impl Iterator<Item = f64> + '_ {
+        self.arrival.iter().copied()
+    }
+
     /// Values strictly below `value`, and equal to it.
     pub(crate) fn rank_of(&self, value: f64) -> (usize, usize) {
         let below = self.sorted.partition_point(|b| *b < value);

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::detectors::{ComparisonReport, Detector, ThresholdReport, ZScoreReport};
+use crate::detectors::{ComparisonReport, Detector, PairedReport, ThresholdReport, ZScoreReport};
 use crate::metric::Direction;
 use crate::rules::{Decision, Judgement, Rule, Tally};
 
@@ -101,6 +101,9 @@ pub struct MetricReport {
     /// Mann-Whitney comparison, effect size and Hodges-Lehmann shift.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comparison: Option<ComparisonReport>,
+    /// Canary minus the stable version's concurrent reading, against its noise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paired: Option<PairedReport>,
     /// Samples in which this metric regressed, over the whole analysis.
     pub bad_samples: u32,
     /// Samples in which it had no value.

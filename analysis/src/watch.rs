@@ -1,10 +1,11 @@
 //! One metric's state through an analysis: its baseline window, seasonal profile and canary
 //! window, the check of each canary reading, and the explanation of the last one.
 
+use crate::detectors::paired::successive_noise;
 use crate::detectors::rank_sum::{Window, slide};
 use crate::detectors::seasonal::Profile;
 use crate::detectors::static_threshold::breach;
-use crate::detectors::{Detector, Finding, ThresholdReport};
+use crate::detectors::{Detector, Finding, PairedReport, ThresholdReport};
 use crate::input::Baseline;
 use crate::metric::{Metric, Observation, Side};
 use crate::stats::{Bounds, Reference};
@@ -16,6 +17,8 @@ pub(crate) struct Watch {
     baseline: Reference,
     profile: Option<Profile>,
     window: Option<Window>,
+    /// The stable version's reading in the current sample, for the paired detector.
+    stable: Option<f64>,
     /// The comparison's critical z, computed once.
     critical_z: f64,
     /// Index of the metric's group in the score.
@@ -33,20 +36,28 @@ pub(crate) struct Watch {
 pub(crate) struct Check {
     pub(crate) status: Status,
     value: Option<f64>,
-    fired: [bool; 3],
+    fired: [bool; 4],
     pub(crate) critical: bool,
+    /// A bad critical metric whose paired difference is decisive: fails the deploy at once.
+    pub(crate) decisive: bool,
     error: Option<String>,
 }
 
-const DETECTORS: [Detector; 3] = [Detector::Threshold, Detector::Zscore, Detector::MannWhitney];
+const DETECTORS: [Detector; 4] = [
+    Detector::Threshold,
+    Detector::Zscore,
+    Detector::MannWhitney,
+    Detector::Paired,
+];
 
 impl Check {
     pub(crate) fn of(status: Status, value: Option<f64>) -> Self {
         Check {
             status,
             value,
-            fired: [false; 3],
+            fired: [false; 4],
             critical: false,
+            decisive: false,
             error: None,
         }
     }
@@ -69,6 +80,7 @@ impl Watch {
                 .filter(|_| !baseline.history.is_empty())
                 .map(|s| Profile::build(s, &baseline.history)),
             window: metric.comparison.as_ref().map(|c| Window::new(c.window)),
+            stable: None,
             critical_z: metric
                 .comparison
                 .as_ref()
@@ -81,8 +93,14 @@ impl Watch {
         }
     }
 
+    /// Starts a sample: forgets the previous sample's stable reading.
+    pub(crate) fn start_sample(&mut self) {
+        self.stable = None;
+    }
+
     /// Takes in a concurrent reading of the stable version.
     pub(crate) fn observe_stable(&mut self, metric: &Metric, value: f64, at: i64) {
+        self.stable = Some(value);
         slide(&mut self.baseline, self.window.as_mut(), value);
         if let (Some(profile), Some(settings)) = (self.profile.as_mut(), &metric.seasonal) {
             profile.observe(settings, at, value);
@@ -109,6 +127,7 @@ impl Watch {
             window.push(value, &self.baseline);
         }
         let mut critical = false;
+        let mut decisive = false;
         let findings = [
             (metric.thresholds.is_some() || metric.seasonal.is_some()).then(|| {
                 match self.bounds(metric, at).1 {
@@ -138,6 +157,16 @@ impl Watch {
                     }
                     _ => Finding::NoReference,
                 }),
+            metric
+                .paired
+                .as_ref()
+                .map(|settings| match self.paired(metric, value) {
+                    Some((finding, report)) => {
+                        decisive = settings.is_decisive(finding, report.z);
+                        finding
+                    }
+                    None => Finding::NoReference,
+                }),
         ];
         let found = |f: Finding| findings.iter().flatten().any(|x| *x == f);
         let status = if found(Finding::Bad(Side::High)) {
@@ -159,8 +188,19 @@ impl Watch {
             value: Some(value),
             fired: findings.map(|f| matches!(f, Some(Finding::Bad(_)))),
             critical: status.is_bad() && (critical || metric.critical),
+            decisive: decisive && metric.critical,
             error: None,
         }
+    }
+
+    /// The paired detector's finding on `value`, if there is a stable reading in this sample
+    /// and a noise estimate.
+    fn paired(&self, metric: &Metric, value: f64) -> Option<(Finding, PairedReport)> {
+        let settings = metric.paired.as_ref()?;
+        let stable = self.stable?;
+        let noise = successive_noise(self.baseline.in_arrival_order())?;
+        let floor = metric.zscore.as_ref().map_or(0.0, |z| z.min_stddev);
+        Some(settings.check(noise, floor, metric.direction, value, stable))
     }
 
     /// Static bounds and the seasonal band at `at`, and the more lenient of the two.
@@ -212,6 +252,7 @@ impl Watch {
                     .1,
             )
         });
+        let paired = value.and_then(|v| self.paired(metric, v)).map(|(_, r)| r);
         let comparison = value.and_then(|_| {
             metric
                 .comparison
@@ -238,6 +279,7 @@ impl Watch {
             threshold,
             zscore,
             comparison,
+            paired,
             bad_samples: self.bad,
             missing_samples: self.missing,
             error_samples: self.errors,

@@ -1,6 +1,6 @@
 //! End-to-end behaviour of `judge` and `Evaluator`: decisions, explanations and refusals.
 
-use signalbox_analysis::detectors::{Seasonal, StaticThreshold};
+use signalbox_analysis::detectors::{Paired, Seasonal, StaticThreshold};
 use signalbox_analysis::{
     AnalysisInput, Baseline, Decision, Detector, Direction, Evaluator, Judgement, Metric,
     MetricData, Observation, Point, Policy, Rule, Rules, Sample, Status, judge,
@@ -544,4 +544,86 @@ fn validation_names_the_field_and_the_rule() {
         judge(&window).unwrap_err().to_string(),
         "metrics[1].canary: has 29 entries, timestamps has 30"
     );
+}
+
+/// Latency swinging by +-150 ms over two hours (24 samples), with +-5 ms noise: `baseline`
+/// values before the deploy, then the stable version's and the canary's (`shift` higher). The
+/// deploy starts at the crest, after an hour's climb.
+fn swinging(shift: f64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let level = |i: usize| 300.0 + 150.0 * (i as f64 * std::f64::consts::TAU / 24.0).cos();
+    let base = (0..24).map(|i| level(i) + 5.0 * noise(i, 1)).collect();
+    let stable = (24..36).map(|i| level(i) + 5.0 * noise(i, 2)).collect();
+    let canary = (24..36)
+        .map(|i| level(i) + shift + 5.0 * noise(i, 3))
+        .collect();
+    (base, stable, canary)
+}
+
+fn swinging_input(metric: Metric, shift: f64) -> AnalysisInput {
+    let (base, stable, canary) = swinging(shift);
+    let mut window = input(
+        Policy::new(vec![metric]),
+        vec![(baseline(base), values(canary))],
+    );
+    window.metrics[0].stable = values(stable);
+    window
+}
+
+#[test]
+fn paired_difference_sees_a_steady_shift_on_a_swinging_background() {
+    let metric = Metric {
+        critical: true,
+        ..Metric::new("latency_p99", Direction::Increase)
+    };
+    let without = judge(&swinging_input(
+        Metric {
+            paired: None,
+            ..metric.clone()
+        },
+        100.0,
+    ))
+    .unwrap();
+    assert!(
+        without.decision != Decision::Fail || without.tally.samples > 3,
+        "the swing hides +100 ms from the z-score in samples 1-2: {without}"
+    );
+
+    let with = judge(&swinging_input(metric.clone(), 100.0)).unwrap();
+    assert_eq!(with.decision, Decision::Fail, "{with}");
+    assert_eq!(with.rule, Some(Rule::ConsecutiveFailures));
+    assert_eq!(with.tally.samples, 3, "{with}");
+    let report = &with.metrics[0];
+    assert!(report.fired.contains(&Detector::Paired), "{report:?}");
+    let paired = report.paired.as_ref().unwrap();
+    assert!(
+        paired.z > paired.sigma && paired.difference > 80.0,
+        "{paired:?}"
+    );
+
+    // The same swing without a regression passes.
+    let clean = judge(&swinging_input(metric, 0.0)).unwrap();
+    assert_eq!(clean.decision, Decision::Pass, "{clean}");
+}
+
+#[test]
+fn a_decisive_paired_effect_fails_at_once_when_enabled() {
+    let metric = |decisive: Option<f64>, critical: bool| Metric {
+        critical,
+        paired: Some(Paired {
+            decisive,
+            ..Paired::default()
+        }),
+        ..Metric::new("latency_p99", Direction::Increase)
+    };
+    let verdict = judge(&swinging_input(metric(Some(6.0), true), 250.0)).unwrap();
+    assert_eq!(verdict.decision, Decision::Fail, "{verdict}");
+    assert_eq!(verdict.rule, Some(Rule::DecisiveEffect));
+    assert_eq!(verdict.tally.samples, 1, "{verdict}");
+
+    // Off by default, and never on a non-critical metric: the run of K decides.
+    for m in [metric(None, true), metric(Some(6.0), false)] {
+        let verdict = judge(&swinging_input(m, 250.0)).unwrap();
+        assert_ne!(verdict.rule, Some(Rule::DecisiveEffect), "{verdict}");
+        assert!(verdict.tally.samples >= 3, "{verdict}");
+    }
 }

@@ -5,6 +5,8 @@
 //! - [`Seasonal`]: bounds from history at the same hour of day and day of week. With static
 //!   thresholds on the same metric, the more lenient bound applies (Slack's ReleaseBot).
 //! - [`ZScore`]: how many baseline standard deviations the canary value is away.
+//! - [`Paired`]: the canary's reading minus the stable version's concurrent reading, against
+//!   the sampling noise of one reading, so a swing both versions share cancels.
 //! - [`Comparison`]: Mann-Whitney U on recent canary values against the baseline, gated by
 //!   effect size (Kayenta-style), with the Hodges-Lehmann shift for the explanation.
 
@@ -14,6 +16,7 @@ use crate::metric::Side;
 
 pub(crate) mod hodges_lehmann;
 pub(crate) mod mann_whitney;
+pub(crate) mod paired;
 pub(crate) mod rank_sum;
 pub(crate) mod seasonal;
 pub(crate) mod static_threshold;
@@ -21,6 +24,7 @@ pub(crate) mod zscore;
 
 pub use hodges_lehmann::{Shift, hodges_lehmann};
 pub use mann_whitney::{Comparison, ComparisonReport};
+pub use paired::{Paired, PairedReport};
 pub use rank_sum::{MannWhitney, mann_whitney};
 pub use seasonal::{Season, Seasonal, SeasonalReport};
 pub use static_threshold::{StaticThreshold, ThresholdReport};
@@ -36,6 +40,8 @@ pub enum Detector {
     Zscore,
     /// Mann-Whitney comparison with effect size.
     MannWhitney,
+    /// Canary minus the stable version's concurrent reading.
+    Paired,
 }
 
 /// What one detector concluded about one sample.
