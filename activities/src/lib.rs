@@ -5,6 +5,7 @@
 // `#[activities]` generates constants that cannot carry docs; every handwritten item is documented.
 #[allow(missing_docs)]
 pub mod deploy;
+pub mod analyze;
 pub mod error;
 pub mod fleet;
 pub mod health;

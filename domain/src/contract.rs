@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::{AnalysisReport, Policy};
 use crate::{Artifact, BatchPlan, Digest, FleetTarget, GroupFigures, HealthPolicy, HealthReport};
 
 activity!(
@@ -37,6 +38,12 @@ activity!(
 activity!(
     /// Samples the updated instances against the rest and the baseline and gives a verdict.
     EvaluateHealth = "health.evaluate": EvaluateInput => HealthReport
+);
+activity!(
+    /// Judges a batch with the full analysis engine: samples the updated instances against the
+    /// rest each window, feeds the engine, and returns its verdict. Runs instead of
+    /// [`EvaluateHealth`] for requests with an analysis policy.
+    AnalyzeHealth = "health.analyze": AnalyzeInput => AnalysisReport
 );
 activity!(
     /// Freezes the fleet: an advance in flight stops before touching another instance (it fails
@@ -224,5 +231,31 @@ pub struct ReleaseInput {
     /// Fleet to release.
     pub fleet: FleetTarget,
     /// A rehearsal froze nothing and releases nothing.
+    pub dry_run: bool,
+}
+
+/// Input of [`AnalyzeHealth`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalyzeInput {
+    /// Fleet to sample.
+    pub fleet: FleetTarget,
+    /// Service name, for the metric source's groups.
+    pub service: String,
+    /// Updated instances: the canary.
+    pub canary: Vec<String>,
+    /// Not-yet-updated instances, measured alongside as the stable version (empty on the last
+    /// batch: then only the baseline speaks for the old version).
+    pub stable: Vec<String>,
+    /// The pre-deploy figures, the engine's starting baseline.
+    pub baseline: GroupFigures,
+    /// How long the pre-deploy figures were measured over, in milliseconds.
+    pub baseline_span_ms: u64,
+    /// The engine's policy.
+    pub policy: Policy,
+    /// Length of one window, in milliseconds.
+    pub window_ms: u64,
+    /// Most windows to sample; a stream that ends undecided is inconclusive.
+    pub windows: u32,
+    /// Sample nothing and pass.
     pub dry_run: bool,
 }

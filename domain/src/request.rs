@@ -40,6 +40,12 @@ pub struct DeployRequest {
     /// Who must approve before which batches; `None` (the default) gates nothing.
     #[serde(default)]
     pub approval: Option<ApprovalPolicy>,
+    /// Opt in to the full analysis engine: each batch is judged by `health.analyze` under this
+    /// policy instead of the first-version gate of `health`. `None` (the default, and every
+    /// request from before the field) keeps the gate; it is left out of the serialized request
+    /// so that such a request reads exactly as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<crate::analysis::Policy>,
 }
 
 /// The rollback window of a request that does not say: an hour.
@@ -83,6 +89,9 @@ impl DeployRequest {
         if let Some(approval) = &self.approval {
             approval.validate(&self.deployer, self.batch_plan.steps.len())?;
         }
+        if let Some(analysis) = &self.analysis {
+            crate::analysis::validate(analysis)?;
+        }
         Ok(())
     }
 
@@ -115,6 +124,7 @@ mod tests {
             dry_run: false,
             rollback_window_ms: 0,
             approval: None,
+            analysis: None,
         }
     }
 
@@ -159,8 +169,9 @@ mod tests {
         let obj = json.as_object_mut().unwrap();
         obj.remove("rollback_window_ms");
         obj.remove("approval");
+        assert!(!obj.contains_key("analysis"), "no analysis policy, no field");
         let old: DeployRequest = serde_json::from_value(json).unwrap();
-        assert_eq!((old.rollback_window_ms, old.approval), (DEFAULT_ROLLBACK_WINDOW_MS, None));
+        assert_eq!((old.rollback_window_ms, old.approval, old.analysis), (DEFAULT_ROLLBACK_WINDOW_MS, None, None));
     }
 
     #[test]

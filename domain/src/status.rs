@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::HealthReport;
+use crate::analysis::AnalysisReport;
 use crate::approval::Gate;
 use crate::control::AuditEntry;
 
@@ -82,6 +83,10 @@ pub struct DeployStatus {
     /// Every operator action and gate decision: who, when (workflow time), why. Oldest first.
     #[serde(default)]
     pub audit: Vec<AuditEntry>,
+    /// The most recent verdict of the analysis engine, for deploys that opted in to it
+    /// (`DeployRequest::analysis`). Not carried by the gRPC status (yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_analysis: Option<AnalysisReport>,
 }
 
 impl DeployStatus {
@@ -101,6 +106,7 @@ impl DeployStatus {
             gates: Vec::new(),
             rollback_window_until: None,
             audit: Vec::new(),
+            last_analysis: None,
         }
     }
 

@@ -183,6 +183,7 @@ pub fn request(service: &str, fleet: &str, artifact: Artifact) -> DeployRequest 
         // Tests and benchmarks await the workflow's result: close the window at success.
         rollback_window_ms: 0,
         approval: None,
+        analysis: None,
     }
 }
 

@@ -41,6 +41,8 @@ impl TryFrom<pb::StartDeployRequest> for DeployRequest {
             dry_run: req.dry_run,
             rollback_window_ms: req.rollback_window_ms.unwrap_or(DEFAULT_ROLLBACK_WINDOW_MS),
             approval: req.approval.map(|a| ApprovalPolicy::try_from(a).map_err(within("approval"))).transpose()?,
+            // The wire has no analysis policy yet: gRPC deploys keep the first-version gate.
+            analysis: None,
         })
     }
 }
@@ -184,6 +186,7 @@ mod tests {
                 expiry_ms: 60_000,
                 on_expiry: OnExpiry::Proceed,
             }),
+            analysis: None,
         }
     }
 

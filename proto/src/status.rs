@@ -157,6 +157,8 @@ impl TryFrom<pb::DeployStatus> for DeployStatus {
             gates: s.gates.into_iter().enumerate().map(|(i, g)| g.try_into().map_err(within(format_args!("gates[{i}]")))).collect::<Result<_>>()?,
             rollback_window_until: s.rollback_window_until.map(|t| instant("rollback_window_until", Some(t))).transpose()?,
             audit: s.audit.into_iter().enumerate().map(|(i, e)| e.try_into().map_err(within(format_args!("audit[{i}]")))).collect::<Result<_>>()?,
+            // Not on the wire yet: the Temporal `status` query carries the engine's verdict.
+            last_analysis: None,
         })
     }
 }

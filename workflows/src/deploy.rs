@@ -1,7 +1,8 @@
 //! `DeployWorkflow`: a durable rolling deploy.
 //!
 //! Per batch: approval gate (if the policy has one there) -> advance the batch -> bake (a
-//! durable timer) -> evaluate health -> go on or roll back. Every step that changes the world
+//! durable timer) -> evaluate health (the first-version gate, or the analysis engine when the
+//! request has an analysis policy) -> go on or roll back. Every step that changes the world
 //! registers its compensation first; a failure, a bad verdict or an abort runs them in reverse,
 //! and the workflow ends `RolledBack` with the reason. After success the deploy stays open for
 //! its rollback window.
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use signalbox_domain::approval::{self, ApprovalPolicy, Approve};
 use signalbox_domain::contract::{
-    AdvanceBatch, AdvanceInput, BaselineInput, EvaluateHealth, EvaluateInput, InstanceChange, InstanceState, Preflight, PreflightInput,
+    AdvanceBatch, AdvanceInput, AnalyzeHealth, AnalyzeInput, BaselineInput, EvaluateHealth, EvaluateInput, InstanceChange, InstanceState, Preflight, PreflightInput,
     PreflightOutput, PushArtifact, PushInput, RollbackInput, SampleBaseline,
 };
 use signalbox_domain::control::{self, Action, AuditEntry, Command, timestamp};
@@ -55,6 +56,11 @@ impl Default for DeployWorkflow {
 
 /// The answer of a validator: the domain rule's refusal, in its words.
 type Validation = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Patch id of judging batches with the analysis engine (`health.analyze`). Only requests that
+/// opt in reach it, and no history before it has one, but a marker costs nothing and keeps the
+/// branch explicit in history.
+const ANALYSIS_ENGINE: &str = "signalbox-analysis-engine";
 
 /// Patch id of indexing the phase as a search attribute.
 const PHASE_SEARCH_ATTRIBUTE: &str = "signalbox-phase-search-attribute";
@@ -281,6 +287,36 @@ impl DeployWorkflow {
             }
 
             Self::enter(ctx, Phase::Evaluating);
+            if let Some(analysis) = &req.analysis
+                && ctx.patched(ANALYSIS_ENGINE)
+            {
+                let windows = signalbox_domain::analysis::windows(analysis, policy);
+                let analyze = AnalyzeInput {
+                    fleet: req.fleet.clone(),
+                    service: req.service.clone(),
+                    canary: ids[..upto].to_vec(),
+                    stable: ids[upto..].to_vec(),
+                    baseline,
+                    baseline_span_ms: policy.sample_interval_ms * u64::from(policy.consecutive_bad_samples),
+                    policy: analysis.clone(),
+                    window_ms: policy.sample_interval_ms,
+                    windows,
+                    dry_run: req.dry_run,
+                };
+                let summary = format!("analyse batch {}/{total}: {} updated vs {} not", i + 1, upto, ids.len() - upto);
+                let step = ctx.execute_activity(AnalyzeHealth, analyze, long(summary, window * (windows + 1)));
+                let Some(report) = attend(ctx, req, deploy_id, Step::Evaluate, step).await? else {
+                    continue;
+                };
+                let report = report?;
+                hold(ctx, req, deploy_id, Boundary::WithinBatch).await?;
+                let stop = report.stop_reason(i as u32 + 1);
+                ctx.state_mut(|s| s.status.last_analysis = Some(report));
+                match stop {
+                    None => continue,
+                    Some(reason) => return Err(Stop(reason)),
+                }
+            }
             let evaluate = EvaluateInput {
                 fleet: req.fleet.clone(),
                 canary: ids[..upto].to_vec(),
