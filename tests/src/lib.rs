@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use std::sync::LazyLock;
 
 use signalbox_api::Deploys;
+use signalbox_proto::pb::deploy_service_client::DeployServiceClient;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
 use signalbox_localstack::{Stack, StackOptions};
 use tokio::sync::OnceCell;
 
@@ -51,4 +55,35 @@ pub async fn record_history(deploys: &Deploys, id: &str, name: &str) -> anyhow::
     std::fs::create_dir_all(histories_dir())?;
     std::fs::write(histories_dir().join(format!("{name}.json")), json)?;
     Ok(())
+}
+
+/// A deploy API served in-process on a loopback port for one test, and a real tonic client of it.
+pub struct GrpcApi {
+    /// The server's URL.
+    pub url: String,
+    /// A client of it.
+    pub client: DeployServiceClient<Channel>,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl GrpcApi {
+    /// Serves the deploy API of `s` on a free loopback port and connects to it.
+    pub async fn start(s: &Stack) -> anyhow::Result<Self> {
+        // Port 0: the kernel picks a free port, and nobody can take it between pick and bind.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(signalbox_api::grpc::serve(listener, s.deploys().await?, async {
+            let _ = stopped.await;
+        }));
+        Ok(Self { client: DeployServiceClient::connect(url.clone()).await?, url, stop, server })
+    }
+
+    /// Shuts the server down and checks that it stopped cleanly.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        drop(self.client);
+        let _ = self.stop.send(());
+        Ok(self.server.await??)
+    }
 }

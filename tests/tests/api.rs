@@ -6,10 +6,8 @@ use signalbox_activities::store::digest_of;
 use signalbox_domain::{Artifact, BatchPlan, BatchStep, DeployRequest, DeployStatus, Digest, Phase, deploy_workflow_id};
 use signalbox_localstack::{DEPLOY_DEADLINE, LoadedFleet, Stack, demo_build, publish, request};
 use signalbox_proto::pb;
+use signalbox_tests::{GrpcApi, run, stack};
 use signalbox_proto::pb::deploy_service_client::DeployServiceClient;
-use signalbox_tests::{run, stack};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -17,34 +15,35 @@ use tonic::transport::Channel;
 const FLEET_SIZE: usize = 4;
 const RPS: u32 = 200;
 
-/// A deploy API served on 127.0.0.1 for one test, and a client of it.
-struct Api {
-    client: DeployServiceClient<Channel>,
-    stop: oneshot::Sender<()>,
-    server: JoinHandle<Result<(), tonic::transport::Error>>,
+/// The test's deploy API; see [`GrpcApi`].
+struct Api(GrpcApi);
+
+impl std::ops::Deref for Api {
+    type Target = GrpcApi;
+
+    fn deref(&self) -> &GrpcApi {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Api {
+    fn deref_mut(&mut self) -> &mut GrpcApi {
+        &mut self.0
+    }
 }
 
 impl Api {
     async fn start(s: &Stack) -> anyhow::Result<Self> {
-        // Port 0: the kernel picks a free port, and nobody can take it between pick and bind.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(signalbox_api::grpc::serve(listener, s.deploys().await?, async {
-            let _ = stopped.await;
-        }));
-        Ok(Self { client: DeployServiceClient::connect(url).await?, stop, server })
+        Ok(Self(GrpcApi::start(s).await?))
     }
 
     async fn status(&mut self, id: &str) -> Result<DeployStatus, tonic::Status> {
-        get(&mut self.client, id).await
+        get(&mut self.0.client, id).await
     }
 
     /// Shuts the server down and checks that it stopped cleanly.
     async fn stop(self) -> anyhow::Result<()> {
-        drop(self.client);
-        let _ = self.stop.send(());
-        Ok(self.server.await??)
+        self.0.stop().await
     }
 }
 

@@ -11,12 +11,8 @@ use signalbox_domain::control::Action;
 use signalbox_domain::{ApprovalPolicy, Artifact, BatchPlan, BatchStep, DeployRequest, DeployStatus, OnExpiry, Phase};
 use signalbox_localstack::{DEPLOY_DEADLINE, LoadedFleet, Stack, demo_build, publish, request};
 use signalbox_proto::pb;
-use signalbox_proto::pb::deploy_service_client::DeployServiceClient;
-use signalbox_tests::{run, stack};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use signalbox_tests::{GrpcApi, run, stack};
 use tonic::Code;
-use tonic::transport::Channel;
 
 const FLEET_SIZE: usize = 4;
 const RPS: u32 = 200;
@@ -24,29 +20,31 @@ const RPS: u32 = 200;
 /// (a bake plus a health evaluation) takes here.
 const HOLD_WINDOW: Duration = Duration::from_secs(7);
 
-/// A deploy API served on 127.0.0.1 for one test, and a client of it.
-struct Api {
-    url: String,
-    client: DeployServiceClient<Channel>,
-    stop: oneshot::Sender<()>,
-    server: JoinHandle<Result<(), tonic::transport::Error>>,
+/// The test's deploy API; see [`GrpcApi`].
+struct Api(GrpcApi);
+
+impl std::ops::Deref for Api {
+    type Target = GrpcApi;
+
+    fn deref(&self) -> &GrpcApi {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Api {
+    fn deref_mut(&mut self) -> &mut GrpcApi {
+        &mut self.0
+    }
 }
 
 impl Api {
     async fn start(s: &Stack) -> anyhow::Result<Self> {
-        // Port 0: the kernel picks a free port, and nobody can take it between pick and bind.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(signalbox_api::grpc::serve(listener, s.deploys().await?, async {
-            let _ = stopped.await;
-        }));
-        Ok(Self { client: DeployServiceClient::connect(url.clone()).await?, url, stop, server })
+        Ok(Self(GrpcApi::start(s).await?))
     }
 
     /// GetDeploy, read back as a domain status.
     async fn status(&self, id: &str) -> anyhow::Result<DeployStatus> {
-        let wire = self.client.clone().get_deploy(pb::GetDeployRequest { deploy_id: id.to_owned() }).await?.into_inner();
+        let wire = self.0.client.clone().get_deploy(pb::GetDeployRequest { deploy_id: id.to_owned() }).await?.into_inner();
         Ok(DeployStatus::try_from(wire)?)
     }
 
@@ -60,14 +58,12 @@ impl Api {
     }
 
     async fn start_deploy(&self, req: DeployRequest) -> anyhow::Result<String> {
-        Ok(self.client.clone().start_deploy(pb::StartDeployRequest::from(req)).await?.into_inner().deploy_id)
+        Ok(self.0.client.clone().start_deploy(pb::StartDeployRequest::from(req)).await?.into_inner().deploy_id)
     }
 
     /// Shuts the server down and checks that it stopped cleanly.
     async fn stop(self) -> anyhow::Result<()> {
-        drop(self.client);
-        let _ = self.stop.send(());
-        Ok(self.server.await??)
+        self.0.stop().await
     }
 }
 
