@@ -54,8 +54,8 @@ fn a_rolled_back_deploy_exports_and_fails_again_under_the_default_policy() {
         let lenient = s.options.dir.join("lenient-policy.json");
         std::fs::write(
             &lenient,
-            r#"{"metrics": [{"name": "error_rate", "thresholds": {"max": 0.9}, "zscore": null, "comparison": null},
-                            {"name": "latency_p99_ms", "thresholds": {"max": 1000}, "zscore": null, "comparison": null}],
+            r#"{"metrics": [{"name": "error_rate", "thresholds": {"max": 0.9}, "zscore": null, "comparison": null, "paired": null},
+                            {"name": "latency_p99_ms", "thresholds": {"max": 1000}, "zscore": null, "comparison": null, "paired": null}],
                 "low_traffic": {"min_requests": 10}}"#,
         )?;
         let lenient = lenient.to_string_lossy().into_owned();
