@@ -16,7 +16,8 @@ use signalbox_domain::traffic::{
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{TimerOptions, TimerResult, WorkflowContext, WorkflowContextView, WorkflowResult};
 
-use crate::canary::steps::{self, Prepared, Stop, Undo, Undos, long, refuse};
+use crate::canary::steps::{self, Prepared, Stop, long, refuse};
+use crate::saga::{Compensation, Saga};
 
 /// The blue/green workflow's state.
 #[workflow]
@@ -64,7 +65,7 @@ impl BlueGreenWorkflow {
             s.status.weights = plan.original.clone();
         });
 
-        let mut undos = Undos::default();
+        let mut undos = Saga::default();
         let Err(Stop(reason)) = Self::roll_out(ctx, &req, &prepared, &plan, &mut undos).await else {
             ctx.state_mut(|s| s.status.phase = TrafficPhase::Succeeded);
             return Ok(ctx.state(|s| s.status.clone()));
@@ -75,8 +76,8 @@ impl BlueGreenWorkflow {
         });
         // The weights undo is the flip back: the moment it completes, blue serves everything.
         let undone = undos
-            .run(ctx, |u| {
-                if let Undo::Weights(w) = u {
+            .compensate(ctx, |u| {
+                if let Compensation::Weights(w) = u {
                     ctx.state_mut(|s| {
                         s.status.weights.extend(w.weights.clone());
                         s.status.new_share_percent = 0.0;
@@ -96,7 +97,7 @@ impl BlueGreenWorkflow {
     }
 
     /// Update green, verify it, flip, keep blue; every change registers its undo first.
-    async fn roll_out(ctx: &mut WorkflowContext<Self>, req: &BlueGreenRequest, prepared: &Prepared, plan: &BlueGreenPlan, undos: &mut Undos) -> Result<(), Stop> {
+    async fn roll_out(ctx: &mut WorkflowContext<Self>, req: &BlueGreenRequest, prepared: &Prepared, plan: &BlueGreenPlan, undos: &mut Saga) -> Result<(), Stop> {
         steps::push(ctx, undos, &req.artifact, &prepared.preflight.regions).await?;
 
         ctx.state_mut(|s| s.status.phase = TrafficPhase::Updating);
@@ -125,7 +126,7 @@ impl BlueGreenWorkflow {
             s.status.phase = TrafficPhase::Shifting;
             s.status.step = 1;
         });
-        undos.push(Undo::weights(&req.lb, &plan.original));
+        undos.push(Compensation::weights(&req.lb, &plan.original));
         steps::set_weights(ctx, &req.lb, &plan.flipped, format!("flip: {} green serve, {} blue idle", plan.green.len(), plan.blue.len())).await?;
         ctx.state_mut(|s| {
             s.status.weights.extend(plan.flipped.clone());

@@ -16,7 +16,8 @@ use signalbox_domain::{GroupFigures, Verdict};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{TimerOptions, TimerResult, WorkflowContext, WorkflowContextView, WorkflowResult};
 
-use self::steps::{Prepared, Stop, Undo, Undos, long, refuse};
+use self::steps::{Prepared, Stop, long, refuse};
+use crate::saga::{Compensation, Saga};
 
 /// The canary workflow's state: what the `status` query answers.
 #[workflow]
@@ -61,7 +62,7 @@ impl CanaryWorkflow {
             s.status.weights = plan.original.clone();
         });
 
-        let mut undos = Undos::default();
+        let mut undos = Saga::default();
         let Err(Stop(reason)) = Self::roll_out(ctx, &req, &prepared, &plan, &mut undos).await else {
             ctx.state_mut(|s| s.status.phase = TrafficPhase::Succeeded);
             return Ok(ctx.state(|s| s.status.clone()));
@@ -71,8 +72,8 @@ impl CanaryWorkflow {
             s.status.reason = Some(reason.clone());
         });
         let undone = undos
-            .run(ctx, |u| {
-                if let Undo::Weights(w) = u {
+            .compensate(ctx, |u| {
+                if let Compensation::Weights(w) = u {
                     ctx.state_mut(|s| s.status.weights.extend(w.weights.clone()));
                 }
             })
@@ -91,7 +92,7 @@ impl CanaryWorkflow {
     }
 
     /// The canary proper; every world-changing step registers its undo in `undos` first.
-    async fn roll_out(ctx: &mut WorkflowContext<Self>, req: &CanaryRequest, prepared: &Prepared, plan: &CanaryPlan, undos: &mut Undos) -> Result<(), Stop> {
+    async fn roll_out(ctx: &mut WorkflowContext<Self>, req: &CanaryRequest, prepared: &Prepared, plan: &CanaryPlan, undos: &mut Saga) -> Result<(), Stop> {
         let policy = &req.health;
         let window = std::time::Duration::from_millis(policy.sample_interval_ms);
         steps::push(ctx, undos, &req.artifact, &prepared.preflight.regions).await?;
@@ -100,7 +101,7 @@ impl CanaryWorkflow {
         let baseline: GroupFigures =
             ctx.execute_activity(SampleBaseline, baseline_input, long("sample the serving servers before anything changes", window * policy.consecutive_bad_samples)).await?;
 
-        undos.push(Undo::weights(&req.lb, &plan.original));
+        undos.push(Compensation::weights(&req.lb, &plan.original));
         steps::set_weights(ctx, &req.lb, &plan.off, "take the canaries out of rotation").await?;
         ctx.state_mut(|s| s.status.weights.extend(plan.off.clone()));
 
@@ -108,7 +109,7 @@ impl CanaryWorkflow {
         let summary = format!("update {} canaries to {}", req.canary.len(), req.artifact.version);
         steps::advance(ctx, undos, &prepared.preflight, &req.fleet, &req.artifact, &req.canary, summary).await?;
         // From here on, a rollback takes traffic off the canaries before it reverts them.
-        undos.push(Undo::weights(&req.lb, &plan.off));
+        undos.push(Compensation::weights(&req.lb, &plan.off));
 
         let total = plan.steps.len();
         for (i, (percent, weights)) in plan.steps.iter().enumerate() {
@@ -167,16 +168,16 @@ pub(crate) mod steps {
     use std::time::Duration;
 
     use signalbox_domain::contract::{
-        AdvanceBatch, AdvanceInput, EvictArtifact, EvictInput, InstanceChange, Preflight, PreflightInput, PreflightOutput, PushArtifact, PushInput,
-        RollbackInput, RollbackInstances,
+        AdvanceBatch, AdvanceInput, EvictInput, InstanceChange, Preflight, PreflightInput, PreflightOutput, PushArtifact, PushInput,
+        RollbackInput,
     };
     use signalbox_domain::traffic::{LbStats, LbTarget, ReadStats, SetWeights, SetWeightsInput, Weights};
     use signalbox_domain::{Artifact, BatchPlan, BatchStep, FleetTarget};
-    use temporalio_common::RetryPolicy;
     use temporalio_common::error::ApplicationFailure;
-    use temporalio_sdk::{ActivityExecutionError, ActivityOptions, WorkflowCancellationToken, WorkflowContext, WorkflowTermination};
+    use temporalio_sdk::{ActivityExecutionError, WorkflowContext, WorkflowTermination};
 
     use crate::deploy::failure_message;
+    use crate::saga::{Compensation, Saga};
 
     /// Why a strategy stopped: a failed step, a bad verdict, an abort or a flip back, in words.
     pub(crate) struct Stop(pub(crate) String);
@@ -195,99 +196,7 @@ pub(crate) mod steps {
         WorkflowTermination::failed_application(ApplicationFailure::non_retryable(reason))
     }
 
-    /// Options of a short, retried activity.
-    pub(crate) fn quick(summary: impl Into<String>) -> ActivityOptions {
-        ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
-            .retry_policy(RetryPolicy::builder().maximum_attempts(5).maximum_interval(Duration::from_secs(5)).build())
-            .summary(summary.into())
-            .build()
-    }
-
-    /// Options of a long, heartbeating activity.
-    pub(crate) fn long(summary: impl Into<String>, run_at_most: Duration) -> ActivityOptions {
-        ActivityOptions::with_start_to_close_timeout(run_at_most + Duration::from_secs(60))
-            .heartbeat_timeout(Duration::from_secs(10))
-            .retry_policy(RetryPolicy::builder().initial_interval(Duration::from_millis(500)).maximum_interval(Duration::from_secs(5)).maximum_attempts(5).build())
-            .summary(summary.into())
-            .build()
-    }
-
-    /// An undo step.
-    #[derive(Debug, Clone)]
-    pub(crate) enum Undo {
-        /// Remove the artifact from the regional caches that a push filled.
-        Evict(EvictInput),
-        /// Return instances to the versions they ran before.
-        Instances(RollbackInput),
-        /// Put weights back.
-        Weights(SetWeightsInput),
-    }
-
-    impl Undo {
-        /// Setting `weights` on `lb`.
-        pub(crate) fn weights(lb: &LbTarget, weights: &Weights) -> Self {
-            Self::Weights(SetWeightsInput { lb: lb.clone(), weights: weights.clone() })
-        }
-    }
-
-    /// The registered undos of one deploy, run most recent first.
-    #[derive(Debug, Default)]
-    pub(crate) struct Undos {
-        steps: Vec<Undo>,
-    }
-
-    impl Undos {
-        /// Registers `u`; returns its index so a more precise version can replace it.
-        pub(crate) fn push(&mut self, u: Undo) -> usize {
-            self.steps.push(u);
-            self.steps.len() - 1
-        }
-
-        /// Replaces the undo at `index`.
-        pub(crate) fn replace(&mut self, index: usize, u: Undo) {
-            self.steps[index] = u;
-        }
-
-        /// Runs every undo, most recent first, on a cancellation token of its own (an aborted
-        /// deploy still rolls back); `done` sees each that completed. Every undo is attempted;
-        /// the first error is returned.
-        pub(crate) async fn run<W>(self, ctx: &WorkflowContext<W>, mut done: impl FnMut(&Undo)) -> Result<(), String> {
-            let mut first_error = None;
-            for (i, step) in self.steps.into_iter().enumerate().rev() {
-                let opts = |summary: String| {
-                    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30 * 60))
-                        .heartbeat_timeout(Duration::from_secs(10))
-                        .retry_policy(
-                            RetryPolicy::builder().initial_interval(Duration::from_millis(200)).maximum_interval(Duration::from_secs(10)).maximum_attempts(20).build(),
-                        )
-                        .cancellation_token(WorkflowCancellationToken::new())
-                        .summary(summary)
-                        .build()
-                };
-                let result: Result<(), ActivityExecutionError> = match &step {
-                    Undo::Weights(input) => {
-                        let summary = format!("compensation {}: weights of {} servers back", i + 1, input.weights.len());
-                        ctx.execute_activity(SetWeights, input.clone(), opts(summary)).await.map(|_| ())
-                    }
-                    Undo::Instances(input) => {
-                        let summary = format!("compensation {}: roll back {} instances", i + 1, input.changes.len());
-                        ctx.execute_activity(RollbackInstances, input.clone(), opts(summary)).await.map(|_| ())
-                    }
-                    Undo::Evict(input) => {
-                        let summary = format!("compensation {}: evict artifact from {} regions", i + 1, input.regions.len());
-                        ctx.execute_activity(EvictArtifact, input.clone(), opts(summary)).await
-                    }
-                };
-                match result {
-                    Ok(()) => done(&step),
-                    Err(e) => {
-                        first_error.get_or_insert_with(|| failure_message(&e));
-                    }
-                }
-            }
-            first_error.map_or(Ok(()), Err)
-        }
-    }
+    pub(crate) use crate::deploy::{long, quick};
 
     /// What a strategy reads before it changes anything.
     pub(crate) struct Prepared {
@@ -323,8 +232,8 @@ pub(crate) mod steps {
     }
 
     /// Copies the artifact into the fleet's regional caches; undone by evicting what it added.
-    pub(crate) async fn push<W>(ctx: &WorkflowContext<W>, undos: &mut Undos, artifact: &Artifact, regions: &[String]) -> Result<(), Stop> {
-        let evict = |regions: Vec<String>| Undo::Evict(EvictInput { digest: artifact.digest.clone(), regions });
+    pub(crate) async fn push<W>(ctx: &WorkflowContext<W>, undos: &mut Saga, artifact: &Artifact, regions: &[String]) -> Result<(), Stop> {
+        let evict = |regions: Vec<String>| Compensation::Evict(EvictInput { digest: artifact.digest.clone(), regions });
         let at = undos.push(evict(regions.to_vec()));
         let push = PushInput { digest: artifact.digest.clone(), regions: regions.to_vec(), dry_run: false };
         let pushed = ctx.execute_activity(PushArtifact, push, quick(format!("push {} to {} regions", artifact.digest.short(), regions.len()))).await?;
@@ -336,7 +245,7 @@ pub(crate) mod steps {
     /// that fails halfway is still undone.
     pub(crate) async fn advance<W>(
         ctx: &WorkflowContext<W>,
-        undos: &mut Undos,
+        undos: &mut Saga,
         pre: &PreflightOutput,
         fleet: &FleetTarget,
         artifact: &Artifact,
@@ -356,7 +265,7 @@ pub(crate) mod steps {
                 to_digest: artifact.digest.clone(),
             })
             .collect();
-        let rollback = |changes| Undo::Instances(RollbackInput { deploy_id: deploy_id.clone(), fleet: fleet.clone(), changes, dry_run: false });
+        let rollback = |changes| Compensation::Rollback(RollbackInput { deploy_id: deploy_id.clone(), fleet: fleet.clone(), changes, dry_run: false });
         let at = undos.push(rollback(planned));
         let input = AdvanceInput { deploy_id: deploy_id.clone(), fleet: fleet.clone(), instances: instances.to_vec(), target: artifact.clone(), dry_run: false };
         let out = ctx.execute_activity(AdvanceBatch, input, long(summary, Duration::from_secs(30 * 60))).await?;

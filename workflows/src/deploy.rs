@@ -74,7 +74,7 @@ pub(crate) fn failure_message(e: &ActivityExecutionError) -> String {
 }
 
 /// Options of a short, retried activity.
-fn quick(summary: impl Into<String>) -> ActivityOptions {
+pub(crate) fn quick(summary: impl Into<String>) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
         .retry_policy(RetryPolicy::builder().maximum_attempts(5).maximum_interval(Duration::from_secs(5)).build())
         .summary(summary.into())
@@ -83,7 +83,7 @@ fn quick(summary: impl Into<String>) -> ActivityOptions {
 
 /// Options of a long, heartbeating activity: a dead worker is noticed within the heartbeat
 /// timeout and the activity moves to another worker.
-fn long(summary: impl Into<String>, run_at_most: Duration) -> ActivityOptions {
+pub(crate) fn long(summary: impl Into<String>, run_at_most: Duration) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(run_at_most + Duration::from_secs(60))
         .heartbeat_timeout(Duration::from_secs(10))
         .retry_policy(
@@ -170,7 +170,7 @@ impl DeployWorkflow {
         };
         ctx.state_mut(|s| s.status.reason = Some(reason.clone()));
         Self::enter(ctx, Phase::RollingBack);
-        let rolled_back = saga.compensate(ctx).await;
+        let rolled_back = saga.compensate(ctx, |_| {}).await;
         // A halt or an abort under an advance froze the fleet; rollbacks ignore the mark, and
         // once they are done it is lifted so the fleet can be deployed to again.
         if ctx.state(|s| s.frozen) {

@@ -5,10 +5,9 @@
 use std::time::Duration;
 
 use signalbox_domain::contract::{EvictArtifact, EvictInput, RollbackInput, RollbackInstances};
+use signalbox_domain::traffic::{LbTarget, SetWeights, SetWeightsInput, Weights};
 use temporalio_common::RetryPolicy;
 use temporalio_sdk::{ActivityExecutionError, ActivityOptions, WorkflowCancellationToken, WorkflowContext};
-
-use crate::DeployWorkflow;
 
 /// An undo step.
 #[derive(Debug, Clone)]
@@ -17,6 +16,15 @@ pub(crate) enum Compensation {
     Evict(EvictInput),
     /// Return instances to the versions they ran before.
     Rollback(RollbackInput),
+    /// Put load-balancer weights back.
+    Weights(SetWeightsInput),
+}
+
+impl Compensation {
+    /// Setting `weights` on `lb` again.
+    pub(crate) fn weights(lb: &LbTarget, weights: &Weights) -> Self {
+        Self::Weights(SetWeightsInput { lb: lb.clone(), weights: weights.clone() })
+    }
 }
 
 /// The registered compensations of one deploy.
@@ -37,10 +45,10 @@ impl Saga {
         self.steps[index] = c;
     }
 
-    /// Runs every compensation, most recent first. Each is retried until it succeeds or its
-    /// retry budget runs out; the error of the first that could not complete is returned after
-    /// the others were still attempted.
-    pub(crate) async fn compensate(self, ctx: &WorkflowContext<DeployWorkflow>) -> Result<(), String> {
+    /// Runs every compensation, most recent first; `done` sees each that completed. Each is
+    /// retried until it succeeds or its retry budget runs out; the error of the first that could
+    /// not complete is returned after the others were still attempted.
+    pub(crate) async fn compensate<W>(self, ctx: &WorkflowContext<W>, mut done: impl FnMut(&Compensation)) -> Result<(), String> {
         let mut first_error = None;
         for (i, step) in self.steps.into_iter().enumerate().rev() {
             // A fresh token: cancelling the deploy (abort) must not cancel its rollback.
@@ -58,18 +66,25 @@ impl Saga {
                     .summary(summary)
                     .build()
             };
-            let result: Result<(), ActivityExecutionError> = match step {
+            let result: Result<(), ActivityExecutionError> = match &step {
                 Compensation::Rollback(input) => {
                     let summary = format!("compensation {}: roll back {} instances", i + 1, input.changes.len());
-                    ctx.execute_activity(RollbackInstances, input, opts(summary)).await.map(|_| ())
+                    ctx.execute_activity(RollbackInstances, input.clone(), opts(summary)).await.map(|_| ())
                 }
                 Compensation::Evict(input) => {
                     let summary = format!("compensation {}: evict artifact from {} regions", i + 1, input.regions.len());
-                    ctx.execute_activity(EvictArtifact, input, opts(summary)).await
+                    ctx.execute_activity(EvictArtifact, input.clone(), opts(summary)).await
+                }
+                Compensation::Weights(input) => {
+                    let summary = format!("compensation {}: weights of {} servers back", i + 1, input.weights.len());
+                    ctx.execute_activity(SetWeights, input.clone(), opts(summary)).await.map(|_| ())
                 }
             };
-            if let Err(e) = result {
-                first_error.get_or_insert_with(|| crate::deploy::failure_message(&e));
+            match result {
+                Ok(()) => done(&step),
+                Err(e) => {
+                    first_error.get_or_insert_with(|| crate::deploy::failure_message(&e));
+                }
             }
         }
         first_error.map_or(Ok(()), Err)
