@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus_parse::{Scrape, Value};
 
@@ -148,23 +148,19 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// Polls `probe` every 20 ms until it yields a value; panics after `timeout`.
+/// Polls `probe` until it yields a value; panics after `timeout` (devstack's `wait_for`, for
+/// probes that cannot fail).
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    signalbox_devstack::wait_for(what, timeout, || {
+        let probed = probe();
+        async move { Ok(probed.await) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Scrapes `/metrics` of the instance on `port`.
