@@ -40,6 +40,7 @@ pub fn input(seed: u64) -> AnalysisInput {
                         value: noisy(&mut rng),
                     })
                     .collect(),
+                canary: Vec::new(),
             },
             canary: (0..SAMPLES)
                 .map(|_| Observation::Value(noisy(&mut rng)))

@@ -33,6 +33,14 @@ pub struct Baseline {
     /// recent points set the current level. Optional.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Point>,
+    /// The instances that become the canary, read at the same times as `values` while they
+    /// still ran the stable version (an A/A period), one reading per value; optional. Their
+    /// differences from `values` measure how far two groups serving the same traffic drift
+    /// apart by chance, which the paired detector then uses as its noise (instead of the
+    /// stable readings' successive differences), and their mean is a standing offset it
+    /// subtracts. Every entry is used, not only the last `baseline_window`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canary: Vec<f64>,
 }
 
 /// One step of the canary stream: every metric's reading at one time.
@@ -138,6 +146,14 @@ impl AnalysisInput {
                     format!("metrics[{i}].canary"),
                     format!("has {} entries, timestamps has {n}", data.canary.len()),
                 ));
+            }
+            let pairs = data.baseline.canary.len();
+            if pairs > 0 && pairs != data.baseline.values.len() {
+                let rule = format!(
+                    "has {pairs} entries, baseline.values has {} (one per baseline value, read at the same time)",
+                    data.baseline.values.len()
+                );
+                return Err(invalid(format!("metrics[{i}].baseline.canary"), rule));
             }
             if !data.stable.is_empty() && data.stable.len() != n {
                 let rule = format!(

@@ -77,6 +77,17 @@ impl Evaluator {
             );
             return Err(invalid("baselines", rule));
         }
+        if let Some(i) = baselines
+            .iter()
+            .position(|b| !b.canary.is_empty() && b.canary.len() != b.values.len())
+        {
+            let rule = format!(
+                "has {} entries, values has {} (one per baseline value, read at the same time)",
+                baselines[i].canary.len(),
+                baselines[i].values.len()
+            );
+            return Err(invalid(format!("baselines[{i}].canary"), rule));
+        }
         let mut group_names: Vec<&str> = Vec::new();
         let mut watches = Vec::with_capacity(baselines.len());
         for (metric, baseline) in policy.metrics.iter().zip(baselines) {
@@ -174,11 +185,12 @@ impl Evaluator {
             self.judge_checks()
         };
         self.decided = self.tally.record(judgement, &self.policy);
-        if self.decided.is_none()
-            && judgement == Judgement::Fail
-            && self.checks.iter().any(|c| c.decisive)
-        {
-            self.decided = Some((Decision::Fail, Rule::DecisiveEffect));
+        if self.decided.is_none() && judgement == Judgement::Fail {
+            if self.checks.iter().any(|c| c.decisive) {
+                self.decided = Some((Decision::Fail, Rule::DecisiveEffect));
+            } else if self.checks.iter().any(|c| c.cumulative) {
+                self.decided = Some((Decision::Fail, Rule::CumulativeEffect));
+            }
         }
         self.last = Some(SampleReport {
             index,

@@ -102,6 +102,9 @@ pub enum Rule {
     /// A failing sample with a decisive effect on a critical metric (the paired detector's
     /// `decisive`): fails at once.
     DecisiveEffect,
+    /// A failing sample in which a critical metric's mean paired difference since the first
+    /// canary sample is beyond the paired detector's `cumulative` limit: fails at once.
+    CumulativeEffect,
     /// `consecutive_error_limit` samples in a row with a source error.
     ConsecutiveErrors,
     /// `inconclusive_limit` inconclusive samples in all.

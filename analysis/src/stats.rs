@@ -107,7 +107,7 @@ impl Reference {
     }
 
     /// The values in the order they arrived, oldest first.
-    pub(crate) fn in_arrival_order(&self) -> impl Iterator<Item = f64> + '_ {
+    pub(crate) fn in_arrival_order(&self) -> impl ExactSizeIterator<Item = f64> + '_ {
         self.arrival.iter().copied()
     }
 

@@ -1,7 +1,7 @@
 //! One metric's state through an analysis: its baseline window, seasonal profile and canary
 //! window, the check of each canary reading, and the explanation of the last one.
 
-use crate::detectors::paired::successive_noise;
+use crate::detectors::paired::{Noise, Running};
 use crate::detectors::rank_sum::{Window, slide};
 use crate::detectors::seasonal::Profile;
 use crate::detectors::static_threshold::breach;
@@ -19,6 +19,12 @@ pub(crate) struct Watch {
     window: Option<Window>,
     /// The stable version's reading in the current sample, for the paired detector.
     stable: Option<f64>,
+    /// The paired detector's noise from the A/A period, when the baseline has one.
+    aa: Option<Noise>,
+    /// Paired differences since the first canary sample: before the current sample, and
+    /// with it.
+    before: Running,
+    running: Running,
     /// The comparison's critical z, computed once.
     critical_z: f64,
     /// Index of the metric's group in the score.
@@ -40,6 +46,9 @@ pub(crate) struct Check {
     pub(crate) critical: bool,
     /// A bad critical metric whose paired difference is decisive: fails the deploy at once.
     pub(crate) decisive: bool,
+    /// A bad critical metric whose mean paired difference crossed the cumulative limit:
+    /// fails the deploy at once.
+    pub(crate) cumulative: bool,
     error: Option<String>,
 }
 
@@ -58,6 +67,7 @@ impl Check {
             fired: [false; 4],
             critical: false,
             decisive: false,
+            cumulative: false,
             error: None,
         }
     }
@@ -81,6 +91,9 @@ impl Watch {
                 .map(|s| Profile::build(s, &baseline.history)),
             window: metric.comparison.as_ref().map(|c| Window::new(c.window)),
             stable: None,
+            aa: Noise::aa_period(&baseline.values, &baseline.canary),
+            before: Running::default(),
+            running: Running::default(),
             critical_z: metric
                 .comparison
                 .as_ref()
@@ -96,6 +109,7 @@ impl Watch {
     /// Starts a sample: forgets the previous sample's stable reading.
     pub(crate) fn start_sample(&mut self) {
         self.stable = None;
+        self.before = self.running;
     }
 
     /// Takes in a concurrent reading of the stable version.
@@ -128,6 +142,7 @@ impl Watch {
         }
         let mut critical = false;
         let mut decisive = false;
+        let mut cumulative = false;
         let findings = [
             (metric.thresholds.is_some() || metric.seasonal.is_some()).then(|| {
                 match self.bounds(metric, at).1 {
@@ -163,6 +178,8 @@ impl Watch {
                 .map(|settings| match self.paired(metric, value) {
                     Some((finding, report)) => {
                         decisive = settings.is_decisive(finding, report.z);
+                        cumulative = report.cumulative.as_ref().is_some_and(|c| c.fired);
+                        self.running = self.before.with(report.difference, report.stddev);
                         finding
                     }
                     None => Finding::NoReference,
@@ -189,6 +206,7 @@ impl Watch {
             fired: findings.map(|f| matches!(f, Some(Finding::Bad(_)))),
             critical: status.is_bad() && (critical || metric.critical),
             decisive: decisive && metric.critical,
+            cumulative: cumulative && metric.critical,
             error: None,
         }
     }
@@ -198,9 +216,11 @@ impl Watch {
     fn paired(&self, metric: &Metric, value: f64) -> Option<(Finding, PairedReport)> {
         let settings = metric.paired.as_ref()?;
         let stable = self.stable?;
-        let noise = successive_noise(self.baseline.in_arrival_order())?;
+        let noise = self
+            .aa
+            .or_else(|| Noise::successive(self.baseline.in_arrival_order()))?;
         let floor = metric.zscore.as_ref().map_or(0.0, |z| z.min_stddev);
-        Some(settings.check(noise, floor, metric.direction, value, stable))
+        Some(settings.check(noise, floor, metric.direction, value, stable, self.before))
     }
 
     /// Static bounds and the seasonal band at `at`, and the more lenient of the two.

@@ -1,6 +1,6 @@
 //! End-to-end behaviour of `judge` and `Evaluator`: decisions, explanations and refusals.
 
-use signalbox_analysis::detectors::{Paired, Seasonal, StaticThreshold};
+use signalbox_analysis::detectors::{NoiseSource, Paired, Seasonal, StaticThreshold};
 use signalbox_analysis::{
     AnalysisInput, Baseline, Decision, Detector, Direction, Evaluator, Judgement, Metric,
     MetricData, Observation, Point, Policy, Rule, Rules, Sample, Status, judge,
@@ -49,6 +49,7 @@ fn baseline(v: Vec<f64>) -> Baseline {
     Baseline {
         values: v,
         history: Vec::new(),
+        canary: Vec::new(),
     }
 }
 
@@ -326,6 +327,7 @@ fn seasonal_case(max: f64, history_level: f64, canary: f64) -> signalbox_analysi
         Baseline {
             values: vec![],
             history: history_at_nine(history_level),
+            canary: vec![],
         },
         values(vec![canary; 6]),
     )];
@@ -620,10 +622,76 @@ fn a_decisive_paired_effect_fails_at_once_when_enabled() {
     assert_eq!(verdict.rule, Some(Rule::DecisiveEffect));
     assert_eq!(verdict.tally.samples, 1, "{verdict}");
 
-    // Off by default, and never on a non-critical metric: the run of K decides.
-    for m in [metric(None, true), metric(Some(6.0), false)] {
-        let verdict = judge(&swinging_input(m, 250.0)).unwrap();
-        assert_ne!(verdict.rule, Some(Rule::DecisiveEffect), "{verdict}");
-        assert!(verdict.tally.samples >= 3, "{verdict}");
-    }
+    // Off by default (the cumulative test, on by default, decides at the second sample),
+    // and never on a non-critical metric: the run of K decides.
+    let verdict = judge(&swinging_input(metric(None, true), 250.0)).unwrap();
+    assert_eq!(verdict.rule, Some(Rule::CumulativeEffect), "{verdict}");
+    assert_eq!(verdict.tally.samples, 2, "{verdict}");
+    let verdict = judge(&swinging_input(metric(Some(6.0), false), 250.0)).unwrap();
+    assert_eq!(verdict.rule, Some(Rule::ConsecutiveFailures), "{verdict}");
+    assert_eq!(verdict.tally.samples, 3, "{verdict}");
+}
+
+/// [`swinging_input`] with an A/A period: the canary group read alongside the baseline, with
+/// the same +-5 ms noise.
+fn with_aa_period(mut window: AnalysisInput) -> AnalysisInput {
+    let level = |i: usize| 300.0 + 150.0 * (i as f64 * std::f64::consts::TAU / 24.0).cos();
+    window.metrics[0].baseline.canary = (0..24).map(|i| level(i) + 5.0 * noise(i, 4)).collect();
+    window
+}
+
+#[test]
+fn an_aa_period_and_the_running_mean_catch_a_small_shift_sooner() {
+    let metric = Metric {
+        critical: true,
+        paired: Some(Paired {
+            cumulative: Some(4.0),
+            ..Paired::default()
+        }),
+        ..Metric::new("latency_p99", Direction::Increase)
+    };
+    let shift = 6.0;
+    // Without the A/A period the swing's successive changes swamp a 6 ms shift.
+    let blind = judge(&swinging_input(metric.clone(), shift)).unwrap();
+    assert_ne!(blind.decision, Decision::Fail, "{blind}");
+
+    let verdict = judge(&with_aa_period(swinging_input(metric.clone(), shift))).unwrap();
+    assert_eq!(verdict.decision, Decision::Fail, "{verdict}");
+    assert_eq!(verdict.rule, Some(Rule::CumulativeEffect), "{verdict}");
+    let paired = verdict.metrics[0].paired.as_ref().unwrap();
+    assert_eq!(paired.noise_from, NoiseSource::AaPeriod);
+    let cumulative = paired.cumulative.as_ref().unwrap();
+    assert!(
+        cumulative.fired && cumulative.z > cumulative.limit,
+        "{cumulative:?}"
+    );
+    assert_eq!(cumulative.samples, verdict.tally.samples);
+    // Single differences alone take longer to make a run of three.
+    let single = Metric {
+        paired: Some(Paired {
+            cumulative: None,
+            ..Paired::default()
+        }),
+        ..metric.clone()
+    };
+    let later = judge(&with_aa_period(swinging_input(single, shift))).unwrap();
+    assert!(
+        later.decision != Decision::Fail || later.tally.samples > verdict.tally.samples,
+        "{later}"
+    );
+
+    // The same A/A period with no shift passes.
+    let clean = judge(&with_aa_period(swinging_input(metric, 0.0))).unwrap();
+    assert_eq!(clean.decision, Decision::Pass, "{clean}");
+
+    // A/A readings must pair one to one with the baseline values.
+    let mut broken = with_aa_period(swinging_input(
+        Metric::new("latency_p99", Direction::Increase),
+        0.0,
+    ));
+    broken.metrics[0].baseline.canary.pop();
+    assert_eq!(
+        judge(&broken).unwrap_err().to_string(),
+        "metrics[0].baseline.canary: has 23 entries, baseline.values has 24 (one per baseline value, read at the same time)"
+    );
 }

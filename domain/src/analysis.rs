@@ -91,7 +91,7 @@ pub fn baselines(policy: &Policy, figures: &GroupFigures, span_ms: u64) -> Vec<B
                 LOG_LINES if span_ms > 0 => Some(figures.log_lines as f64 * 1000.0 / span_ms as f64),
                 _ => None,
             };
-            Baseline { values: value.into_iter().collect(), history: Vec::new() }
+            Baseline { values: value.into_iter().collect(), ..Baseline::default() }
         })
         .collect()
 }

@@ -156,7 +156,7 @@ pub fn analysis_input(evaluation: &Evaluation, policy: Policy) -> AnalysisInput 
             stable,
             Baseline {
                 values,
-                history: Vec::new(),
+                ..Baseline::default()
             },
         )
     };
