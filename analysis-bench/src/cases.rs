@@ -10,7 +10,10 @@
 //! by sampling noise (binomial errors, the p99's estimation error over the requests served,
 //! Poisson log counts, 5% CPU instance noise) and, in half the cases, by one regression
 //! injected from the first canary sample. Each case carries the stable version's readings
-//! before the deploy (baseline: 2 hours; history: 7-14 days) and alongside the canary.
+//! before the deploy (baseline: 2 hours; history: 7-14 days) and alongside the canary, and the
+//! canary group's readings in the baseline's 2 hours, while it still ran the stable version
+//! (the A/A period). Those come from a second random stream, so adding them left every other
+//! number of a case as it was.
 
 use rand::Rng;
 use rand::seq::SliceRandom;
@@ -71,6 +74,10 @@ pub struct Case {
     /// canary-minus-stable difference at the first sample, i.e. the z a perfect single-sample
     /// detector would see. 0 otherwise.
     pub snr: f64,
+    /// Per metric, per canary sample: the true standard deviation of a canary-minus-stable
+    /// difference when nothing regressed, from the generator's own noise model. No detector
+    /// sees it; the oracle row uses it to bound what any detector could do.
+    pub noise: Vec<Vec<f64>>,
 }
 
 /// Background series for each role.
@@ -119,6 +126,8 @@ pub const LOGS: &[&str] = &[
 
 /// Generates `n` cases, half clean, from `rng`.
 pub fn generate(pools: &Pools, n: usize, rng: &mut ChaCha8Rng) -> Vec<Case> {
+    let mut aa = rng.clone();
+    aa.set_stream(1);
     (0..n)
         .map(|i| {
             let kind = if i % 2 == 0 {
@@ -131,7 +140,7 @@ pub fn generate(pools: &Pools, n: usize, rng: &mut ChaCha8Rng) -> Vec<Case> {
                 }
             };
             loop {
-                if let Some(case) = try_case(pools, kind, rng) {
+                if let Some(case) = try_case(pools, kind, rng, &mut aa) {
                     break case;
                 }
             }
@@ -176,7 +185,7 @@ fn place<'a>(grid: &'a Grid, slot: i64, rng: &mut ChaCha8Rng) -> Option<Placed<'
         .map(|&deploy| Placed { grid, deploy })
 }
 
-fn try_case(pools: &Pools, kind: Kind, rng: &mut ChaCha8Rng) -> Option<Case> {
+fn try_case(pools: &Pools, kind: Kind, rng: &mut ChaCha8Rng, aa: &mut ChaCha8Rng) -> Option<Case> {
     let slot = rng.gen_range(0..WEEK as i64) * STEP;
     let traffic = place(pools.traffic.choose(rng)?, slot, rng)?;
     let load = place(pools.cpu.choose(rng)?, slot, rng)?;
@@ -207,6 +216,7 @@ fn try_case(pools: &Pools, kind: Kind, rng: &mut ChaCha8Rng) -> Option<Case> {
     );
     let mut canary_traffic = Vec::new();
     let mut snr = 0.0;
+    let mut noise = vec![Vec::new(); METRICS.len()];
     for k in -((BASELINE + history) as isize)..HORIZON as isize {
         let shared = placed.map(|p| p.relative(k));
         if shared.iter().any(|v| !v.is_finite() || *v <= 0.0) {
@@ -218,6 +228,14 @@ fn try_case(pools: &Pools, kind: Kind, rng: &mut ChaCha8Rng) -> Option<Case> {
         }
         let requests = (fleet.rps * STEP as f64 * shared[0]).round() as u64;
         let old = fleet.readings(&shared, requests, Kind::Clean, rng);
+        if (-(BASELINE as isize)..0).contains(&k) {
+            let group = fleet.readings(&shared, requests, Kind::Clean, aa);
+            for (m, (s, c)) in old.iter().zip(group).enumerate() {
+                if s.is_some() {
+                    baselines[m].canary.push(c.unwrap_or(f64::NAN));
+                }
+            }
+        }
         for (m, v) in old.iter().enumerate() {
             match (k, v) {
                 (k, Some(value)) if k < 0 => {
@@ -245,6 +263,9 @@ fn try_case(pools: &Pools, kind: Kind, rng: &mut ChaCha8Rng) -> Option<Case> {
                 canary[m].push(Observation::from(v));
             }
             canary_traffic.push(requests);
+            for (m, sd) in fleet.noise(&shared, requests).into_iter().enumerate() {
+                noise[m].push(sd);
+            }
         }
     }
     Some(Case {
@@ -255,6 +276,7 @@ fn try_case(pools: &Pools, kind: Kind, rng: &mut ChaCha8Rng) -> Option<Case> {
         times: (0..HORIZON as isize).map(time).collect(),
         traffic: canary_traffic,
         snr,
+        noise,
     })
 }
 
@@ -289,6 +311,25 @@ impl Fleet {
             }
             _ => 0.0,
         }
+    }
+
+    /// See [`Case::noise`]: the model [`Self::readings`] draws from, for two versions alike.
+    fn noise(&self, shared: &[f64; 5], requests: u64) -> [f64; 4] {
+        let n = requests.max(1) as f64;
+        let [_, load, latency, cpu, logs] = *shared;
+        let p = (self.error_rate * load.clamp(0.25, 4.0)).min(1.0);
+        let level = if self.inverted {
+            1.0 / latency
+        } else {
+            latency
+        };
+        let lines = self.log_lines * logs;
+        [
+            (2.0 * p * (1.0 - p) / n).sqrt(),
+            2f64.sqrt() * self.latency_ms * level * 2.16 / n.sqrt(),
+            2f64.sqrt() * 0.05 * self.cpu_pct * cpu,
+            (2.0 * lines).sqrt(),
+        ]
     }
 
     /// One version's readings for one sample, given the backgrounds' levels relative to their

@@ -1,7 +1,7 @@
 //! Running the labelled deploy cases through each detector configuration and the baselines.
 
 use signalbox_analysis::detectors::{Comparison, Paired, Seasonal, StaticThreshold, ZScore};
-use signalbox_analysis::{Decision, Evaluator, Metric, Policy, Sample};
+use signalbox_analysis::{Baseline, Decision, Evaluator, Metric, Policy, Sample};
 
 use crate::cases::{Case, HORIZON, Kind, METRICS};
 
@@ -10,8 +10,9 @@ pub const STATIC_INCREASE: f64 = 0.25;
 
 /// How a configuration decides a case.
 pub enum Method {
-    /// The analysis engine under this policy (decision rules included).
-    Engine(Policy),
+    /// The analysis engine under this policy (decision rules included), given the canary
+    /// group's A/A readings before the deploy or not.
+    Engine { policy: Policy, aa: bool },
     /// Baseline: alarm on the first canary value above `(1 + r) *` the stable version's
     /// concurrent reading (or the baseline mean without one).
     PlainStatic(f64),
@@ -42,7 +43,15 @@ pub fn methods() -> Vec<Named> {
                 m
             })
             .collect();
-        Method::Engine(Policy::new(metrics))
+        Method::Engine {
+            policy: Policy::new(metrics),
+            aa: true,
+        }
+    };
+    let default = |aa, change: fn(&mut Metric)| {
+        let mut policy = default_policy();
+        policy.metrics.iter_mut().for_each(change);
+        Method::Engine { policy, aa }
     };
     vec![
         Named {
@@ -72,11 +81,23 @@ pub fn methods() -> Vec<Named> {
         },
         Named {
             name: "DEFAULT POLICY",
-            method: Method::Engine(default_policy()),
+            method: default(true, |_| {}),
+        },
+        Named {
+            name: "default, no A/A",
+            method: default(false, |_| {}),
+        },
+        Named {
+            name: "default w/o cumul.",
+            method: default(true, |m| {
+                if let Some(p) = &mut m.paired {
+                    p.cumulative = None
+                }
+            }),
         },
         Named {
             name: "default w/o paired",
-            method: Method::Engine(without_paired(default_policy())),
+            method: default(false, |m| m.paired = None),
         },
         Named {
             name: "plain static +25%",
@@ -102,14 +123,6 @@ pub fn default_policy() -> Policy {
     )
 }
 
-/// `policy` with the paired detector off: the default policy before it joined.
-fn without_paired(mut policy: Policy) -> Policy {
-    for m in &mut policy.metrics {
-        m.paired = None;
-    }
-    policy
-}
-
 /// How a configuration decided one case.
 #[derive(Debug, Clone, Copy)]
 pub struct Outcome {
@@ -131,7 +144,7 @@ pub enum Mode {
 /// Decides `case` with `method`.
 pub fn run(method: &Method, case: &Case, mode: Mode) -> Outcome {
     match method {
-        Method::Engine(policy) => engine(policy, case, mode),
+        Method::Engine { policy, aa } => engine(policy, *aa, case, mode),
         Method::PlainStatic(r) => plain(case, mode, |reference, now, v| {
             v > (1.0 + r) * now.unwrap_or_else(|| mean(reference))
         }),
@@ -142,8 +155,22 @@ pub fn run(method: &Method, case: &Case, mode: Mode) -> Outcome {
     }
 }
 
-fn engine(policy: &Policy, case: &Case, mode: Mode) -> Outcome {
-    let mut evaluator = Evaluator::new(policy.clone(), &case.baselines).expect("valid policy");
+fn engine(policy: &Policy, aa: bool, case: &Case, mode: Mode) -> Outcome {
+    let stripped: Vec<Baseline>;
+    let baselines = if aa {
+        &case.baselines
+    } else {
+        stripped = case
+            .baselines
+            .iter()
+            .map(|b| Baseline {
+                canary: Vec::new(),
+                ..b.clone()
+            })
+            .collect();
+        &stripped
+    };
+    let mut evaluator = Evaluator::new(policy.clone(), baselines).expect("valid policy");
     for k in 0..HORIZON {
         let stable = match mode {
             Mode::Concurrent => case.stable.iter().map(|m| m[k].clone()).collect(),
