@@ -1,15 +1,16 @@
 //! `health.analyze`: a batch judged by the full analysis engine. Each window the direct-scrape
 //! metric source reads the canary (updated instances) and the stable version (the rest) for the
 //! policy's metrics, and the engine's [`Evaluator`] judges the sample; the loop stops at the
-//! first decision or after the last window (undecided: inconclusive). Only the compact
-//! [`AnalysisReport`] leaves the activity, into history.
+//! first decision or after the last window (undecided: inconclusive). The compact
+//! [`AnalysisReport`] and the engine's input as it judged it (policy, baselines, samples) leave
+//! the activity, into history, where `signalbox backtest export` finds the input.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use signalbox_analysis::{Decision, Evaluator};
-use signalbox_domain::analysis::{self, AnalysisReport, ERROR_RATE, LOG_LINES, P99_MS};
-use signalbox_domain::contract::AnalyzeInput;
+use signalbox_analysis::Decision;
+use signalbox_domain::analysis::{self, AnalysisReport, ERROR_RATE, LOG_LINES, P99_MS, Recorder};
+use signalbox_domain::contract::{AnalyzeInput, AnalyzeOutput};
 use signalbox_metrics::{Group, Instance, LATENCY_P99_MS, Measure, REQUESTS, Scrape, Scraper};
 use tracing::info;
 
@@ -50,9 +51,10 @@ pub async fn analyze(
     fleet: &impl crate::substrate::Substrate,
     input: AnalyzeInput,
     progress: &AtomicUsize,
-) -> Result<AnalysisReport> {
+) -> Result<AnalyzeOutput> {
     if input.dry_run {
-        return Ok(AnalysisReport { decision: Decision::Pass, summary: "dry run: not analysed".into(), metrics: vec![] });
+        let report = AnalysisReport { decision: Decision::Pass, rule: None, summary: "dry run: not analysed".into(), metrics: vec![] };
+        return Ok(AnalyzeOutput { report, input: None });
     }
     let canary = group(&input.service, fleet.health_endpoints(&input.canary).await?);
     let stable = match input.stable.is_empty() {
@@ -60,7 +62,7 @@ pub async fn analyze(
         false => Some(group(&input.service, fleet.health_endpoints(&input.stable).await?)),
     };
     let baselines = analysis::baselines(&input.policy, &input.baseline, input.baseline_span_ms);
-    let mut evaluator = Evaluator::new(input.policy.clone(), &baselines).map_err(refused)?;
+    let mut recorder = Recorder::new(input.policy.clone(), baselines).map_err(refused)?;
     let source = source();
     source.prime(&canary).await;
     if let Some(stable) = &stable {
@@ -71,15 +73,16 @@ pub async fn analyze(
     for n in 1..=input.windows as usize {
         tick.tick().await;
         let sample = signalbox_metrics::sample(&source, &input.policy, &canary, stable.as_ref(), SystemTime::now()).await;
-        let decision = evaluator.push(&sample).map_err(refused)?;
+        let decision = recorder.push(sample).map_err(refused)?;
         progress.store(n, Ordering::Relaxed);
         if decision != Decision::Continue {
             break;
         }
     }
-    let report = AnalysisReport::of(&evaluator.finish());
-    info!(decision = ?report.decision, summary = %report.summary, "batch analysed");
-    Ok(report)
+    let (verdict, judged) = recorder.finish();
+    let report = AnalysisReport::of(&verdict);
+    info!(decision = ?report.decision, summary = %report.summary, samples = judged.timestamps.len(), "batch analysed");
+    Ok(AnalyzeOutput { report, input: Some(judged) })
 }
 
 #[cfg(test)]

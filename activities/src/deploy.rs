@@ -7,11 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use signalbox_domain::contract::{
-    self, AdvanceInput, AdvanceOutput, AnalyzeInput, BaselineInput, EvaluateInput, EvictInput, HaltInput, PreflightInput, PreflightOutput, PushInput,
+    self, AdvanceInput, AdvanceOutput, AnalyzeInput, AnalyzeOutput, BaselineInput, EvaluateInput, EvictInput, HaltInput, PreflightInput, PreflightOutput, PushInput,
     PushOutput, ReleaseInput, RollbackInput, RollbackOutput,
 };
 use signalbox_domain::health::{Gate, SampleJudgement, judge_sample};
-use signalbox_domain::analysis::AnalysisReport;
 use signalbox_domain::{GroupFigures, HealthPolicy, HealthReport, Verdict};
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
@@ -276,7 +275,7 @@ impl DeployActivities {
     /// See [`contract::AnalyzeHealth`]. Heartbeats the number of windows judged.
     #[activity(definition = contract::AnalyzeHealth)]
     #[instrument(skip_all, fields(fleet = %input.fleet.name, canary = input.canary.len(), stable = input.stable.len()))]
-    pub async fn analyze_health(self: Arc<Self>, ctx: ActivityContext, input: AnalyzeInput) -> Result<AnalysisReport, ActivityError> {
+    pub async fn analyze_health(self: Arc<Self>, ctx: ActivityContext, input: AnalyzeInput) -> Result<AnalyzeOutput, ActivityError> {
         let fleet = self.fleet(&input.fleet.name).map_err(Error::into_activity)?;
         let progress = AtomicUsize::new(0);
         Ok(with_heartbeat(&ctx, &progress, crate::analyze::analyze(&fleet, input, &progress)).await.map_err(Error::into_activity)?)

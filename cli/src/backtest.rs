@@ -1,7 +1,8 @@
 //! `signalbox backtest`: judge a recorded analysis input again, through the same code as a
 //! live deploy (`signalbox_analysis::judge`), optionally under another policy; and
-//! `signalbox backtest export`, which turns a finished deploy's recorded health windows into
-//! such an input.
+//! `signalbox backtest export`, which reads such an input from a deploy's history: the engine's
+//! own input for a deploy it judged (`health.analyze`), else a conversion of the first-version
+//! gate's windows (`health.evaluate`).
 //!
 //! Exit codes: 0 pass, 1 fail, 3 inconclusive, 2 bad input (the error names the field).
 
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow, bail};
 use serde::Serialize;
 use signalbox_analysis::{AnalysisInput, Decision, Policy, Verdict, judge};
-use signalbox_metrics::recorded::{analysis_input, default_policy, evaluations};
+use signalbox_metrics::recorded::{Analysis, analyses, analysis_input, default_policy, evaluations, under_policy};
 use temporalio_client::{UntypedWorkflow, WorkflowFetchHistoryOptions};
 
 /// `signalbox backtest --input FILE [--policy FILE]`, or `signalbox backtest export ...`.
@@ -24,14 +25,17 @@ pub struct Args {
     /// A recorded `AnalysisInput` (JSON; the schema is in analysis/README.md), `-` for stdin.
     #[arg(long, required = true)]
     input: Option<PathBuf>,
-    /// A policy (JSON) to judge under instead of the input's own.
+    /// A policy (JSON) to judge under instead of the input's own; data of metrics it leaves
+    /// out is ignored.
     #[arg(long)]
     policy: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// Print a deploy's recorded health windows as an `AnalysisInput` (JSON) on stdout.
+    /// Print what a deploy's batch was judged on as an `AnalysisInput` (JSON) on stdout: for a
+    /// deploy judged by the analysis engine, exactly the input the engine judged; else the
+    /// first-version gate's windows, converted.
     Export(Export),
 }
 
@@ -42,11 +46,13 @@ struct Export {
     address: String,
     /// The deploy's id, as printed by `deploy start`.
     id: String,
-    /// Which health evaluation (batch) to export, from 1; by default the last, which decided.
+    /// Which judged batch to export, from 1 (the n-th analysis or health evaluation the deploy
+    /// completed); by default the last, which decided.
     #[arg(long)]
     batch: Option<usize>,
-    /// A policy (JSON) to write into the input; by default the analysis engine's defaults
-    /// with the deploy gate's noise floors, minimum traffic and sample counts.
+    /// A policy (JSON) to write into the input. By default the deploy's own analysis policy
+    /// (for a deploy judged by the engine), else the engine's defaults with the deploy gate's
+    /// noise floors, minimum traffic and sample counts.
     #[arg(long)]
     policy: Option<PathBuf>,
 }
@@ -68,7 +74,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let text = read(&path)?;
     let mut input: AnalysisInput = serde_json::from_str(&text).with_context(|| format!("{}: not a valid AnalysisInput", path.display()))?;
     if let Some(policy) = args.policy {
-        input.policy = read_policy(&policy)?;
+        input = under_policy(input, read_policy(&policy)?);
     }
     // `judge` validates first; its errors name the field, e.g. `policy.metrics[1].weight`.
     let verdict = judge(&input)?;
@@ -94,16 +100,17 @@ async fn run_export(export: Export) -> anyhow::Result<ExitCode> {
         .to_json()
         .await
         .with_context(|| format!("reading the history of deploy {}", export.id))?;
+    // A deploy judged by the engine recorded the engine's own input: nothing to convert.
+    let analysed = analyses(&history)?;
+    if !analysed.is_empty() {
+        return export_analysis(&export, &analysed);
+    }
     let found = evaluations(&history)?;
     let n = found.len();
     if n == 0 {
-        bail!("deploy {}: no completed health evaluation to export", export.id);
+        bail!("deploy {}: no completed health evaluation or analysis to export", export.id);
     }
-    let index = match export.batch {
-        None => n - 1,
-        Some(b) if (1..=n).contains(&b) => b - 1,
-        Some(b) => return Err(anyhow!("--batch: {b} is not between 1 and {n}, the evaluations this deploy recorded")),
-    };
+    let index = pick(export.batch, n)?;
     let evaluation = &found[index];
     let policy = match &export.policy {
         Some(path) => read_policy(path)?,
@@ -120,6 +127,47 @@ async fn run_export(export: Export) -> anyhow::Result<ExitCode> {
     );
     println!("{}", serde_json::to_string_pretty(&input)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Exports the input `health.analyze` recorded, as it is or under `--policy`.
+fn export_analysis(export: &Export, analysed: &[Analysis]) -> anyhow::Result<ExitCode> {
+    let n = analysed.len();
+    let index = pick(export.batch, n)?;
+    let analysis = &analysed[index];
+    let Some(recorded) = analysis.output.input.clone() else {
+        bail!(
+            "deploy {}: analysis {} of {n} recorded no input (a dry run, or a deploy from before health.analyze kept the engine's input): nothing to export",
+            export.id,
+            index + 1
+        );
+    };
+    let input = match &export.policy {
+        Some(path) => {
+            let input = under_policy(recorded, read_policy(path)?);
+            input.validate().context("--policy does not fit the recorded analysis")?;
+            input
+        }
+        None => recorded,
+    };
+    eprintln!(
+        "exported analysis {} of {n}: {} samples of canary {} against {} stable instances; the deploy decided {}",
+        index + 1,
+        input.timestamps.len(),
+        analysis.input.canary.join(","),
+        analysis.input.stable.len(),
+        analysis.output.report.summary
+    );
+    println!("{}", serde_json::to_string_pretty(&input)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The index of `--batch` among `n` judged batches; the last by default.
+fn pick(batch: Option<usize>, n: usize) -> anyhow::Result<usize> {
+    match batch {
+        None => Ok(n - 1),
+        Some(b) if (1..=n).contains(&b) => Ok(b - 1),
+        Some(b) => Err(anyhow!("--batch: {b} is not between 1 and {n}, the batches this deploy judged")),
+    }
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {
@@ -144,5 +192,13 @@ mod tests {
     #[test]
     fn exit_codes_tell_pass_fail_and_inconclusive_apart_from_bad_input() {
         assert_eq!([Decision::Pass, Decision::Fail, Decision::Inconclusive].map(exit_code), [0, 1, 3]);
+    }
+
+    #[test]
+    fn batches_count_from_one_and_default_to_the_last() {
+        assert_eq!((pick(None, 3).unwrap(), pick(Some(1), 3).unwrap()), (2, 0));
+        for wrong in [0, 4] {
+            assert_eq!(pick(Some(wrong), 3).unwrap_err().to_string(), format!("--batch: {wrong} is not between 1 and 3, the batches this deploy judged"));
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! `signalbox deploy`: a client of the deploy API.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -128,13 +129,18 @@ pub struct Start {
     /// What an expired gate does; the server's default is abort.
     #[arg(long, value_enum, requires = "approve_before")]
     on_expiry: Option<Expiry>,
+    /// Judge each batch with the analysis engine under this policy (JSON, the `policy` of a
+    /// backtest input; see analysis/README.md) instead of the first-version health gate.
+    #[arg(long, value_name = "FILE")]
+    analysis_policy: Option<PathBuf>,
     /// Follow the deploy until it ends; exits 0 only if it succeeded.
     #[arg(long)]
     watch: bool,
 }
 
 impl Start {
-    fn request(&self) -> pb::StartDeployRequest {
+    /// The request as the flags say; only reading the policy file can fail here.
+    fn request(&self) -> anyhow::Result<pb::StartDeployRequest> {
         use pb::batch_step::Step;
         let steps: Option<Vec<Step>> = match (&self.batches, &self.batch_counts) {
             (Some(p), _) => Some(p.iter().copied().map(Step::Percent).collect()),
@@ -155,7 +161,12 @@ impl Start {
             }
             .into(),
         });
-        pb::StartDeployRequest {
+        // Sent as written: the server parses and checks it, naming the field of any refusal.
+        let analysis_policy_json = match &self.analysis_policy {
+            Some(path) => std::fs::read_to_string(path).with_context(|| format!("--analysis-policy: reading {}", path.display()))?,
+            None => String::new(),
+        };
+        Ok(pb::StartDeployRequest {
             service: self.service.clone(),
             artifact: Some(pb::Artifact { digest: self.artifact_digest.clone(), git_sha: self.git_sha.clone(), version: self.version.clone() }),
             fleet: Some(pb::FleetTarget { name: self.fleet.clone() }),
@@ -166,7 +177,8 @@ impl Start {
             dry_run: self.dry_run,
             rollback_window_ms: self.rollback_window_ms,
             approval,
-        }
+            analysis_policy_json,
+        })
     }
 }
 
@@ -175,7 +187,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Start(start) => {
             let mut client = start.api.connect().await?;
-            let id = client.start_deploy(start.request()).await?.into_inner().deploy_id;
+            let id = client.start_deploy(start.request()?).await?.into_inner().deploy_id;
             println!("{id}");
             if start.watch { watch(&mut client, &id).await } else { Ok(ExitCode::SUCCESS) }
         }
@@ -221,7 +233,7 @@ mod tests {
 
     fn start(extra: &str) -> pb::StartDeployRequest {
         match parse(&format!("{START} {extra}")).unwrap() {
-            Command::Start(s) => s.request(),
+            Command::Start(s) => s.request().unwrap(),
             other => panic!("{other:?}"),
         }
     }
@@ -246,6 +258,20 @@ mod tests {
         assert_eq!(req.approval, Some(expected));
         let minimal = start("--approve-before 2 --approvers bob").approval.unwrap();
         assert_eq!((minimal.quorum, minimal.expiry_ms, minimal.on_expiry()), (None, None, pb::OnExpiry::Unspecified));
+    }
+
+    #[test]
+    fn start_sends_the_analysis_policy_file_as_written() {
+        assert_eq!(start("").analysis_policy_json, "", "no policy: the first-version gate");
+        let file = std::env::temp_dir().join(format!("signalbox-cli-policy-{}.json", std::process::id()));
+        let policy = r#"{"metrics": [{"name": "error_rate", "weight": 0}]}"#;
+        std::fs::write(&file, policy).unwrap();
+        let req = start(&format!("--analysis-policy {}", file.display()));
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(req.analysis_policy_json, policy, "the server checks it, not the client");
+        let Command::Start(missing) = parse(&format!("{START} --analysis-policy {}", file.display())).unwrap() else { panic!("not a start") };
+        let err = missing.request().unwrap_err().to_string();
+        assert!(err.starts_with("--analysis-policy: reading "), "{err}");
     }
 
     #[test]

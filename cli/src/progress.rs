@@ -2,6 +2,7 @@
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, SecondsFormat, Utc};
+use signalbox_domain::analysis::AnalysisReport;
 use signalbox_domain::control::{Action, AuditEntry};
 use signalbox_domain::{DeployStatus, HealthReport, Phase};
 use signalbox_proto::pb;
@@ -13,13 +14,14 @@ use tonic::transport::Channel;
 pub struct Progress {
     line: Option<String>,
     verdict: Option<HealthReport>,
+    analysis: Option<AnalysisReport>,
     /// Audit entries printed so far (the trail only grows).
     audited: usize,
 }
 
 impl Progress {
     /// The lines `status` adds to what was printed before: the verdict when a batch was just
-    /// judged, the operator actions since the last status, then the state line when it changed.
+    /// judged (the analysis engine's with one line per metric), the operator actions since the last status, then the state line when it changed.
     /// The state line says where the deploy stands and what holds it: a pause, a halt, the
     /// approval gate it awaits, a granted bypass, an open rollback window.
     pub fn lines(&mut self, status: &DeployStatus) -> Vec<String> {
@@ -28,6 +30,13 @@ impl Progress {
             self.verdict = status.last_verdict.clone();
             if let Some(v) = &status.last_verdict {
                 out.push(format!("  verdict {:?}: {}", v.verdict, v.summary));
+            }
+        }
+        if status.last_analysis.is_some() && status.last_analysis != self.analysis {
+            self.analysis = status.last_analysis.clone();
+            if let Some(a) = &status.last_analysis {
+                out.push(format!("  analysis {}", a.summary));
+                out.extend(a.metrics.iter().map(|m| format!("    {m}")));
             }
         }
         out.extend(status.audit.iter().skip(self.audited).map(audit_line));
@@ -162,6 +171,30 @@ mod tests {
         done.last_verdict = Some(report(Verdict::Pass, "healthy over 4 samples"));
         done.last_verdict.as_mut().unwrap().baseline.requests = 1;
         assert_eq!(p.lines(&done), ["  verdict Pass: healthy over 4 samples", "Succeeded  1.1.0=20"]);
+    }
+
+    #[test]
+    fn the_engines_verdict_is_shown_with_its_metrics() {
+        use signalbox_domain::analysis::{Decision, Rule};
+        let mut p = Progress::default();
+        let mut s = at(Phase::RollingBack, 1, 19, 1);
+        s.last_analysis = Some(AnalysisReport {
+            decision: Decision::Fail,
+            rule: Some(Rule::ConsecutiveFailures),
+            summary: "Fail (ConsecutiveFailures): 3 samples, 0 pass, 3 fail".into(),
+            metrics: vec!["error_rate: High value 0.3".into(), "p99_ms: Pass value 9.9".into()],
+        });
+        assert_eq!(
+            p.lines(&s),
+            [
+                "  analysis Fail (ConsecutiveFailures): 3 samples, 0 pass, 3 fail",
+                "    error_rate: High value 0.3",
+                "    p99_ms: Pass value 9.9",
+                "batch 1/4 RollingBack  1.0.0=19 1.1.0=1",
+            ]
+        );
+        s.phase = Phase::RolledBack;
+        assert_eq!(p.lines(&s), ["RolledBack  1.0.0=19 1.1.0=1"], "the same verdict is not repeated");
     }
 
     #[test]

@@ -5,10 +5,13 @@
 //! batch judged by the `health.analyze` activity instead of the first-version gate of
 //! [`crate::health`]; without it nothing here runs.
 
+mod record;
+
 use serde::{Deserialize, Serialize};
 use signalbox_analysis::{Baseline, Verdict};
-pub use signalbox_analysis::{Decision, Policy};
+pub use signalbox_analysis::{AnalysisInput, Decision, Policy, Rule};
 
+pub use self::record::Recorder;
 use crate::{Error, GroupFigures, HealthPolicy, Result};
 
 /// Error rate (5xx per request, 0-1) as the engine reads it from the demo service.
@@ -23,6 +26,10 @@ pub const LOG_LINES: &str = "log_lines";
 pub struct AnalysisReport {
     /// Pass, Fail or Inconclusive (an undecided stream ends inconclusive, never a pass).
     pub decision: Decision,
+    /// The rule that decided (`None` for a dry run, and in reports recorded before the field:
+    /// their `summary` names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Rule>,
     /// The engine's first line: decision, deciding rule and tally.
     pub summary: String,
     /// One line per policy metric, as the engine explains it (status, value, detectors).
@@ -36,7 +43,7 @@ impl AnalysisReport {
         let text = verdict.to_string();
         let mut lines = text.lines();
         let summary = lines.next().unwrap_or_default().to_owned();
-        Self { decision: verdict.decision, summary, metrics: lines.map(|l| l.trim().to_owned()).collect() }
+        Self { decision: verdict.decision, rule: verdict.rule, summary, metrics: lines.map(|l| l.trim().to_owned()).collect() }
     }
 
     /// Why the batch must not go on, or `None` to continue. Inconclusive rolls back too: a
@@ -78,8 +85,9 @@ pub fn windows(policy: &Policy, health: &HealthPolicy) -> u32 {
 }
 
 /// The engine's baseline for each policy metric, in the policy's order, from the pre-deploy
-/// figures measured over `span_ms`. A figure it cannot give (no requests, unknown metric) is
-/// an empty baseline, which concurrent stable readings then fill.
+/// figures measured over `span_ms`. A figure it cannot give (no requests, unknown metric, not
+/// finite) is an empty baseline, which concurrent stable readings then fill. Only finite values:
+/// the baselines are recorded in history as JSON, which has no NaN.
 pub fn baselines(policy: &Policy, figures: &GroupFigures, span_ms: u64) -> Vec<Baseline> {
     policy
         .metrics
@@ -91,7 +99,7 @@ pub fn baselines(policy: &Policy, figures: &GroupFigures, span_ms: u64) -> Vec<B
                 LOG_LINES if span_ms > 0 => Some(figures.log_lines as f64 * 1000.0 / span_ms as f64),
                 _ => None,
             };
-            Baseline { values: value.into_iter().collect(), ..Baseline::default() }
+            Baseline { values: value.filter(|v| v.is_finite()).into_iter().collect(), ..Baseline::default() }
         })
         .collect()
 }

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{AnalysisReport, Policy};
+use crate::analysis::{AnalysisInput, AnalysisReport, Policy};
 use crate::{Artifact, BatchPlan, Digest, FleetTarget, GroupFigures, HealthPolicy, HealthReport};
 
 activity!(
@@ -41,9 +41,9 @@ activity!(
 );
 activity!(
     /// Judges a batch with the full analysis engine: samples the updated instances against the
-    /// rest each window, feeds the engine, and returns its verdict. Runs instead of
-    /// [`EvaluateHealth`] for requests with an analysis policy.
-    AnalyzeHealth = "health.analyze": AnalyzeInput => AnalysisReport
+    /// rest each window, feeds the engine, and returns its verdict with what it judged. Runs
+    /// instead of [`EvaluateHealth`] for requests with an analysis policy.
+    AnalyzeHealth = "health.analyze": AnalyzeInput => AnalyzeOutput
 );
 activity!(
     /// Freezes the fleet: an advance in flight stops before touching another instance (it fails
@@ -258,4 +258,56 @@ pub struct AnalyzeInput {
     pub windows: u32,
     /// Sample nothing and pass.
     pub dry_run: bool,
+}
+
+/// Output of [`AnalyzeHealth`]: the verdict, and the engine's input as it judged it.
+///
+/// On the wire the report's fields sit at the top level, next to `input`: a result recorded
+/// before `input` existed is a bare [`AnalysisReport`], and still reads (without input), so
+/// its history replays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalyzeOutput {
+    /// The verdict, for the deploy's decision and status.
+    #[serde(flatten)]
+    pub report: AnalysisReport,
+    /// The policy, the baselines and every judged sample (canary and stable readings, traffic,
+    /// times) exactly as the engine saw them; `signalbox backtest` judges it again to the same
+    /// verdict. `None` for a dry run, and in results recorded before the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<AnalysisInput>,
+}
+
+#[cfg(test)]
+mod tests {
+    use signalbox_analysis::{Decision, Rule};
+
+    use super::*;
+
+    /// A `health.analyze` result as recorded before the engine's input was kept
+    /// (tests/histories/analysis_engine_bad.json).
+    const RECORDED_BEFORE_INPUT: &str = r#"{"decision":"fail","summary":"Fail (ConsecutiveFailures): 3 samples, 0 pass, 3 fail, 0 inconclusive, 0 error; sample 2 Fail score 50.0","metrics":["error_rate: High value 0.25","p99_ms: Pass value 9.9375"]}"#;
+
+    #[test]
+    fn an_analysis_result_from_before_the_input_still_reads() {
+        let old: AnalyzeOutput = serde_json::from_str(RECORDED_BEFORE_INPUT).unwrap();
+        assert_eq!((old.report.decision, old.report.rule, old.input), (Decision::Fail, None, None));
+        assert_eq!(old.report.metrics.len(), 2);
+    }
+
+    #[test]
+    fn an_analysis_result_survives_history_with_its_input() {
+        let policy: Policy = serde_json::from_str(r#"{"metrics": [{"name": "error_rate"}]}"#).unwrap();
+        let input: AnalysisInput = serde_json::from_value(serde_json::json!({
+            "policy": policy,
+            "timestamps": [1, 2],
+            "traffic": [40, 41],
+            "metrics": [{"name": "error_rate", "baseline": {"values": [0.1]}, "canary": [0.30000000000000004, null], "stable": [{"error": "timed out"}, 0.1]}]
+        }))
+        .unwrap();
+        let report = AnalysisReport { decision: Decision::Fail, rule: Some(Rule::ConsecutiveFailures), summary: "Fail".into(), metrics: vec!["error_rate: High".into()] };
+        let output = AnalyzeOutput { report, input: Some(input) };
+        let json = serde_json::to_string(&output).unwrap();
+        assert!(json.starts_with(r#"{"decision":"fail","rule":"consecutive_failures""#), "{json}");
+        assert_eq!(serde_json::from_str::<AnalyzeOutput>(&json).unwrap(), output, "bit for bit, through the flattened report");
+    }
 }

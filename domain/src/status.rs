@@ -84,7 +84,7 @@ pub struct DeployStatus {
     #[serde(default)]
     pub audit: Vec<AuditEntry>,
     /// The most recent verdict of the analysis engine, for deploys that opted in to it
-    /// (`DeployRequest::analysis`). Not carried by the gRPC status (yet).
+    /// (`DeployRequest::analysis`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_analysis: Option<AnalysisReport>,
 }

@@ -1,6 +1,11 @@
-//! Recorded deploys as analysis inputs: the health windows a deploy's gate judged, read back
-//! from its Temporal history and turned into an [`AnalysisInput`], so a past deploy can be
-//! judged again under another policy (`signalbox backtest export`).
+//! Recorded deploys as analysis inputs, read back from their Temporal history, so a past deploy
+//! can be judged again under another policy (`signalbox backtest export`):
+//!
+//! - a deploy judged by the analysis engine recorded the engine's input with each
+//!   `health.analyze` result ([`analyses`]): exported as it is, it is judged to the verdict the
+//!   deploy reached;
+//! - a deploy judged by the first-version gate recorded its `health.evaluate` windows
+//!   ([`evaluations`]), which [`analysis_input`] converts.
 
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
@@ -9,7 +14,9 @@ use signalbox_analysis::detectors::ZScore;
 use signalbox_analysis::{
     AnalysisInput, Baseline, Direction, Metric, MetricData, Observation, Policy,
 };
-use signalbox_domain::contract::{EvaluateHealth, EvaluateInput};
+use signalbox_domain::contract::{
+    AnalyzeHealth, AnalyzeInput, AnalyzeOutput, EvaluateHealth, EvaluateInput,
+};
 use signalbox_domain::health::SampleJudgement;
 use signalbox_domain::{GroupFigures, HealthPolicy, HealthReport};
 
@@ -28,17 +35,71 @@ pub struct Evaluation {
     pub report: HealthReport,
 }
 
+/// One batch judged by the analysis engine (`health.analyze`): what it was given and what it
+/// returned, the verdict and, since the activity records it, the engine's input as judged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    /// When the analysis finished: Unix milliseconds.
+    pub finished_at_ms: i64,
+    /// The canary and stable instances, the pre-deploy figures and the policy.
+    pub input: AnalyzeInput,
+    /// The verdict, and the recorded [`AnalysisInput`] (`None` in results recorded before
+    /// `health.analyze` kept it).
+    pub output: AnalyzeOutput,
+}
+
 /// Every completed health evaluation in a workflow history, oldest first. `history` is
 /// Temporal's history JSON (`temporal workflow show --output json`, the SDK's
 /// `WorkflowHistory::to_json`, or the golden files under `tests/histories/`).
 pub fn evaluations(history: &[u8]) -> Result<Vec<Evaluation>> {
+    Ok(completed(history, EvaluateHealth::NAME)?
+        .into_iter()
+        .map(|(finished_at_ms, input, report)| Evaluation {
+            finished_at_ms,
+            input,
+            report,
+        })
+        .collect())
+}
+
+/// Every completed analysis by the engine in a workflow history, oldest first; `history` as
+/// for [`evaluations`].
+pub fn analyses(history: &[u8]) -> Result<Vec<Analysis>> {
+    Ok(completed(history, AnalyzeHealth::NAME)?
+        .into_iter()
+        .map(|(finished_at_ms, input, output)| Analysis {
+            finished_at_ms,
+            input,
+            output,
+        })
+        .collect())
+}
+
+/// A recorded analysis input judged under another `policy`: the data of metrics the policy
+/// leaves out is dropped, so a policy over fewer metrics applies; one naming a metric that was
+/// not recorded is refused by [`AnalysisInput::validate`], naming the metric.
+pub fn under_policy(mut input: AnalysisInput, policy: Policy) -> AnalysisInput {
+    input
+        .metrics
+        .retain(|d| policy.metrics.iter().any(|m| m.name == d.name));
+    input.policy = policy;
+    input
+}
+
+/// Every completed `activity` in `history`, oldest first: completion time (Unix milliseconds),
+/// the input it was scheduled with, and its result.
+fn completed<I, O>(history: &[u8], activity: &str) -> Result<Vec<(i64, I, O)>>
+where
+    I: DeserializeOwned + Clone,
+    O: DeserializeOwned,
+{
     let history: Value = serde_json::from_slice(history)
         .map_err(|e| Error::invalid("history", format!("not JSON: {e}")))?;
     let events = history
         .get("events")
         .and_then(Value::as_array)
         .ok_or_else(|| Error::invalid("history.events", "missing: not a workflow history"))?;
-    let mut scheduled: Vec<(i64, EvaluateInput)> = Vec::new();
+    let mut scheduled: Vec<(i64, I)> = Vec::new();
     let mut found = Vec::new();
     for (i, event) in events.iter().enumerate() {
         let field = format!("events[{i}]");
@@ -46,8 +107,7 @@ pub fn evaluations(history: &[u8]) -> Result<Vec<Evaluation>> {
             continue;
         };
         if let Some(a) = attributes.get("ActivityTaskScheduledEventAttributes")
-            && a.pointer("/activity_type/name").and_then(Value::as_str)
-                == Some(EvaluateHealth::NAME)
+            && a.pointer("/activity_type/name").and_then(Value::as_str) == Some(activity)
         {
             let id = event.get("event_id").and_then(Value::as_i64);
             let id = id.ok_or_else(|| Error::invalid(format!("{field}.event_id"), "missing"))?;
@@ -69,12 +129,8 @@ pub fn evaluations(history: &[u8]) -> Result<Vec<Evaluation>> {
             let finished = chrono::DateTime::parse_from_rfc3339(time).map_err(|e| {
                 Error::invalid(format!("{field}.event_time"), format!("{time:?}: {e}"))
             })?;
-            let report = payload(a, "result", &format!("{field}.result"))?;
-            found.push(Evaluation {
-                finished_at_ms: finished.timestamp_millis(),
-                input,
-                report,
-            });
+            let output = payload(a, "result", &format!("{field}.result"))?;
+            found.push((finished.timestamp_millis(), input, output));
         }
     }
     Ok(found)

@@ -1,5 +1,6 @@
 //! Deploy requests across the wire: what a server accepts and what a client sends.
 
+use signalbox_domain::analysis::{self, Policy};
 use signalbox_domain::{
     ApprovalPolicy, Artifact, BatchPlan, BatchStep, DEFAULT_ROLLBACK_WINDOW_MS, DeployRequest, Error, FleetTarget, HealthPolicy, OnExpiry,
     Result,
@@ -13,12 +14,34 @@ const DEFAULT_QUORUM: u32 = 1;
 /// The gate expiry of a policy that does not say: a day (the domain's serde default).
 const DEFAULT_EXPIRY_MS: u64 = 24 * 60 * 60 * 1000;
 
+/// The wire field of the analysis policy.
+const ANALYSIS_POLICY_JSON: &str = "analysis_policy_json";
+
 fn required(field: &str) -> Error {
     Error::invalid(field, "is required")
 }
 
-/// Checks only what the wire leaves open (absent messages, unset oneofs, malformed digests);
-/// the rules of the domain are [`DeployRequest::validate`]'s to enforce.
+/// The analysis policy in `json`; `None` when empty. The JSON is opaque to protobuf, so this is
+/// where its errors get the wire's field path: parse errors name `analysis_policy_json`, the
+/// engine's rules the field inside it (`analysis_policy_json.metrics[1].weight: must be > 0`,
+/// where the domain says `analysis.metrics[1].weight`).
+fn analysis_policy(json: &str) -> Result<Option<Policy>> {
+    if json.trim().is_empty() {
+        return Ok(None);
+    }
+    let policy: Policy =
+        serde_json::from_str(json).map_err(|e| Error::invalid(ANALYSIS_POLICY_JSON, format!("not a valid analysis policy: {e}")))?;
+    analysis::validate(&policy).map_err(|e| {
+        let Error::Invalid { field, rule } = e;
+        let inside = field.strip_prefix("analysis").unwrap_or(&field);
+        Error::invalid(format!("{ANALYSIS_POLICY_JSON}{inside}"), rule)
+    })?;
+    Ok(Some(policy))
+}
+
+/// Checks only what the wire leaves open (absent messages, unset oneofs, malformed digests, the
+/// analysis policy's JSON and, to name its fields by their wire path, its rules); the rules of
+/// the domain are [`DeployRequest::validate`]'s to enforce.
 impl TryFrom<pb::StartDeployRequest> for DeployRequest {
     type Error = Error;
 
@@ -41,8 +64,7 @@ impl TryFrom<pb::StartDeployRequest> for DeployRequest {
             dry_run: req.dry_run,
             rollback_window_ms: req.rollback_window_ms.unwrap_or(DEFAULT_ROLLBACK_WINDOW_MS),
             approval: req.approval.map(|a| ApprovalPolicy::try_from(a).map_err(within("approval"))).transpose()?,
-            // The wire has no analysis policy yet: gRPC deploys keep the first-version gate.
-            analysis: None,
+            analysis: analysis_policy(&req.analysis_policy_json)?,
         })
     }
 }
@@ -157,6 +179,7 @@ impl From<DeployRequest> for pb::StartDeployRequest {
             dry_run: r.dry_run,
             rollback_window_ms: Some(r.rollback_window_ms),
             approval: r.approval.map(Into::into),
+            analysis_policy_json: r.analysis.map(|p| serde_json::to_string(&p).expect("a policy serializes")).unwrap_or_default(),
         }
     }
 }
@@ -226,6 +249,28 @@ mod tests {
         assert_eq!(DeployRequest::try_from(wire).unwrap().validate().unwrap_err().field(), "approval.quorum");
         let wire = pb::StartDeployRequest { rollback_window_ms: Some(u64::MAX), ..request().into() };
         assert_eq!(DeployRequest::try_from(wire).unwrap().validate().unwrap_err().field(), "rollback_window_ms");
+    }
+
+    #[test]
+    fn an_analysis_policy_crosses_as_json() {
+        let policy: Policy = serde_json::from_str(r#"{"metrics": [{"name": "error_rate", "thresholds": {"max": 0.05}}], "rules": {"required_passes": 3}}"#).unwrap();
+        let req = DeployRequest { analysis: Some(policy), ..request() };
+        let wire = pb::StartDeployRequest::from(req.clone());
+        assert!(wire.analysis_policy_json.starts_with(r#"{"metrics":[{"name":"error_rate""#), "{}", wire.analysis_policy_json);
+        assert_eq!(DeployRequest::try_from(wire).unwrap(), req);
+        let blank = pb::StartDeployRequest { analysis_policy_json: " ".into(), ..request().into() };
+        assert_eq!(DeployRequest::try_from(blank).unwrap().analysis, None, "blank: the first-version gate judges");
+    }
+
+    #[test]
+    fn a_broken_analysis_policy_names_its_field_inside_the_json() {
+        let refusal = |json: &str| DeployRequest::try_from(pb::StartDeployRequest { analysis_policy_json: json.into(), ..request().into() }).unwrap_err().to_string();
+        let weight = r#"{"metrics": [{"name": "error_rate"}, {"name": "p99_ms", "weight": 0}]}"#;
+        assert_eq!(refusal(weight), "analysis_policy_json.metrics[1].weight: must be > 0");
+        assert_eq!(refusal(r#"{"metrics": []}"#), "analysis_policy_json.metrics: must list at least one metric");
+        let typo = refusal(r#"{"metrics": [{"name": "error_rate"}], "rulez": {}}"#);
+        assert!(typo.starts_with("analysis_policy_json: not a valid analysis policy: unknown field `rulez`"), "{typo}");
+        assert!(refusal("{").starts_with("analysis_policy_json: not a valid analysis policy: "));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Deploy statuses across the wire: what a server sends and what a client reads back.
 
+use signalbox_domain::analysis::{AnalysisReport, Decision, Rule};
 use signalbox_domain::health::SampleJudgement;
 use signalbox_domain::{DeployStatus, Error, GroupFigures, HealthReport, Phase, Result, Verdict};
 
@@ -116,6 +117,43 @@ impl TryFrom<pb::HealthReport> for HealthReport {
     }
 }
 
+/// An undecided report (`Continue`, which `health.analyze` never returns) is inconclusive on
+/// the wire, as the deploy treats it.
+impl From<AnalysisReport> for pb::AnalysisReport {
+    fn from(r: AnalysisReport) -> Self {
+        let decision = match r.decision {
+            Decision::Pass => pb::Verdict::Pass,
+            Decision::Fail => pb::Verdict::Fail,
+            Decision::Inconclusive | Decision::Continue => pb::Verdict::Inconclusive,
+        };
+        let rule = r.rule.map(|rule| serde_json::to_value(rule).ok().and_then(|v| v.as_str().map(str::to_owned)).expect("a rule is a JSON string"));
+        Self { decision: decision.into(), rule: rule.unwrap_or_default(), summary: r.summary, metrics: r.metrics }
+    }
+}
+
+/// A decision or rule this client does not know is an error, like an unknown phase.
+impl TryFrom<pb::AnalysisReport> for AnalysisReport {
+    type Error = Error;
+
+    fn try_from(r: pb::AnalysisReport) -> Result<Self> {
+        let decision = match pb::Verdict::try_from(r.decision) {
+            Ok(pb::Verdict::Pass) => Decision::Pass,
+            Ok(pb::Verdict::Fail) => Decision::Fail,
+            Ok(pb::Verdict::Inconclusive) => Decision::Inconclusive,
+            Ok(pb::Verdict::Unspecified) => return Err(Error::invalid("last_analysis.decision", "must be set")),
+            Err(e) => return Err(Error::invalid("last_analysis.decision", e.to_string())),
+        };
+        let rule = match r.rule.as_str() {
+            "" => None,
+            name => Some(
+                serde_json::from_value::<Rule>(serde_json::Value::String(name.to_owned()))
+                    .map_err(|_| Error::invalid("last_analysis.rule", format!("`{name}` is not a rule this client knows")))?,
+            ),
+        };
+        Ok(Self { decision, rule, summary: r.summary, metrics: r.metrics })
+    }
+}
+
 impl From<DeployStatus> for pb::DeployStatus {
     fn from(s: DeployStatus) -> Self {
         Self {
@@ -132,6 +170,7 @@ impl From<DeployStatus> for pb::DeployStatus {
             gates: s.gates.into_iter().map(Into::into).collect(),
             rollback_window_until: s.rollback_window_until.map(timestamp),
             audit: s.audit.into_iter().map(Into::into).collect(),
+            last_analysis: s.last_analysis.map(Into::into),
         }
     }
 }
@@ -157,8 +196,7 @@ impl TryFrom<pb::DeployStatus> for DeployStatus {
             gates: s.gates.into_iter().enumerate().map(|(i, g)| g.try_into().map_err(within(format_args!("gates[{i}]")))).collect::<Result<_>>()?,
             rollback_window_until: s.rollback_window_until.map(|t| instant("rollback_window_until", Some(t))).transpose()?,
             audit: s.audit.into_iter().enumerate().map(|(i, e)| e.try_into().map_err(within(format_args!("audit[{i}]")))).collect::<Result<_>>()?,
-            // Not on the wire yet: the Temporal `status` query carries the engine's verdict.
-            last_analysis: None,
+            last_analysis: s.last_analysis.map(TryInto::try_into).transpose()?,
         })
     }
 }
@@ -232,6 +270,48 @@ mod tests {
             reason: Some("batch 1: unhealthy".into()),
             ..DeployStatus::starting()
         }
+    }
+
+    fn analysed() -> DeployStatus {
+        DeployStatus {
+            last_analysis: Some(AnalysisReport {
+                decision: Decision::Fail,
+                rule: Some(Rule::ConsecutiveFailures),
+                summary: "Fail (ConsecutiveFailures): 3 samples, 0 pass, 3 fail, 0 inconclusive, 0 error".into(),
+                metrics: vec!["error_rate: High value 0.25 fired [Threshold]".into(), "p99_ms: Pass value 9.9".into()],
+            }),
+            last_verdict: None,
+            ..status()
+        }
+    }
+
+    #[test]
+    fn the_engines_verdict_survives_the_wire() {
+        let wire = pb::DeployStatus::from(analysed());
+        let report = wire.last_analysis.clone().unwrap();
+        assert_eq!((report.decision(), report.rule.as_str()), (pb::Verdict::Fail, "consecutive_failures"));
+        assert_eq!(DeployStatus::try_from(wire).unwrap(), analysed());
+        let mut dry = analysed();
+        dry.last_analysis.as_mut().unwrap().rule = None;
+        assert_eq!(DeployStatus::try_from(pb::DeployStatus::from(dry.clone())).unwrap(), dry);
+        // Undecided reads as inconclusive, as the deploy treats it.
+        let mut undecided = analysed();
+        undecided.last_analysis.as_mut().unwrap().decision = Decision::Continue;
+        assert_eq!(pb::DeployStatus::from(undecided).last_analysis.unwrap().decision(), pb::Verdict::Inconclusive);
+    }
+
+    #[test]
+    fn an_unknown_decision_or_rule_is_an_error_naming_it() {
+        let field = |wire: pb::DeployStatus| DeployStatus::try_from(wire).unwrap_err().to_string();
+        let mut wire = pb::DeployStatus::from(analysed());
+        wire.last_analysis.as_mut().unwrap().decision = 0;
+        assert_eq!(field(wire), "last_analysis.decision: must be set");
+        let mut wire = pb::DeployStatus::from(analysed());
+        wire.last_analysis.as_mut().unwrap().decision = 42;
+        assert!(field(wire).starts_with("last_analysis.decision: "));
+        let mut wire = pb::DeployStatus::from(analysed());
+        wire.last_analysis.as_mut().unwrap().rule = "gut_feeling".into();
+        assert_eq!(field(wire), "last_analysis.rule: `gut_feeling` is not a rule this client knows");
     }
 
     #[test]

@@ -1,13 +1,18 @@
 //! Deploys that opt in to the full analysis engine (`DeployRequest::analysis`): each batch is
-//! judged by `health.analyze` on a real dev server, the worker as a process, 10 real instances
-//! under real load.
+//! judged by `health.analyze` on a real dev server, the worker as a process, real instances
+//! under real load. What the engine judged is in history: `signalbox backtest export` exports
+//! it and `signalbox backtest` judges it again.
 
 use std::collections::BTreeMap;
+use std::process::{Command, Output};
 
-use signalbox_analysis::{Decision, Policy};
+use signalbox_analysis::{AnalysisInput, Decision, Policy, judge};
+use signalbox_devstack::workspace_binary;
 use signalbox_domain::Phase;
+use signalbox_domain::analysis::AnalysisReport;
 use signalbox_localstack::{DEPLOY_DEADLINE, LoadedFleet, demo_build, publish, request};
-use signalbox_tests::{record_history, run, stack};
+use signalbox_metrics::recorded::analyses;
+use signalbox_tests::{histories_dir, record_history, run, stack};
 
 /// The engine's default policy (z-score and Mann-Whitney on both metrics) over the demo's
 /// error rate and p99, sized for one-second windows of a 10-instance fleet at 400 rps:
@@ -88,4 +93,85 @@ fn a_build_failing_thirty_percent_is_rolled_back_in_batch_one() {
         assert!(served.iter().all(|v| v.as_deref() == Some("4.0.0")), "instances answer {served:?}");
         record_history(&deploys, &id, "analysis_engine_bad").await
     });
+}
+
+fn signalbox(args: &[&str]) -> anyhow::Result<Output> {
+    Ok(Command::new(workspace_binary("signalbox")?).args(args).output()?)
+}
+
+#[test]
+fn a_deploy_judged_by_the_engine_exports_what_it_judged_and_is_judged_again_the_same() {
+    run(async {
+        let s = stack().await;
+        let base = publish(&s.home, demo_build("journal", "5.0.0", 0.002, 5)).await?;
+        let bad = publish(&s.home, demo_build("journal", "5.1.0", 0.30, 5)).await?;
+        let _fleet = LoadedFleet::start(&s.home, "engine-export", 5, base, 200, &s.options.dir).await?;
+        let deploys = s.deploys().await?;
+        let mut req = request("journal", "engine-export", bad);
+        req.analysis = Some(policy());
+        let id = deploys.start(req).await?;
+        let status = tokio::time::timeout(DEPLOY_DEADLINE, deploys.result(&id)).await??;
+        assert_eq!((status.phase, status.current_batch), (Phase::RolledBack, 1), "{status:#?}");
+        let decided = status.last_analysis.clone().expect("the engine judged batch 1");
+        assert_eq!(decided.decision, Decision::Fail, "{decided:#?}");
+        assert!(decided.rule.is_some(), "the report names the deciding rule: {decided:#?}");
+        record_history(&deploys, &id, "analysis_engine_exported").await?;
+
+        // The operator's commands: export, then judge again.
+        let export = signalbox(&["backtest", "export", "--temporal", &s.server.address(), &id])?;
+        assert!(export.status.success(), "export: {}", String::from_utf8_lossy(&export.stderr));
+        let exported: AnalysisInput = serde_json::from_slice(&export.stdout)?;
+        let recorded = analyses(deploys.history_json(&id).await?.as_bytes())?;
+        assert_eq!(recorded.len(), 1, "one batch judged");
+        assert_eq!(Some(&exported), recorded[0].output.input.as_ref(), "the export is the recorded input, unconverted");
+        assert_eq!(exported.policy, policy());
+        assert_eq!(AnalysisReport::of(&judge(&exported)?), decided, "judged again in process: the deploy's verdict, line for line");
+
+        let input = s.options.dir.join("engine-export-input.json");
+        std::fs::write(&input, &export.stdout)?;
+        let input = input.to_string_lossy().into_owned();
+        let rejudged = signalbox(&["backtest", "--input", &input])?;
+        assert_eq!(rejudged.status.code(), Some(1), "fail exits 1: {}", String::from_utf8_lossy(&rejudged.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&rejudged.stdout)?;
+        assert_eq!(report["decision"], "fail", "{report:#}");
+        assert_eq!(report["rule"], serde_json::to_value(decided.rule)?, "{report:#}");
+        let summary = report["summary"].as_str().unwrap_or_default();
+        assert_eq!(summary.lines().next(), Some(decided.summary.as_str()), "same tally and deciding sample");
+
+        // `--batch` picks among the judged batches, and says which exist.
+        let first = signalbox(&["backtest", "export", "--temporal", &s.server.address(), "--batch", "1", &id])?;
+        assert_eq!(first.stdout, export.stdout);
+        let beyond = signalbox(&["backtest", "export", "--temporal", &s.server.address(), "--batch", "2", &id])?;
+        assert_eq!(beyond.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&beyond.stderr).contains("--batch: 2 is not between 1 and 1"), "{beyond:?}");
+
+        // A policy that tolerates up to 90% errors and promotes on one passing sample passes
+        // the same samples.
+        let lenient = s.options.dir.join("engine-lenient-policy.json");
+        std::fs::write(
+            &lenient,
+            r#"{"metrics": [{"name": "error_rate", "thresholds": {"max": 0.9}, "zscore": null, "comparison": null, "paired": null},
+                            {"name": "p99_ms", "thresholds": {"max": 1000}, "zscore": null, "comparison": null, "paired": null}],
+                "rules": {"required_passes": 1}, "low_traffic": {"min_requests": 10}}"#,
+        )?;
+        let lenient = lenient.to_string_lossy().into_owned();
+        let rejudged = signalbox(&["backtest", "--input", &input, "--policy", &lenient])?;
+        let report: serde_json::Value = serde_json::from_slice(&rejudged.stdout)?;
+        assert_eq!((rejudged.status.code(), &report["decision"]), (Some(0), &serde_json::json!("pass")), "{report:#}");
+        Ok(())
+    });
+}
+
+/// Golden histories from before and after `health.analyze` kept its input: the old result
+/// reads without input (export says so), the new one carries the input its verdict came from.
+#[test]
+fn recorded_analyses_read_from_histories_of_either_age() -> anyhow::Result<()> {
+    let read = |name: &str| -> anyhow::Result<_> { Ok(analyses(&std::fs::read(histories_dir().join(name))?)?) };
+    let old = read("analysis_engine_bad.json")?;
+    assert_eq!(old.len(), 1);
+    assert_eq!((old[0].output.report.decision, &old[0].output.input), (Decision::Fail, &None));
+    let new = read("analysis_engine_exported.json")?;
+    let input = new.last().and_then(|a| a.output.input.as_ref()).expect("the engine's input is recorded");
+    assert_eq!(AnalysisReport::of(&judge(input)?), new[new.len() - 1].output.report);
+    Ok(())
 }

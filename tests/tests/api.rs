@@ -15,6 +15,27 @@ use tonic::transport::Channel;
 const FLEET_SIZE: usize = 4;
 const RPS: u32 = 200;
 
+/// An analysis policy for a one-instance canary serving ~50 requests a one-second window: a
+/// static 5% error ceiling fails a broken build from its first window, noise floors keep a
+/// few near-identical stable readings from failing on noise (see tests/tests/analysis_engine.rs).
+const ANALYSIS_POLICY: &str = r#"{
+    "metrics": [
+        {"name": "error_rate", "critical": true, "thresholds": {"max": 0.05}, "zscore": {"min_stddev": 0.01}},
+        {"name": "p99_ms", "critical": true, "zscore": {"min_stddev": 10.0}, "comparison": {"allowed_increase": 1.5}}
+    ],
+    "rules": {"required_passes": 3},
+    "low_traffic": {"min_requests": 10}
+}"#;
+
+/// The policy above with the second metric weighing nothing.
+const WEIGHTLESS_POLICY: &str = r#"{"metrics": [{"name": "error_rate"}, {"name": "p99_ms", "weight": 0}]}"#;
+
+/// Runs the real `signalbox` CLI; returns its exit code, stdout and stderr.
+async fn signalbox(args: &[&str]) -> anyhow::Result<(Option<i32>, String, String)> {
+    let out = tokio::process::Command::new(signalbox_devstack::workspace_binary("signalbox")?).args(args).env_remove("SIGNALBOX_API").output().await?;
+    Ok((out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
 /// The test's deploy API; see [`GrpcApi`].
 struct Api(GrpcApi);
 
@@ -90,6 +111,18 @@ fn bad_requests_are_refused_naming_the_field_and_change_nothing() {
             ("empty fleet", request(service, empty, next.clone()).into(), &next.digest, "fleet.name"),
             ("plan short of 100%", DeployRequest { batch_plan: short_plan, ..good() }.into(), &next.digest, "batch_plan.steps[1].percent"),
             ("no artifact", pb::StartDeployRequest { artifact: None, ..good().into() }, &next.digest, "artifact"),
+            (
+                "analysis policy breaking a rule",
+                pb::StartDeployRequest { analysis_policy_json: WEIGHTLESS_POLICY.into(), ..good().into() },
+                &next.digest,
+                "analysis_policy_json.metrics[1].weight",
+            ),
+            (
+                "analysis policy that is not JSON",
+                pb::StartDeployRequest { analysis_policy_json: "{metrics: error_rate}".into(), ..good().into() },
+                &next.digest,
+                "analysis_policy_json",
+            ),
         ];
         for (case, req, digest, field) in cases {
             let refusal = api.client.start_deploy(req).await.expect_err(case);
@@ -100,6 +133,69 @@ fn bad_requests_are_refused_naming_the_field_and_change_nothing() {
             assert_eq!(lookup.code(), Code::NotFound, "{case}: {lookup:?}");
             assert_untouched(&fleet).await?;
         }
+
+        // The CLI sends the policy file as written and prints the server's refusal.
+        let policy = s.options.dir.join("weightless-policy.json");
+        std::fs::write(&policy, WEIGHTLESS_POLICY)?;
+        let digest = next.digest.to_string();
+        let start = [
+            "deploy", "start", "--api", &api.url, "--service", service, "--fleet", service, "--artifact-digest", &digest, "--git-sha",
+            &next.git_sha, "--version", &next.version, "--deployer", "ci",
+        ];
+        let (code, _, err) = signalbox(&[&start[..], &["--analysis-policy", &policy.to_string_lossy()]].concat()).await?;
+        assert_eq!((code, err.as_str()), (Some(2), "error: analysis_policy_json.metrics[1].weight: must be > 0\n"));
+        let lookup = api.status(&deploy_workflow_id(service, &next.digest)).await.expect_err("no deploy may exist after a refusal");
+        assert_eq!(lookup.code(), Code::NotFound, "{lookup:?}");
+        assert_untouched(&fleet).await?;
+        api.stop().await
+    });
+}
+
+#[test]
+fn a_deploy_started_with_an_analysis_policy_is_judged_by_the_engine() {
+    run(async {
+        let s = stack().await;
+        let mut api = Api::start(s).await?;
+        let service = "analysed";
+        let base = publish(&s.home, demo_build(service, "1.0.0", 0.002, 5)).await?;
+        let bad = publish(&s.home, demo_build(service, "1.1.0", 0.30, 5)).await?;
+        let fleet = LoadedFleet::start(&s.home, service, FLEET_SIZE, base, RPS, &s.options.dir).await?;
+
+        let req = pb::StartDeployRequest { analysis_policy_json: ANALYSIS_POLICY.into(), ..request(service, service, bad).into() };
+        let id = api.client.start_deploy(req).await?.into_inner().deploy_id;
+        let mut stream = api.client.watch_deploy(pb::WatchDeployRequest { deploy_id: id.clone() }).await?.into_inner();
+        let mut last = None;
+        tokio::time::timeout(DEPLOY_DEADLINE, async {
+            while let Some(snapshot) = stream.message().await? {
+                last = Some(snapshot);
+            }
+            anyhow::Ok(())
+        })
+        .await??;
+
+        // WatchDeploy's last snapshot carries the engine's verdict on batch 1.
+        let last = last.expect("the watch sends at least the current status");
+        assert_eq!((last.phase(), last.current_batch), (pb::Phase::RolledBack, 1), "{last:#?}");
+        let analysis = last.last_analysis.clone().expect("the engine's verdict is on the wire");
+        assert_eq!(analysis.decision(), pb::Verdict::Fail, "{analysis:#?}");
+        assert!(!analysis.rule.is_empty() && analysis.summary.starts_with("Fail ("), "decision and rule: {analysis:#?}");
+        assert!(analysis.metrics.iter().any(|m| m.starts_with("error_rate: High")), "{analysis:#?}");
+        assert!(analysis.metrics.iter().any(|m| m.starts_with("p99_ms: ")), "one line per policy metric: {analysis:#?}");
+        assert!(last.last_verdict.is_none(), "the first-version gate did not judge");
+        assert!(last.reason().starts_with("batch 1: analysis failed: Fail"), "{last:#?}");
+
+        // GetDeploy and `signalbox deploy get` show the same verdict.
+        let status = api.status(&id).await?;
+        assert_eq!(status, DeployStatus::try_from(last.clone())?);
+        let (code, out, err) = signalbox(&["deploy", "get", "--api", &api.url, &id]).await?;
+        assert_eq!(code, Some(0), "{err}");
+        let printed: serde_json::Value = serde_json::from_str(&out)?;
+        assert_eq!(printed["last_analysis"]["decision"], "fail", "{out}");
+        assert_eq!(printed["last_analysis"]["rule"], analysis.rule.as_str(), "{out}");
+        assert_eq!(printed["last_analysis"]["metrics"], serde_json::json!(analysis.metrics), "{out}");
+
+        let served = fleet.served_versions().await;
+        assert!(served.iter().all(|v| v.as_deref() == Some("1.0.0")), "instances answer {served:?}");
         api.stop().await
     });
 }

@@ -45,7 +45,7 @@ const CONTROL_HISTORIES: [&str; 6] = [
 async fn every_recorded_history_replays_on_the_current_code() {
     let histories = golden();
     let names: Vec<&str> = histories.iter().map(|(n, _)| n.as_str()).collect();
-    for required in ["rolling_good.json", "rolling_bad.json", "rolling_abort.json", "worker_crash.json", "server_restart.json", "canary_good.json", "canary_bad.json", "bluegreen_flip.json", "bluegreen_flip_back.json", "analysis_engine_good.json", "analysis_engine_bad.json"] {
+    for required in ["rolling_good.json", "rolling_bad.json", "rolling_abort.json", "worker_crash.json", "server_restart.json", "canary_good.json", "canary_bad.json", "bluegreen_flip.json", "bluegreen_flip_back.json", "analysis_engine_good.json", "analysis_engine_bad.json", "analysis_engine_exported.json"] {
         assert!(names.contains(&required), "golden history {required} is missing; have {names:?}");
     }
     for required in CONTROL_HISTORIES {

@@ -305,10 +305,11 @@ impl DeployWorkflow {
                 };
                 let summary = format!("analyse batch {}/{total}: {} updated vs {} not", i + 1, upto, ids.len() - upto);
                 let step = ctx.execute_activity(AnalyzeHealth, analyze, long(summary, window * (windows + 1)));
-                let Some(report) = attend(ctx, req, deploy_id, Step::Evaluate, step).await? else {
+                let Some(output) = attend(ctx, req, deploy_id, Step::Evaluate, step).await? else {
                     continue;
                 };
-                let report = report?;
+                // The judged input stays in history only (for `signalbox backtest export`).
+                let report = output?.report;
                 hold(ctx, req, deploy_id, Boundary::WithinBatch).await?;
                 let stop = report.stop_reason(i as u32 + 1);
                 ctx.state_mut(|s| s.status.last_analysis = Some(report));
