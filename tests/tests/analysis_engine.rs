@@ -172,6 +172,10 @@ fn recorded_analyses_read_from_histories_of_either_age() -> anyhow::Result<()> {
     assert_eq!((old[0].output.report.decision, &old[0].output.input), (Decision::Fail, &None));
     let new = read("analysis_engine_exported.json")?;
     let input = new.last().and_then(|a| a.output.input.as_ref()).expect("the engine's input is recorded");
-    assert_eq!(AnalysisReport::of(&judge(input)?), new[new.len() - 1].output.report);
+    // The golden history was judged by the engine of its day: after an engine change the
+    // explanation may differ in detail (which detectors fired), the decision must not. The live
+    // test above holds the current engine to the recorded report line for line.
+    let (now, then) = (AnalysisReport::of(&judge(input)?), &new[new.len() - 1].output.report);
+    assert_eq!((now.decision, now.rule, &now.summary), (then.decision, then.rule, &then.summary));
     Ok(())
 }
