@@ -41,6 +41,10 @@ pub struct Baseline {
     /// subtracts. Every entry is used, not only the last `baseline_window`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub canary: Vec<f64>,
+    /// Requests the canary group served over each A/A reading, one per value; optional. A
+    /// paired detector with `per_request` takes the A/A period's noise relative to them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traffic: Vec<u64>,
 }
 
 /// One step of the canary stream: every metric's reading at one time.
@@ -154,6 +158,14 @@ impl AnalysisInput {
                     data.baseline.values.len()
                 );
                 return Err(invalid(format!("metrics[{i}].baseline.canary"), rule));
+            }
+            let counts = data.baseline.traffic.len();
+            if counts > 0 && counts != data.baseline.values.len() {
+                let rule = format!(
+                    "has {counts} entries, baseline.values has {} (one per baseline value)",
+                    data.baseline.values.len()
+                );
+                return Err(invalid(format!("metrics[{i}].baseline.traffic"), rule));
             }
             if !data.stable.is_empty() && data.stable.len() != n {
                 let rule = format!(

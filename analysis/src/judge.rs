@@ -88,6 +88,17 @@ impl Evaluator {
             );
             return Err(invalid(format!("baselines[{i}].canary"), rule));
         }
+        if let Some(i) = baselines
+            .iter()
+            .position(|b| !b.traffic.is_empty() && b.traffic.len() != b.values.len())
+        {
+            let rule = format!(
+                "has {} entries, values has {} (one per baseline value)",
+                baselines[i].traffic.len(),
+                baselines[i].values.len()
+            );
+            return Err(invalid(format!("baselines[{i}].traffic"), rule));
+        }
         let mut group_names: Vec<&str> = Vec::new();
         let mut watches = Vec::with_capacity(baselines.len());
         for (metric, baseline) in policy.metrics.iter().zip(baselines) {
@@ -149,7 +160,7 @@ impl Evaluator {
         // with the baseline as of the same time. They are real traffic even when the canary's
         // is low.
         for watch in &mut self.watches {
-            watch.start_sample();
+            watch.start_sample(sample.traffic);
         }
         for ((watch, metric), reading) in self
             .watches

@@ -77,38 +77,69 @@ pub(crate) struct Reference {
     capacity: usize,
     /// Sum of `t^3 - t` over groups of `t` equal values (tie correction).
     pub(crate) ties: u64,
+    /// Whether `sorted` and `ties` are kept: only a rank test needs them, and keeping 1,000
+    /// values sorted while the window slides costs more than everything else together.
+    ranked: bool,
 }
 
 impl Reference {
-    /// The last `capacity` finite values, and room for at least `capacity`.
+    /// The last `capacity` finite values, and room for at least `capacity`, ready to rank
+    /// against.
     pub(crate) fn new(values: &[f64], capacity: usize) -> Self {
+        let mut reference = Reference::unranked(values, capacity);
+        reference.rank();
+        reference
+    }
+
+    /// [`Self::new`] without the sorted values, until [`Self::rank`] asks for them.
+    pub(crate) fn unranked(values: &[f64], capacity: usize) -> Self {
         let capacity = capacity.max(1);
         let mut arrival: VecDeque<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
         while arrival.len() > capacity {
             arrival.pop_front();
         }
-        let mut sorted: Vec<f64> = arrival.iter().copied().collect();
-        sorted.sort_unstable_by(f64::total_cmp);
-        let ties = sorted
-            .chunk_by(|a, b| a == b)
-            .map(|g| tie_term(g.len() as u64))
-            .sum();
         Reference {
-            moments: Moments::of(sorted.iter().copied()),
-            sorted,
+            moments: Moments::of(arrival.iter().copied()),
+            sorted: Vec::new(),
             arrival,
             capacity,
-            ties,
+            ties: 0,
+            ranked: false,
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.sorted.len()
+    /// Sorts the values and counts their ties, once, and keeps them so from then on.
+    pub(crate) fn rank(&mut self) {
+        if self.ranked {
+            return;
+        }
+        let mut sorted: Vec<f64> = self.arrival.iter().copied().collect();
+        sorted.sort_unstable_by(f64::total_cmp);
+        self.ties = sorted
+            .chunk_by(|a, b| a == b)
+            .map(|g| tie_term(g.len() as u64))
+            .sum();
+        self.sorted = sorted;
+        self.ranked = true;
     }
 
-    /// The values in the order they arrived, oldest first.
-    pub(crate) fn in_arrival_order(&self) -> impl ExactSizeIterator<Item = f64> + '_ {
-        self.arrival.iter().copied()
+    /// Stops keeping the values sorted (see [`Self::ranked`]): nothing ranks against this
+    /// window any more. `sorted` is empty from then on.
+    pub(crate) fn stop_ranking(&mut self) {
+        self.ranked = false;
+        self.sorted = Vec::new();
+        self.ties = 0;
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.arrival.len()
+    }
+
+    /// Mean of the latest `k` values (fewer when there are fewer); NaN when empty.
+    pub(crate) fn recent_mean(&self, k: usize) -> f64 {
+        let recent = self.arrival.iter().rev().take(k);
+        let n = recent.len();
+        recent.sum::<f64>() / n as f64
     }
 
     /// Values strictly below `value`, and equal to it.
@@ -132,18 +163,22 @@ impl Reference {
     /// Removes the oldest value (the one [`Self::next_evicted`] names).
     pub(crate) fn remove_oldest(&mut self) {
         if let Some(old) = self.arrival.pop_front() {
-            let (below, tied) = self.rank_of(old);
-            self.ties -= tie_term(tied as u64) - tie_term(tied as u64 - 1);
-            self.sorted.remove(below);
+            if self.ranked {
+                let (below, tied) = self.rank_of(old);
+                self.ties -= tie_term(tied as u64) - tie_term(tied as u64 - 1);
+                self.sorted.remove(below);
+            }
             self.moments.remove(old);
         }
     }
 
     /// Adds a finite value; call [`Self::remove_oldest`] first when the window is full.
     pub(crate) fn insert(&mut self, value: f64) {
-        let (below, tied) = self.rank_of(value);
-        self.ties += tie_term(tied as u64 + 1) - tie_term(tied as u64);
-        self.sorted.insert(below + tied, value);
+        if self.ranked {
+            let (below, tied) = self.rank_of(value);
+            self.ties += tie_term(tied as u64 + 1) - tie_term(tied as u64);
+            self.sorted.insert(below + tied, value);
+        }
         self.arrival.push_back(value);
         self.moments.add(value);
     }

@@ -1,7 +1,7 @@
 //! One metric's state through an analysis: its baseline window, seasonal profile and canary
 //! window, the check of each canary reading, and the explanation of the last one.
 
-use crate::detectors::paired::{Noise, Running};
+use crate::detectors::paired::{LEVEL_READINGS, Noise, Running, Successive};
 use crate::detectors::rank_sum::{Window, slide};
 use crate::detectors::seasonal::Profile;
 use crate::detectors::static_threshold::breach;
@@ -17,10 +17,19 @@ pub(crate) struct Watch {
     baseline: Reference,
     profile: Option<Profile>,
     window: Option<Window>,
+    /// The stable version's readings at the times of the canary window, once the samples
+    /// carry them: what the comparison judges the canary window against from then on, as
+    /// Kayenta compares canary and baseline over the same interval. Against the readings
+    /// before the deploy, a background that drifted since reads as a difference.
+    concurrent: Option<Reference>,
     /// The stable version's reading in the current sample, for the paired detector.
     stable: Option<f64>,
+    /// Canary requests in the current sample, when measured.
+    requests: Option<u64>,
     /// The paired detector's noise from the A/A period, when the baseline has one.
     aa: Option<Noise>,
+    /// Without one, the stable readings in the baseline window that its noise comes from.
+    successive: Option<Successive>,
     /// Paired differences since the first canary sample: before the current sample, and
     /// with it.
     before: Running,
@@ -82,16 +91,28 @@ impl Watch {
         window: usize,
         group: (usize, f64),
     ) -> Self {
+        let reference = Reference::unranked(&baseline.values, window);
+        let aa = metric.paired.as_ref().and_then(|p| {
+            Noise::aa_period(&baseline.values, &baseline.canary, &baseline.traffic, p)
+        });
+        let successive = metric
+            .paired
+            .as_ref()
+            .filter(|_| aa.is_none())
+            .map(|p| Successive::new(&baseline.values, window, p.noise_scale));
         Watch {
-            baseline: Reference::new(&baseline.values, window),
+            baseline: reference,
             profile: metric
                 .seasonal
                 .as_ref()
                 .filter(|_| !baseline.history.is_empty())
                 .map(|s| Profile::build(s, &baseline.history)),
             window: metric.comparison.as_ref().map(|c| Window::new(c.window)),
+            concurrent: None,
             stable: None,
-            aa: Noise::aa_period(&baseline.values, &baseline.canary),
+            requests: None,
+            aa,
+            successive,
             before: Running::default(),
             running: Running::default(),
             critical_z: metric
@@ -106,16 +127,36 @@ impl Watch {
         }
     }
 
-    /// Starts a sample: forgets the previous sample's stable reading.
-    pub(crate) fn start_sample(&mut self) {
+    /// Starts a sample that served `requests`: forgets the previous sample's stable reading.
+    pub(crate) fn start_sample(&mut self, requests: Option<u64>) {
         self.stable = None;
+        self.requests = requests;
         self.before = self.running;
     }
 
     /// Takes in a concurrent reading of the stable version.
     pub(crate) fn observe_stable(&mut self, metric: &Metric, value: f64, at: i64) {
         self.stable = Some(value);
-        slide(&mut self.baseline, self.window.as_mut(), value);
+        slide(&mut self.baseline, None, value);
+        if let Some(successive) = self.successive.as_mut() {
+            successive.push(value);
+        }
+        if let Some(window) = self.window.as_mut() {
+            let concurrent = self.concurrent.get_or_insert_with(|| {
+                // The first concurrent reading: from now on the window is ranked against
+                // the concurrent readings instead of the baseline.
+                let capacity = metric
+                    .comparison
+                    .as_ref()
+                    .and_then(|c| c.window)
+                    .unwrap_or(usize::MAX);
+                let empty = Reference::new(&[], capacity);
+                *window = window.rebuilt(&empty);
+                self.baseline.stop_ranking();
+                empty
+            });
+            slide(concurrent, Some(window), value);
+        }
         if let (Some(profile), Some(settings)) = (self.profile.as_mut(), &metric.seasonal) {
             profile.observe(settings, at, value);
         }
@@ -137,8 +178,19 @@ impl Watch {
                 return Check::of(Status::NoData, None);
             }
         };
-        if let Some(window) = self.window.as_mut().filter(|_| self.baseline.len() > 0) {
-            window.push(value, &self.baseline);
+        if let Some(window) = self.window.as_mut() {
+            let reference = match self.concurrent.as_ref() {
+                Some(concurrent) => concurrent,
+                None => {
+                    // Until the samples carry stable readings, the window ranks against the
+                    // baseline, sorted the first time it is needed.
+                    self.baseline.rank();
+                    &self.baseline
+                }
+            };
+            if reference.len() > 0 {
+                window.push(value, reference);
+            }
         }
         let mut critical = false;
         let mut decisive = false;
@@ -160,7 +212,7 @@ impl Watch {
             metric
                 .comparison
                 .as_ref()
-                .map(|c| match (&self.window, &self.baseline) {
+                .map(|c| match (&self.window, self.compared_with()) {
                     (Some(window), b) if b.len() > 0 => {
                         match c.finding(window, b, metric.direction, self.critical_z) {
                             Some((finding, breach_is_critical)) => {
@@ -176,10 +228,10 @@ impl Watch {
                 .paired
                 .as_ref()
                 .map(|settings| match self.paired(metric, value) {
-                    Some((finding, report)) => {
+                    Some((finding, report, running)) => {
                         decisive = settings.is_decisive(finding, report.z);
                         cumulative = report.cumulative.as_ref().is_some_and(|c| c.fired);
-                        self.running = self.before.with(report.difference, report.stddev);
+                        self.running = running;
                         finding
                     }
                     None => Finding::NoReference,
@@ -211,16 +263,30 @@ impl Watch {
         }
     }
 
+    /// What the comparison ranks the canary window against: the concurrent stable readings
+    /// once there are any, the baseline before.
+    fn compared_with(&self) -> &Reference {
+        self.concurrent.as_ref().unwrap_or(&self.baseline)
+    }
+
     /// The paired detector's finding on `value`, if there is a stable reading in this sample
     /// and a noise estimate.
-    fn paired(&self, metric: &Metric, value: f64) -> Option<(Finding, PairedReport)> {
+    fn paired(&self, metric: &Metric, value: f64) -> Option<(Finding, PairedReport, Running)> {
         let settings = metric.paired.as_ref()?;
         let stable = self.stable?;
-        let noise = self
-            .aa
-            .or_else(|| Noise::successive(self.baseline.in_arrival_order()))?;
+        let noise = self.aa.or_else(|| self.successive.as_ref()?.noise())?;
         let floor = metric.zscore.as_ref().map_or(0.0, |z| z.min_stddev);
-        Some(settings.check(noise, floor, metric.direction, value, stable, self.before))
+        let level = self.baseline.recent_mean(LEVEL_READINGS);
+        Some(settings.check(
+            noise,
+            floor,
+            metric.direction,
+            value,
+            stable,
+            level,
+            self.requests,
+            self.before,
+        ))
     }
 
     /// Static bounds and the seasonal band at `at`, and the more lenient of the two.
@@ -272,12 +338,15 @@ impl Watch {
                     .1,
             )
         });
-        let paired = value.and_then(|v| self.paired(metric, v)).map(|(_, r)| r);
+        let paired = value
+            .and_then(|v| self.paired(metric, v))
+            .map(|(_, r, _)| r);
         let comparison = value.and_then(|_| {
+            let reference = Some(self.compared_with()).filter(|r| r.len() > 0)?;
             metric
                 .comparison
                 .as_ref()?
-                .report(self.window.as_ref()?, baseline?, metric.direction)
+                .report(self.window.as_ref()?, reference, metric.direction)
         });
         MetricReport {
             name: metric.name.clone(),

@@ -1,6 +1,6 @@
 //! End-to-end behaviour of `judge` and `Evaluator`: decisions, explanations and refusals.
 
-use signalbox_analysis::detectors::{NoiseSource, Paired, Seasonal, StaticThreshold};
+use signalbox_analysis::detectors::{Comparison, NoiseSource, Paired, Seasonal, StaticThreshold};
 use signalbox_analysis::{
     AnalysisInput, Baseline, Decision, Detector, Direction, Evaluator, Judgement, Metric,
     MetricData, Observation, Point, Policy, Rule, Rules, Sample, Status, judge,
@@ -50,6 +50,7 @@ fn baseline(v: Vec<f64>) -> Baseline {
         values: v,
         history: Vec::new(),
         canary: Vec::new(),
+        traffic: Vec::new(),
     }
 }
 
@@ -327,7 +328,7 @@ fn seasonal_case(max: f64, history_level: f64, canary: f64) -> signalbox_analysi
         Baseline {
             values: vec![],
             history: history_at_nine(history_level),
-            canary: vec![],
+            ..Baseline::default()
         },
         values(vec![canary; 6]),
     )];
@@ -650,8 +651,8 @@ fn an_aa_period_and_the_running_mean_catch_a_small_shift_sooner() {
         }),
         ..Metric::new("latency_p99", Direction::Increase)
     };
-    let shift = 6.0;
-    // Without the A/A period the swing's successive changes swamp a 6 ms shift.
+    let shift = 8.0;
+    // Without the A/A period the swing's successive changes swamp an 8 ms shift.
     let blind = judge(&swinging_input(metric.clone(), shift)).unwrap();
     assert_ne!(blind.decision, Decision::Fail, "{blind}");
 
@@ -694,4 +695,61 @@ fn an_aa_period_and_the_running_mean_catch_a_small_shift_sooner() {
         judge(&broken).unwrap_err().to_string(),
         "metrics[0].baseline.canary: has 23 entries, baseline.values has 24 (one per baseline value, read at the same time)"
     );
+}
+
+#[test]
+fn with_stable_readings_the_comparison_ranks_the_canary_against_them() {
+    let metric = Metric {
+        critical: true,
+        comparison: Some(Comparison::default()),
+        ..Metric::bare("latency_p99", Direction::Increase)
+    };
+    // The background rose 30% since the baseline was taken; both versions read it.
+    let risen = |salt| around(130.0, 2.0, 12, salt);
+    let with_stable = |canary: Vec<f64>| {
+        let mut window = input(
+            Policy::new(vec![metric.clone()]),
+            vec![(baseline(around(100.0, 2.0, 24, 1)), values(canary))],
+        );
+        window.metrics[0].stable = values(risen(2));
+        window
+    };
+    let shared = judge(&with_stable(risen(3))).unwrap();
+    assert_eq!(shared.decision, Decision::Pass, "{shared}");
+    let report = shared.metrics[0].comparison.as_ref().unwrap();
+    assert!(
+        report.baseline_samples == 12 && (report.mean_ratio - 1.0).abs() < 0.05,
+        "{report:?}"
+    );
+
+    // Against the readings before the deploy alone, the same rise reads as a regression.
+    let alone = judge(&input(
+        Policy::new(vec![metric.clone()]),
+        vec![(baseline(around(100.0, 2.0, 24, 1)), values(risen(3)))],
+    ))
+    .unwrap();
+    assert_eq!(alone.decision, Decision::Fail, "{alone}");
+
+    // The canary 20% above the stable version it runs beside still fails.
+    let shifted = judge(&with_stable(around(156.0, 2.0, 12, 3))).unwrap();
+    assert_eq!(shifted.decision, Decision::Fail, "{shifted}");
+    assert!(
+        shifted.metrics[0].fired.contains(&Detector::MannWhitney),
+        "{shifted}"
+    );
+}
+
+#[test]
+fn a_per_request_noise_needs_one_count_per_aa_reading() {
+    let mut window = with_aa_period(swinging_input(
+        Metric::new("latency_p99", Direction::Increase),
+        0.0,
+    ));
+    window.metrics[0].baseline.traffic = vec![1_000; 23];
+    assert_eq!(
+        judge(&window).unwrap_err().to_string(),
+        "metrics[0].baseline.traffic: has 23 entries, baseline.values has 24 (one per baseline value)"
+    );
+    window.metrics[0].baseline.traffic.push(1_000);
+    assert!(judge(&window).is_ok());
 }

@@ -105,7 +105,7 @@ fn both_sources_see_the_bad_build_and_the_analysis_fails_only_it() {
             let history = prometheus.history(&metric.name, &stable, since, now, STEP).await?;
             assert!(history.len() >= 4, "{} history of the good build: {history:?}", metric.name);
             assert!(history.windows(2).all(|w| w[0].at < w[1].at));
-            baselines.push(signalbox_analysis::Baseline { values: history.iter().map(|p| p.value).collect(), history, canary: Vec::new() });
+            baselines.push(signalbox_analysis::Baseline { values: history.iter().map(|p| p.value).collect(), history, ..Default::default() });
         }
 
         // A metric nobody exposes is missing, not zero; a Prometheus nobody runs is an error.

@@ -24,7 +24,10 @@ pub(crate) mod zscore;
 
 pub use hodges_lehmann::{Shift, hodges_lehmann};
 pub use mann_whitney::{Comparison, ComparisonReport};
-pub use paired::{CumulativeReport, MIN_NOISE_POINTS, NoiseSource, Paired, PairedReport};
+pub use paired::{
+    CumulativeReport, EarlyLook, LEVEL_READINGS, MIN_NOISE_POINTS, NoiseScale, NoiseSource, Paired,
+    PairedReport,
+};
 pub use rank_sum::{MannWhitney, mann_whitney};
 pub use seasonal::{Season, Seasonal, SeasonalReport};
 pub use static_threshold::{StaticThreshold, ThresholdReport};

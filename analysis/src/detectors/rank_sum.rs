@@ -177,6 +177,15 @@ impl Window {
         self.entries.push_back(Entry { value, below, tied });
     }
 
+    /// The same canary values ranked against `baseline` instead.
+    pub(crate) fn rebuilt(&self, baseline: &Reference) -> Window {
+        let mut window = Window::new(self.capacity);
+        for v in self.values() {
+            window.push(v, baseline);
+        }
+        window
+    }
+
     fn evict(&mut self) {
         if let Some(e) = self.entries.pop_front() {
             // Group size including the leaving value.
@@ -190,8 +199,29 @@ impl Window {
     /// the number of baseline values equal to `x` before it joins, or including it when it
     /// leaves.
     fn baseline_changed(&mut self, x: f64, tied: usize, joins: bool) {
+        // One pass: the canary values above `x` gain (or lose) a baseline value below them,
+        // those equal to it a tie; the equal ones also size the tie group.
+        // Without branches on the values: which way a comparison goes is a coin toss, and
+        // mispredicted branches cost more than the arithmetic.
+        let (mut above, mut equal) = (0usize, 0usize);
+        for e in self.entries.iter_mut() {
+            let (a, q) = (usize::from(x < e.value), usize::from(x == e.value));
+            (above, equal) = (above + a, equal + q);
+            if joins {
+                (e.below, e.tied) = (e.below + a, e.tied + q);
+            } else {
+                (e.below, e.tied) = (e.below - a, e.tied - q);
+            }
+        }
+        let (above, equal) = (above as u64, equal as u64);
+        let change = 2 * above + equal;
+        self.twice_u = if joins {
+            self.twice_u + change
+        } else {
+            self.twice_u - change
+        };
         let g_ref = tied as u64;
-        let g = g_ref + self.count_equal(x) as u64;
+        let g = g_ref + equal;
         // Change of the pooled sum(t^3 - t), minus the part the baseline accounts for itself.
         let (pooled, own) = if joins {
             (
@@ -206,16 +236,6 @@ impl Window {
         };
         let delta = pooled as i64 - own as i64;
         self.extra_ties += if joins { delta } else { -delta };
-        for e in self.entries.iter_mut() {
-            let (below, tie) = (x < e.value, x == e.value);
-            match (below, tie, joins) {
-                (true, _, true) => (e.below += 1, self.twice_u += 2).1,
-                (true, _, false) => (e.below -= 1, self.twice_u -= 2).1,
-                (_, true, true) => (e.tied += 1, self.twice_u += 1).1,
-                (_, true, false) => (e.tied -= 1, self.twice_u -= 1).1,
-                _ => (),
-            }
-        }
     }
 
     fn count_equal(&self, value: f64) -> usize {
@@ -297,5 +317,28 @@ mod tests {
             .unwrap();
             assert_eq!(window.test(&reference), fresh, "step {i}");
         }
+    }
+
+    #[test]
+    fn a_rebuilt_window_and_a_late_ranked_reference_match_fresh_computations() {
+        let first: Vec<f64> = (0..20).map(|i| (i % 5) as f64).collect();
+        let second: Vec<f64> = (0..8).map(|i| (i % 3) as f64 + 1.0).collect();
+        let mut window = Window::new(Some(6));
+        let canary: Vec<f64> = (0..9).map(|i| ((i * 7) % 6) as f64).collect();
+        for v in &canary {
+            window.push(*v, &Reference::new(&first, 20));
+        }
+        let other = Reference::new(&second, 8);
+        let rebuilt = window.rebuilt(&other);
+        assert_eq!(
+            rebuilt.test(&other),
+            mann_whitney(&canary[3..], &second).unwrap()
+        );
+        // Sorted only when asked, with the same ranks and ties as sorted at once.
+        let mut late = Reference::unranked(&first, 20);
+        assert!(late.sorted.is_empty());
+        late.rank();
+        let at_once = Reference::new(&first, 20);
+        assert_eq!((&late.sorted, late.ties), (&at_once.sorted, at_once.ties));
     }
 }
