@@ -10,17 +10,23 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use signalbox_analysis::judge;
-use signalbox_analysis_bench::speed::{SAMPLES, add_all_detectors, input, plain_zscore};
+use signalbox_analysis_bench::speed::{
+    SAMPLES, add_all_detectors, add_concurrent, input, plain_zscore,
+};
 
 fn bench(c: &mut Criterion) {
     let default = input(7);
-    let mut all = input(7);
+    let mut concurrent = input(7);
+    add_concurrent(&mut concurrent, 7);
+    let mut all = concurrent.clone();
     add_all_detectors(&mut all);
-    assert_eq!(
-        judge(&default).unwrap().tally.samples as usize,
-        SAMPLES,
-        "every sample is judged"
-    );
+    for i in [&default, &concurrent, &all] {
+        assert_eq!(
+            judge(i).unwrap().tally.samples as usize,
+            SAMPLES,
+            "every sample is judged"
+        );
+    }
     let mut group = c.benchmark_group("20 metrics x 1000 samples");
     group
         .sample_size(30)
@@ -29,7 +35,10 @@ fn bench(c: &mut Criterion) {
     group.bench_function("judge, default detectors", |b| {
         b.iter(|| judge(black_box(&default)).unwrap())
     });
-    group.bench_function("judge, all four detectors", |b| {
+    group.bench_function("judge, default detectors, stable alongside", |b| {
+        b.iter(|| judge(black_box(&concurrent)).unwrap())
+    });
+    group.bench_function("judge, all detectors, stable alongside", |b| {
         b.iter(|| judge(black_box(&all)).unwrap())
     });
     group.bench_function("plain mean-stddev baseline", |b| {

@@ -233,6 +233,7 @@ fn try_case(pools: &Pools, kind: Kind, rng: &mut ChaCha8Rng, aa: &mut ChaCha8Rng
             for (m, (s, c)) in old.iter().zip(group).enumerate() {
                 if s.is_some() {
                     baselines[m].canary.push(c.unwrap_or(f64::NAN));
+                    baselines[m].traffic.push(requests);
                 }
             }
         }

@@ -1,6 +1,8 @@
 //! Running the labelled deploy cases through each detector configuration and the baselines.
 
-use signalbox_analysis::detectors::{Comparison, Paired, Seasonal, StaticThreshold, ZScore};
+use signalbox_analysis::detectors::{
+    Comparison, NoiseScale, Paired, Seasonal, StaticThreshold, ZScore,
+};
 use signalbox_analysis::{Baseline, Decision, Evaluator, Metric, Policy, Sample};
 
 use crate::cases::{Case, HORIZON, Kind, METRICS};
@@ -88,6 +90,30 @@ pub fn methods() -> Vec<Named> {
             method: default(false, |_| {}),
         },
         Named {
+            name: "default, flat noise",
+            method: default(true, |m| {
+                if let Some(p) = &mut m.paired {
+                    (p.noise_scale, p.per_request) = (NoiseScale::Flat, false)
+                }
+            }),
+        },
+        Named {
+            name: "default, limit 5",
+            method: default(true, |m| {
+                if let Some(p) = &mut m.paired {
+                    p.early_look = None
+                }
+            }),
+        },
+        Named {
+            name: "default, limit 3.5",
+            method: default(true, |m| {
+                if let Some(p) = &mut m.paired {
+                    (p.early_look, p.cumulative) = (None, Some(3.5))
+                }
+            }),
+        },
+        Named {
             name: "default w/o cumul.",
             method: default(true, |m| {
                 if let Some(p) = &mut m.paired {
@@ -110,17 +136,39 @@ pub fn methods() -> Vec<Named> {
     ]
 }
 
-/// The default detectors and rules on the case metrics, golden signals critical.
+/// The default detectors and rules on the case metrics, golden signals critical, each
+/// metric's paired noise growing with its level as its kind of reading does (see
+/// [`noise_scale`]).
 pub fn default_policy() -> Policy {
     Policy::new(
         METRICS
             .iter()
-            .map(|(n, d, critical)| Metric {
-                critical: *critical,
-                ..Metric::new(*n, *d)
+            .map(|(n, d, critical)| {
+                let mut metric = Metric {
+                    critical: *critical,
+                    ..Metric::new(*n, *d)
+                };
+                if let Some(p) = &mut metric.paired {
+                    (p.noise_scale, p.per_request) = noise_model(n);
+                }
+                metric
             })
             .collect(),
     )
+}
+
+/// How each case metric's sampling noise grows with its level, and whether it is estimated
+/// from the requests served: what an operator knows of each kind of reading. A rate of rare
+/// events grows like the square root of its level and shrinks with requests (binomial); a p99
+/// is a share of its level and shrinks with requests (a quantile's estimation error); log
+/// lines are a count (Poisson); CPU's instance noise is a share of its level.
+pub fn noise_model(metric: &str) -> (NoiseScale, bool) {
+    match metric {
+        "error_rate" => (NoiseScale::Sqrt, true),
+        "latency_p99_ms" => (NoiseScale::Linear, true),
+        "log_lines" => (NoiseScale::Sqrt, false),
+        _ => (NoiseScale::Linear, false),
+    }
 }
 
 /// How a configuration decided one case.

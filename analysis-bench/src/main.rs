@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
-use signalbox_analysis_bench::speed;
+use signalbox_analysis_bench::speed::{self, Workload};
 
 /// Benchmarks of the signalbox health analysis engine.
 #[derive(Parser)]
@@ -186,19 +186,30 @@ fn speed_section(seed: u64) {
         load.as_deref().unwrap_or("unknown")
     );
     println!(
+        "\"stable alongside\": every sample also carries the stable version's reading, every baseline an A/A period with\n\
+         request counts, and the paired detector scales its noise by level and requests (a canary analysis proper)."
+    );
+    println!(
         "{:<46} {:>10} {:>10} {:>12}",
         "", "median", "min", "vs plain"
     );
     let plain = speed::measure_plain(seed);
-    let mut default_median = 0.0;
-    for (name, all) in [
-        ("judge, default detectors (z-score, M-W)", false),
-        ("judge, all four detectors", true),
+    let mut medians = Vec::new();
+    for (name, workload) in [
+        ("judge, default detectors, canary alone", Workload::Default),
+        (
+            "judge, default detectors, stable alongside",
+            Workload::Concurrent,
+        ),
+        (
+            "judge, all detectors, stable alongside",
+            Workload::AllDetectors,
+        ),
     ] {
-        let (t, judged) = speed::measure_judge(seed, all);
+        let (t, judged) = speed::measure_judge(seed, workload);
         assert_eq!(judged as usize, speed::SAMPLES, "every sample judged");
-        if !all {
-            default_median = t.median;
+        if workload != Workload::AllDetectors {
+            medians.push(t.median);
         }
         println!(
             "{name:<46} {:>7.3} ms {:>7.3} ms {:>10.0} x",
@@ -214,12 +225,10 @@ fn speed_section(seed: u64) {
         plain.min * 1e3,
         1.0
     );
+    let slowest = medians.iter().copied().fold(0.0, f64::max);
     println!(
-        "goal: default detectors under 5 ms (median) -> {}",
-        if default_median * 1e3 < 5.0 {
-            "met"
-        } else {
-            "MISSED"
-        }
+        "goal: default detectors under 5 ms (median, slower of the two) -> {:.3} ms, {}",
+        slowest * 1e3,
+        if slowest * 1e3 < 5.0 { "met" } else { "MISSED" }
     );
 }

@@ -165,7 +165,7 @@ pub fn engine_detections(series: &Series, policy: &Policy) -> Vec<bool> {
                     value: series.values[i],
                 })
                 .collect(),
-            canary: Vec::new(),
+            ..Baseline::default()
         };
         let mut evaluator = Evaluator::new(policy.clone(), [&baseline]).expect("valid policy");
         for (i, detected) in detections

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use signalbox_analysis::detectors::{Seasonal, StaticThreshold};
+use signalbox_analysis::detectors::{NoiseScale, Seasonal, StaticThreshold};
 use signalbox_analysis::{
     AnalysisInput, Baseline, Direction, Metric, MetricData, Observation, Point, Policy, Rules,
     judge,
@@ -40,7 +40,7 @@ pub fn input(seed: u64) -> AnalysisInput {
                         value: noisy(&mut rng),
                     })
                     .collect(),
-                canary: Vec::new(),
+                ..Baseline::default()
             },
             canary: (0..SAMPLES)
                 .map(|_| Observation::Value(noisy(&mut rng)))
@@ -91,11 +91,28 @@ fn time(runs: usize, mut f: impl FnMut()) -> Timing {
     }
 }
 
-/// Times `judge` on [`input`] with the default detectors, or with all four (static
-/// thresholds and seasonal bands added); returns the timing and the samples judged.
-pub fn measure_judge(seed: u64, all_detectors: bool) -> (Timing, u32) {
+/// What the speed input carries beyond the canary's readings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Workload {
+    /// The default detectors on canary readings alone: the paired detector has no stable
+    /// reading to compare with and says nothing.
+    Default,
+    /// A canary analysis proper: the default detectors with the stable version's reading in
+    /// every sample, an A/A period and traffic, so the paired detector and its cumulative
+    /// test run, with noise scaled by level and requests, and Mann-Whitney ranks the canary
+    /// window against the concurrent stable readings.
+    Concurrent,
+    /// [`Workload::Concurrent`] plus static thresholds and seasonal bands.
+    AllDetectors,
+}
+
+/// Times `judge` on [`input`] carrying `workload`; returns the timing and the samples judged.
+pub fn measure_judge(seed: u64, workload: Workload) -> (Timing, u32) {
     let mut input = input(seed);
-    if all_detectors {
+    if workload != Workload::Default {
+        add_concurrent(&mut input, seed);
+    }
+    if workload == Workload::AllDetectors {
         add_all_detectors(&mut input);
     }
     let judged = judge(&input).expect("valid input").tally.samples;
@@ -114,6 +131,27 @@ pub fn add_all_detectors(input: &mut AnalysisInput) {
             ..Default::default()
         });
         m.seasonal = Some(Seasonal::default());
+    }
+}
+
+/// Adds the stable version's readings to every sample of `input`, an A/A period and traffic
+/// to every baseline, traffic to every sample, and a noise model to every paired detector.
+pub fn add_concurrent(input: &mut AnalysisInput, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    let requests = |rng: &mut ChaCha8Rng| rng.gen_range(20_000..40_000u64);
+    input.traffic = Some((0..SAMPLES).map(|_| requests(&mut rng)).collect());
+    for (metric, data) in input.policy.metrics.iter_mut().zip(&mut input.metrics) {
+        if let Some(p) = &mut metric.paired {
+            p.noise_scale = NoiseScale::Linear;
+            p.per_request = true;
+        }
+        let level = data.baseline.values[0];
+        let noisy = |rng: &mut ChaCha8Rng| level * (1.0 + rng.gen_range(-0.1..0.1));
+        data.stable = (0..SAMPLES)
+            .map(|_| Observation::Value(noisy(&mut rng)))
+            .collect();
+        data.baseline.canary = (0..SAMPLES).map(|_| noisy(&mut rng)).collect();
+        data.baseline.traffic = (0..SAMPLES).map(|_| requests(&mut rng)).collect();
     }
 }
 

@@ -135,6 +135,16 @@ impl Reference {
         self.arrival.len()
     }
 
+    /// How many values the window holds once full.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The values in the order they arrived, oldest first.
+    pub(crate) fn values(&self) -> impl Iterator<Item = f64> + '_ {
+        self.arrival.iter().copied()
+    }
+
     /// Mean of the latest `k` values (fewer when there are fewer); NaN when empty.
     pub(crate) fn recent_mean(&self, k: usize) -> f64 {
         let recent = self.arrival.iter().rev().take(k);

@@ -28,7 +28,8 @@ pub(crate) struct Watch {
     requests: Option<u64>,
     /// The paired detector's noise from the A/A period, when the baseline has one.
     aa: Option<Noise>,
-    /// Without one, the stable readings in the baseline window that its noise comes from.
+    /// Without one, the stable readings in the baseline window that its noise comes from,
+    /// from the first concurrent stable reading on (before it, nothing is paired).
     successive: Option<Successive>,
     /// Paired differences since the first canary sample: before the current sample, and
     /// with it.
@@ -95,11 +96,6 @@ impl Watch {
         let aa = metric.paired.as_ref().and_then(|p| {
             Noise::aa_period(&baseline.values, &baseline.canary, &baseline.traffic, p)
         });
-        let successive = metric
-            .paired
-            .as_ref()
-            .filter(|_| aa.is_none())
-            .map(|p| Successive::new(&baseline.values, window, p.noise_scale));
         Watch {
             baseline: reference,
             profile: metric
@@ -112,7 +108,7 @@ impl Watch {
             stable: None,
             requests: None,
             aa,
-            successive,
+            successive: None,
             before: Running::default(),
             running: Running::default(),
             critical_z: metric
@@ -137,6 +133,12 @@ impl Watch {
     /// Takes in a concurrent reading of the stable version.
     pub(crate) fn observe_stable(&mut self, metric: &Metric, value: f64, at: i64) {
         self.stable = Some(value);
+        if let Some(paired) = metric.paired.as_ref().filter(|_| self.aa.is_none()) {
+            self.successive.get_or_insert_with(|| {
+                let values: Vec<f64> = self.baseline.values().collect();
+                Successive::new(&values, self.baseline.capacity(), paired.noise_scale)
+            });
+        }
         slide(&mut self.baseline, None, value);
         if let Some(successive) = self.successive.as_mut() {
             successive.push(value);

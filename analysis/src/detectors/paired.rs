@@ -125,9 +125,11 @@ impl NoiseScale {
     pub(crate) fn factors(self, values: &[f64]) -> Vec<f64> {
         (0..values.len())
             .map(|i| {
-                let recent = &values[(i + 1).saturating_sub(LEVEL_READINGS)..=i];
-                let finite: Vec<f64> = recent.iter().copied().filter(|v| v.is_finite()).collect();
-                self.factor(finite.iter().sum::<f64>() / finite.len().max(1) as f64)
+                let recent = values[(i + 1).saturating_sub(LEVEL_READINGS)..=i]
+                    .iter()
+                    .filter(|v| v.is_finite());
+                let (sum, n) = recent.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+                self.factor(sum / n.max(1) as f64)
             })
             .collect()
     }
@@ -315,6 +317,9 @@ impl Noise {
         traffic: &[u64],
         settings: &Paired,
     ) -> Option<Noise> {
+        if canary.len() < MIN_NOISE_POINTS {
+            return None;
+        }
         let per_request = settings.per_request && traffic.len() == stable.len();
         let requests = |i: usize| match per_request {
             true => 1.0 / (traffic[i].max(1) as f64).sqrt(),
