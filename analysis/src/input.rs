@@ -47,6 +47,23 @@ pub struct Baseline {
     pub traffic: Vec<u64>,
 }
 
+impl Baseline {
+    /// The first optional list that must hold one entry per value but does not: its field
+    /// name, its length, and what its entries are.
+    pub(crate) fn not_one_per_value(&self) -> Option<(&'static str, usize, &'static str)> {
+        [
+            (
+                "canary",
+                self.canary.len(),
+                "one per baseline value, read at the same time",
+            ),
+            ("traffic", self.traffic.len(), "one per baseline value"),
+        ]
+        .into_iter()
+        .find(|(_, len, _)| *len > 0 && *len != self.values.len())
+    }
+}
+
 /// One step of the canary stream: every metric's reading at one time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,21 +168,12 @@ impl AnalysisInput {
                     format!("has {} entries, timestamps has {n}", data.canary.len()),
                 ));
             }
-            let pairs = data.baseline.canary.len();
-            if pairs > 0 && pairs != data.baseline.values.len() {
+            if let Some((field, len, entries)) = data.baseline.not_one_per_value() {
                 let rule = format!(
-                    "has {pairs} entries, baseline.values has {} (one per baseline value, read at the same time)",
+                    "has {len} entries, baseline.values has {} ({entries})",
                     data.baseline.values.len()
                 );
-                return Err(invalid(format!("metrics[{i}].baseline.canary"), rule));
-            }
-            let counts = data.baseline.traffic.len();
-            if counts > 0 && counts != data.baseline.values.len() {
-                let rule = format!(
-                    "has {counts} entries, baseline.values has {} (one per baseline value)",
-                    data.baseline.values.len()
-                );
-                return Err(invalid(format!("metrics[{i}].baseline.traffic"), rule));
+                return Err(invalid(format!("metrics[{i}].baseline.{field}"), rule));
             }
             if !data.stable.is_empty() && data.stable.len() != n {
                 let rule = format!(

@@ -77,27 +77,14 @@ impl Evaluator {
             );
             return Err(invalid("baselines", rule));
         }
-        if let Some(i) = baselines
-            .iter()
-            .position(|b| !b.canary.is_empty() && b.canary.len() != b.values.len())
-        {
-            let rule = format!(
-                "has {} entries, values has {} (one per baseline value, read at the same time)",
-                baselines[i].canary.len(),
-                baselines[i].values.len()
-            );
-            return Err(invalid(format!("baselines[{i}].canary"), rule));
-        }
-        if let Some(i) = baselines
-            .iter()
-            .position(|b| !b.traffic.is_empty() && b.traffic.len() != b.values.len())
-        {
-            let rule = format!(
-                "has {} entries, values has {} (one per baseline value)",
-                baselines[i].traffic.len(),
-                baselines[i].values.len()
-            );
-            return Err(invalid(format!("baselines[{i}].traffic"), rule));
+        for (i, baseline) in baselines.iter().enumerate() {
+            if let Some((field, len, entries)) = baseline.not_one_per_value() {
+                let rule = format!(
+                    "has {len} entries, values has {} ({entries})",
+                    baseline.values.len()
+                );
+                return Err(invalid(format!("baselines[{i}].{field}"), rule));
+            }
         }
         let mut group_names: Vec<&str> = Vec::new();
         let mut watches = Vec::with_capacity(baselines.len());

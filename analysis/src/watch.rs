@@ -135,8 +135,8 @@ impl Watch {
         self.stable = Some(value);
         if let Some(paired) = metric.paired.as_ref().filter(|_| self.aa.is_none()) {
             self.successive.get_or_insert_with(|| {
-                let values: Vec<f64> = self.baseline.values().collect();
-                Successive::new(&values, self.baseline.capacity(), paired.noise_scale)
+                let capacity = self.baseline.capacity();
+                Successive::new(self.baseline.values(), capacity, paired.noise_scale)
             });
         }
         slide(&mut self.baseline, None, value);

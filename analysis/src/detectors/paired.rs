@@ -120,18 +120,39 @@ impl NoiseScale {
         }
     }
 
-    /// The factor for every reading of `values` (in time order), at the mean of the
-    /// [`LEVEL_READINGS`] readings up to it.
+    /// The factor for every reading of `values` (in time order), at the level up to it.
     pub(crate) fn factors(self, values: &[f64]) -> Vec<f64> {
-        (0..values.len())
-            .map(|i| {
-                let recent = values[(i + 1).saturating_sub(LEVEL_READINGS)..=i]
-                    .iter()
-                    .filter(|v| v.is_finite());
-                let (sum, n) = recent.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
-                self.factor(sum / n.max(1) as f64)
+        let mut level = Level::default();
+        values
+            .iter()
+            .map(|v| {
+                level.push(*v);
+                self.factor(level.mean())
             })
             .collect()
+    }
+}
+
+/// The level of a metric: the mean of the finite ones among its last [`LEVEL_READINGS`]
+/// readings.
+#[derive(Debug, Clone, Default)]
+struct Level {
+    recent: VecDeque<f64>,
+}
+
+impl Level {
+    fn push(&mut self, value: f64) {
+        if self.recent.len() == LEVEL_READINGS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(value);
+    }
+
+    /// 0 without a finite reading.
+    fn mean(&self) -> f64 {
+        let finite = self.recent.iter().filter(|v| v.is_finite());
+        let (sum, n) = finite.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+        sum / n.max(1) as f64
     }
 }
 
@@ -240,8 +261,9 @@ impl Paired {
         let (difference, stddev) = (unit * scale, stddev * scale);
         let beyond = |z: f64, limit: f64| direction.bad_side(z).filter(|_| z.abs() > limit);
         let single = beyond(z, self.sigma);
+        let limit = self.cumulative_limit(running.n);
         let accumulated = cumulative_z
-            .zip(self.cumulative_limit(running.n))
+            .zip(limit)
             .and_then(|(z, limit)| beyond(z, limit));
         let finding = single.or(accumulated).map_or(Finding::Clear, Finding::Bad);
         (
@@ -258,7 +280,7 @@ impl Paired {
                     samples: running.n,
                     mean: running.raw / f64::from(running.n),
                     z: finite(z),
-                    limit: self.cumulative_limit(running.n).unwrap_or_default(),
+                    limit: limit.unwrap_or_default(),
                     fired: accumulated.is_some(),
                 }),
             },
@@ -363,22 +385,25 @@ pub(crate) struct Successive {
     scale: NoiseScale,
     capacity: usize,
     relative: VecDeque<f64>,
-    /// The latest readings as they came, for the level of the next one.
-    recent: VecDeque<f64>,
+    level: Level,
     squares: f64,
 }
 
 impl Successive {
     /// The last `capacity` finite `values` (in time order) under `scale`.
-    pub(crate) fn new(values: &[f64], capacity: usize, scale: NoiseScale) -> Self {
+    pub(crate) fn new(
+        values: impl IntoIterator<Item = f64>,
+        capacity: usize,
+        scale: NoiseScale,
+    ) -> Self {
         let mut successive = Successive {
             scale,
             capacity: capacity.max(1),
             relative: VecDeque::new(),
-            recent: VecDeque::new(),
+            level: Level::default(),
             squares: 0.0,
         };
-        values.iter().for_each(|v| successive.push(*v));
+        values.into_iter().for_each(|v| successive.push(v));
         successive
     }
 
@@ -387,12 +412,8 @@ impl Successive {
         if !value.is_finite() {
             return;
         }
-        if self.recent.len() == LEVEL_READINGS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(value);
-        let level = self.recent.iter().sum::<f64>() / self.recent.len() as f64;
-        let relative = value / self.scale.factor(level);
+        self.level.push(value);
+        let relative = value / self.scale.factor(self.level.mean());
         if let Some(last) = self.relative.back() {
             self.squares += (relative - last).powi(2);
         }
@@ -1090,7 +1111,7 @@ mod tests {
         let values: Vec<f64> = (0..40)
             .map(|i| ((i * 37) % 11) as f64 + 0.5 * i as f64)
             .collect();
-        let mut streaming = Successive::new(&values[..5], 10, NoiseScale::Flat);
+        let mut streaming = Successive::new(values[..5].iter().copied(), 10, NoiseScale::Flat);
         for end in 5..values.len() {
             streaming.push(values[end]);
             let window = &values[(end + 1).saturating_sub(10)..=end];
@@ -1103,12 +1124,12 @@ mod tests {
             assert_eq!(noise.points, window.len() - 1);
         }
         assert!(
-            Successive::new(&[1.0], 10, NoiseScale::Flat)
+            Successive::new([1.0], 10, NoiseScale::Flat)
                 .noise()
                 .is_none()
         );
         // Scaled: each reading relative to the mean of the readings up to it.
-        let scaled = Successive::new(&[100.0, 100.0, 400.0], 10, NoiseScale::Sqrt);
+        let scaled = Successive::new([100.0, 100.0, 400.0], 10, NoiseScale::Sqrt);
         let relative = [10.0, 10.0, 400.0 / 200f64.sqrt()];
         let expected = successive_noise(relative).unwrap() * std::f64::consts::SQRT_2;
         assert!((scaled.noise().unwrap().stddev - expected).abs() < 1e-12);
