@@ -19,6 +19,9 @@ as_root() {
 ensure_debian_packages() {
     local missing=()
     command -v protoc >/dev/null || missing+=(protobuf-compiler)
+    # The Temporal crates' protos import the well-known types (google/protobuf/*.proto), which
+    # Debian ships in libprotobuf-dev, not with protoc.
+    [ -f /usr/include/google/protobuf/field_mask.proto ] || missing+=(libprotobuf-dev)
     command -v haproxy >/dev/null || missing+=(haproxy)
     command -v prometheus >/dev/null || missing+=(prometheus)
     command -v chromium >/dev/null || missing+=(chromium)
