@@ -1,10 +1,8 @@
 //! Errors of the activities, each knowing whether a retry can help.
 
-use std::path::{Path, PathBuf};
-
-use signalbox_domain::Digest;
-use temporalio_sdk::activities::ActivityError;
+use signalbox_contract::activities::INVALID_ARGUMENT;
 use temporalio_common::error::ApplicationFailure;
+use temporalio_sdk::activities::ActivityError;
 
 /// What can go wrong while acting on the world.
 #[derive(Debug, thiserror::Error)]
@@ -12,78 +10,74 @@ pub enum Error {
     /// The request breaks a rule; retrying cannot help.
     #[error(transparent)]
     Invalid(#[from] signalbox_domain::Error),
-    /// The store has no artifact with this digest.
-    #[error("artifact.digest: unknown artifact {0}; push it to the store first")]
-    UnknownArtifact(Digest),
-    /// Bytes under a digest do not hash to it.
-    #[error("artifact {expected} is corrupt: its bytes hash to {actual}")]
-    Corrupt {
-        /// The digest asked for.
-        expected: Digest,
-        /// The digest of the bytes found.
-        actual: Digest,
-    },
-    /// The fleet does not exist or is unusable.
-    #[error("fleet.name: {0}")]
-    Fleet(String),
-    /// An instance did not reach the wanted state in time (transient: a retry may succeed).
-    #[error("instance {instance}: {message}")]
-    Instance {
-        /// Instance id.
-        instance: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// The fleet is halted: an operator froze it, nothing may change until it is released.
-    #[error("fleet {0} is halted; nothing was changed")]
-    Halted(String),
-    /// File system trouble.
-    #[error("{path}: {source}")]
-    Io {
-        /// The path involved.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// Object store trouble.
-    #[error("artifact store: {0}")]
-    Store(#[from] object_store::Error),
-    /// A metrics endpoint could not be read.
-    #[error("metrics of {instance}: {message}")]
-    Metrics {
-        /// Instance id.
-        instance: String,
-        /// What went wrong.
-        message: String,
-    },
+    /// The artifact store or a cache.
+    #[error(transparent)]
+    Store(#[from] signalbox_store::Error),
+    /// A target's substrate.
+    #[error(transparent)]
+    Substrate(#[from] signalbox_substrate::Error),
+    /// The load balancer refused or failed a command.
+    #[error("{0}")]
+    Balancer(String),
+    /// Temporal could not be asked (a lane's holder).
+    #[error("temporal: {0}")]
+    Temporal(String),
 }
 
 impl Error {
-    /// An I/O error on `path`.
-    pub fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io { path: path.to_owned(), source }
-    }
-
     /// Whether retrying the same call could succeed.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, Self::Invalid(_) | Self::UnknownArtifact(_) | Self::Corrupt { .. } | Self::Fleet(_) | Self::Halted(_))
+        match self {
+            Self::Invalid(_) => false,
+            Self::Store(e) => e.is_retryable(),
+            Self::Substrate(e) => e.is_retryable(),
+            Self::Balancer(_) | Self::Temporal(_) => true,
+        }
     }
-}
 
-impl Error {
-    /// The activity failure for this error, marked non-retryable where a retry cannot help.
+    /// Whether the error refuses a field of the request (its message is `<field>: <rule>`):
+    /// the workflow reports it as bad input.
+    pub fn is_invalid_field(&self) -> bool {
+        use signalbox_substrate::Error as S;
+        matches!(
+            self,
+            Self::Invalid(_) | Self::Store(signalbox_store::Error::UnknownArtifact(_)) | Self::Substrate(S::Invalid(_) | S::UnknownKind { .. } | S::Target(_))
+        )
+    }
+
+    /// The activity failure for this error, marked non-retryable where a retry cannot help, and
+    /// typed `InvalidArgument` where it refuses a field.
     ///
     /// The SDK converts any error into a *retryable* failure with `?`; every activity returns
     /// through this instead, so bad input and policy refusals fail fast.
     pub fn into_activity(self) -> ActivityError {
-        let (e, message) = (&self, self.to_string());
-        if e.is_retryable() {
-            ActivityError::application(ApplicationFailure::new(message))
+        let message = self.to_string();
+        let failure = if self.is_invalid_field() {
+            ApplicationFailure::builder(message).type_name(INVALID_ARGUMENT.to_owned()).non_retryable(true).build()
+        } else if self.is_retryable() {
+            ApplicationFailure::new(message)
         } else {
-            ActivityError::application(ApplicationFailure::non_retryable(message))
-        }
+            ApplicationFailure::non_retryable(message)
+        };
+        ActivityError::application(failure)
     }
 }
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_field_is_typed_and_never_retried() {
+        let unknown = Error::Store(signalbox_store::Error::UnknownArtifact(signalbox_domain::Digest::from_sha256_bytes(&[1; 32])));
+        assert!(unknown.is_invalid_field() && !unknown.is_retryable());
+        assert!(unknown.to_string().starts_with("artifact.digest: "));
+        let halted = Error::Substrate(signalbox_substrate::Error::Halted("f".into()));
+        assert!(!halted.is_invalid_field() && !halted.is_retryable());
+        let flaky = Error::Substrate(signalbox_substrate::Error::Instance { instance: "i-1".into(), message: "slow".into() });
+        assert!(flaky.is_retryable());
+    }
+}

@@ -1,21 +1,20 @@
-//! Activities: every side effect of a deploy. The artifact store and regional caches, the local
-//! fleet substrate, and health sampling; each operation idempotent, so a retry after a crash
-//! never redoes what already took effect.
+//! Activities: every side effect of a deploy that is not a substrate's own. The artifact store
+//! and its regional caches, health sampling and the analysis engine's judgement (one loop for
+//! every strategy), lanes, and the load balancer. Targets are reached only through the
+//! substrate registry, by kind. Each operation is idempotent, so a retry after a crash never
+//! redoes what already took effect.
 
 // `#[activities]` generates constants that cannot carry docs; every handwritten item is documented.
 #[allow(missing_docs)]
 pub mod deploy;
-pub mod analyze;
 pub mod error;
-pub mod fleet;
-pub mod health;
-pub mod home;
-pub mod journal;
+pub mod heartbeat;
+#[allow(missing_docs)]
+pub mod lane;
 pub mod lb;
-pub mod store;
-pub mod substrate;
+pub mod sampling;
 
 pub use deploy::DeployActivities;
 pub use error::{Error, Result};
-pub use home::Home;
-pub use substrate::Substrate;
+pub use lane::LaneActivities;
+pub use lb::TrafficActivities;

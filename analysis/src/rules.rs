@@ -84,10 +84,13 @@ pub enum Decision {
     /// No rule has decided yet; keep sampling.
     Continue,
     /// Healthy: promote.
+    #[serde(alias = "Pass")]
     Pass,
     /// Regression: roll back.
+    #[serde(alias = "Fail")]
     Fail,
     /// Cannot tell: pause for a human. Never promote.
+    #[serde(alias = "Inconclusive")]
     Inconclusive,
 }
 

@@ -294,7 +294,7 @@ impl Watch {
     /// Static bounds and the seasonal band at `at`, and the more lenient of the two.
     fn bounds(&self, metric: &Metric, at: i64) -> (Option<ThresholdReport>, Bounds) {
         let mean = (self.baseline.len() > 0).then(|| self.baseline.moments.mean());
-        let fixed = metric.thresholds.as_ref().map(|t| t.bounds(mean));
+        let fixed = metric.thresholds.as_ref().map(|t| t.bounds_for(mean, self.stable));
         let seasonal = metric
             .seasonal
             .as_ref()

@@ -7,8 +7,9 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::Stream;
-use signalbox_domain::{Approve, Command, DeployRequest, DeployStatus};
-use signalbox_proto::pb;
+use signalbox_client::{Deploys, Error};
+use signalbox_domain::{Approve, Command, DeployStatus};
+use signalbox_proto::{StartDeploy, pb};
 use signalbox_proto::pb::deploy_service_server::{DeployService, DeployServiceServer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -16,20 +17,18 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
-use crate::Deploys;
-use crate::deploys::Error;
 
 /// How often a watch asks the deploy for its status. Statuses change per batch step (seconds),
 /// so this is quick enough to see every step and cheap enough for a Temporal query.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The gRPC status of a deploy client error. `Invalid` keeps the `<field>: <rule>` message so a
-/// caller can fix its input without reading server logs; `Refused` carries the deploy's reason
-/// as it is (e.g. `reason: an abort needs a reason`).
+/// caller can fix its input without reading server logs; `Busy` names the deploy holding the
+/// target; `Refused` carries the deploy's reason as it is (e.g. `reason: an abort needs a reason`).
 pub fn status_of(e: Error) -> Status {
     match e {
         Error::Invalid { .. } => Status::invalid_argument(e.to_string()),
-        Error::Duplicate(_) => Status::already_exists(e.to_string()),
+        Error::Busy(why) => Status::failed_precondition(why),
         Error::NotFound(_) => Status::not_found(e.to_string()),
         Error::Refused(why) => Status::failed_precondition(why),
         Error::Unavailable(_) => Status::unavailable(e.to_string()),
@@ -52,7 +51,7 @@ fn control(request: Request<pb::ControlDeployRequest>) -> Result<(String, Comman
 }
 
 /// The answer of a control update: the deploy's status once the operation was accepted.
-fn answer(outcome: crate::deploys::Result<DeployStatus>) -> Result<Response<pb::DeployStatus>, Status> {
+fn answer(outcome: signalbox_client::Result<DeployStatus>) -> Result<Response<pb::DeployStatus>, Status> {
     outcome.map(|status| Response::new(status.into())).map_err(status_of)
 }
 
@@ -77,10 +76,10 @@ type StatusStream = Pin<Box<dyn Stream<Item = Result<pb::DeployStatus, Status>> 
 impl DeployService for Api {
     #[instrument(skip_all, fields(service = %request.get_ref().service))]
     async fn start_deploy(&self, request: Request<pb::StartDeployRequest>) -> Result<Response<pb::StartDeployResponse>, Status> {
-        let req = DeployRequest::try_from(request.into_inner()).map_err(|e| status_of(e.into()))?;
-        let deploy_id = self.deploys.start(req).await.map_err(status_of)?;
-        info!(%deploy_id, "deploy started");
-        Ok(Response::new(pb::StartDeployResponse { deploy_id }))
+        let StartDeploy { request, request_id } = StartDeploy::try_from(request.into_inner()).map_err(|e| status_of(e.into()))?;
+        let started = self.deploys.start(request, request_id).await.map_err(status_of)?;
+        info!(deploy_id = %started.id, queued_behind = ?started.queued_behind, "deploy started");
+        Ok(Response::new(pb::StartDeployResponse { deploy_id: started.id, queued_behind: started.queued_behind }))
     }
 
     #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id))]

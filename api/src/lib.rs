@@ -1,8 +1,6 @@
-//! The signalbox API: a deploy client over Temporal ([`Deploys`]), the gRPC service that exposes
-//! it ([`grpc`]), and the `signalbox-api` server process ([`server`]).
+//! The signalbox API: the `signalbox.v1.DeployService` gRPC server ([`grpc`]) over the deploy
+//! client of `signalbox-client`, and the `signalbox-api` server process ([`server`]). It talks
+//! to Temporal only: checks that need the worker's world are the worker's to answer.
 
-pub mod deploys;
 pub mod grpc;
 pub mod server;
-
-pub use deploys::Deploys;

@@ -1,14 +1,12 @@
 //! The `signalbox-api` server process: options, Temporal connection, graceful shutdown.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use anyhow::Context;
-use signalbox_activities::Home;
-use signalbox_worker::DEFAULT_TASK_QUEUE;
+use signalbox_client::{DEFAULT_TASK_QUEUE, Deploys};
 use tracing::info;
 
-use crate::{Deploys, grpc};
+use crate::grpc;
 
 /// Where the API listens unless configured otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -24,17 +22,14 @@ pub struct Options {
     /// Task queue the deploy workflows run on (the workers' queue).
     #[arg(long, env = "SIGNALBOX_TASK_QUEUE", default_value = DEFAULT_TASK_QUEUE)]
     pub task_queue: String,
-    /// Signalbox home the requests are checked against: artifact store and fleets.
-    #[arg(long, env = "SIGNALBOX_HOME", default_value = ".signalbox")]
-    pub home: PathBuf,
 }
 
 /// Serves until SIGTERM or Ctrl-C, then answers the calls in flight and returns.
 pub async fn run(options: Options) -> anyhow::Result<()> {
-    let client = signalbox_worker::connect().await?;
-    let deploys = Deploys::new(client, options.task_queue.clone(), Home::new(options.home.clone()));
+    let client = signalbox_client::connect().await?;
+    let deploys = Deploys::new(client, options.task_queue.clone());
     let listener = tokio::net::TcpListener::bind(options.listen).await.with_context(|| format!("listening on {}", options.listen))?;
-    info!(listen = %options.listen, task_queue = %options.task_queue, home = %options.home.display(), "deploy API serving");
+    info!(listen = %options.listen, task_queue = %options.task_queue, "deploy API serving");
     grpc::serve(listener, deploys, terminated()).await?;
     info!("deploy API stopped");
     Ok(())

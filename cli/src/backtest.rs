@@ -14,7 +14,6 @@ use anyhow::{Context, anyhow, bail};
 use serde::Serialize;
 use signalbox_analysis::{AnalysisInput, Decision, Policy, Verdict, judge};
 use signalbox_metrics::recorded::{Analysis, analyses, analysis_input, default_policy, evaluations, under_policy};
-use temporalio_client::{UntypedWorkflow, WorkflowFetchHistoryOptions};
 
 /// `signalbox backtest --input FILE [--policy FILE]`, or `signalbox backtest export ...`.
 #[derive(Debug, clap::Args)]
@@ -41,9 +40,10 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct Export {
-    /// Temporal frontend, `host:port`.
-    #[arg(long = "temporal", env = "TEMPORAL_ADDRESS", default_value = "127.0.0.1:7233")]
-    address: String,
+    /// Temporal frontend, `host:port`; by default the SDK's envconfig (`TEMPORAL_ADDRESS`,
+    /// `temporal.toml`, else 127.0.0.1:7233), which also gives the namespace.
+    #[arg(long = "temporal")]
+    address: Option<String>,
     /// The deploy's id, as printed by `deploy start`.
     id: String,
     /// Which judged batch to export, from 1 (the n-th analysis or health evaluation the deploy
@@ -93,13 +93,11 @@ fn exit_code(decision: Decision) -> u8 {
 }
 
 async fn run_export(export: Export) -> anyhow::Result<ExitCode> {
-    let client = signalbox_localstack::connect(&export.address).await?;
-    let history = client
-        .get_workflow_handle::<UntypedWorkflow>(export.id.clone())
-        .fetch_history(WorkflowFetchHistoryOptions::default())
-        .to_json()
-        .await
-        .with_context(|| format!("reading the history of deploy {}", export.id))?;
+    let client = match &export.address {
+        Some(address) => signalbox_client::connect_to(address).await?,
+        None => signalbox_client::connect().await?,
+    };
+    let history = signalbox_client::history(&client, &export.id).await.with_context(|| format!("reading the history of deploy {}", export.id))?;
     // A deploy judged by the engine recorded the engine's own input: nothing to convert.
     let analysed = analyses(&history)?;
     if !analysed.is_empty() {

@@ -62,6 +62,26 @@ pub enum Command {
     Approve(Approval),
 }
 
+/// How the build moves onto the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StrategyKind {
+    /// Batches of instances updated in place (`--batches`).
+    Rolling,
+    /// Canaries given a growing share of the requests by load-balancer weights.
+    Canary,
+    /// The idle servers updated and verified, then every request flipped to them.
+    BlueGreen,
+}
+
+/// What a canary does at 100%.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PromotionKind {
+    /// Update the other servers, then restore the original weights.
+    UpdateRest,
+    /// Leave the canaries serving alone.
+    KeepCanary,
+}
+
 /// What an expired approval gate does.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Expiry {
@@ -80,18 +100,58 @@ pub struct Start {
     /// Service to deploy.
     #[arg(long)]
     service: String,
-    /// Fleet to deploy to.
+    /// Target to deploy to (for the local kind: a fleet).
+    #[arg(long, alias = "fleet")]
+    target: String,
+    /// Kind of the target; the server's default is `local`.
     #[arg(long)]
-    fleet: String,
+    target_kind: Option<String>,
     /// Digest of the artifact, `sha256:<64 hex digits>`; it must be in the artifact store.
     #[arg(long)]
     artifact_digest: String,
-    /// Git commit the artifact was built from.
-    #[arg(long)]
+    /// Git commit the artifact was built from; by default the store's record of it.
+    #[arg(long, default_value = "")]
     git_sha: String,
-    /// Version name of the artifact.
-    #[arg(long)]
+    /// Version name of the artifact; by default the store's record of it.
+    #[arg(long, default_value = "")]
     version: String,
+    /// How the build moves onto the target.
+    #[arg(long, value_enum, default_value = "rolling")]
+    strategy: StrategyKind,
+    /// The load balancer's admin socket (canary, blue-green).
+    #[arg(long, value_name = "PATH")]
+    lb_socket: Option<String>,
+    /// The load balancer's backend whose servers are the target's instances (canary, blue-green).
+    #[arg(long)]
+    lb_backend: Option<String>,
+    /// Servers that become the canary, e.g. `i-0000,i-0001`; by default one in twenty.
+    #[arg(long, value_delimiter = ',')]
+    canary: Vec<String>,
+    /// Canary shares of the requests in percent, e.g. `1,5,25,50,100` (the default).
+    #[arg(long, value_delimiter = ',')]
+    canary_steps: Vec<f64>,
+    /// What a canary does at 100%; the server's default is update-rest.
+    #[arg(long, value_enum)]
+    promotion: Option<PromotionKind>,
+    /// Blue/green verification requests per second per instance; the server's default is 20.
+    #[arg(long)]
+    verify_rps: Option<u32>,
+    /// Length of one health window in milliseconds; the server's default is 2000.
+    #[arg(long)]
+    health_window_ms: Option<u64>,
+    /// Health windows judged per step; the server's default is 5.
+    #[arg(long)]
+    health_samples: Option<u32>,
+    /// Requests a window needs to count; the server's default is 20.
+    #[arg(long)]
+    health_min_requests: Option<u64>,
+    /// When another deploy of the service holds the target, wait for it instead of failing.
+    #[arg(long)]
+    queue: bool,
+    /// Your id for this request (1 to 40 of a-z, 0-9, -): retrying with it finds the deploy
+    /// the first try started instead of starting another.
+    #[arg(long)]
+    request_id: Option<String>,
     /// Cumulative percentages of the fleet per batch; the server's default is 1,10,50,100.
     #[arg(long, value_delimiter = ',', conflicts_with = "batch_counts")]
     batches: Option<Vec<f64>>,
@@ -166,13 +226,41 @@ impl Start {
             Some(path) => std::fs::read_to_string(path).with_context(|| format!("--analysis-policy: reading {}", path.display()))?,
             None => String::new(),
         };
+        let lb = || match (&self.lb_socket, &self.lb_backend) {
+            (None, None) => None,
+            (socket, backend) => Some(pb::LoadBalancer { stats_socket: socket.clone().unwrap_or_default(), backend: backend.clone().unwrap_or_default() }),
+        };
+        let strategy = match self.strategy {
+            StrategyKind::Rolling => None,
+            StrategyKind::Canary => Some(pb::strategy::Kind::Canary(pb::CanaryStrategy {
+                lb: lb(),
+                canary: self.canary.clone(),
+                steps: self.canary_steps.clone(),
+                promotion: match self.promotion {
+                    None => pb::Promotion::Unspecified,
+                    Some(PromotionKind::UpdateRest) => pb::Promotion::UpdateRest,
+                    Some(PromotionKind::KeepCanary) => pb::Promotion::KeepCanary,
+                }
+                .into(),
+            })),
+            StrategyKind::BlueGreen => Some(pb::strategy::Kind::BlueGreen(pb::BlueGreenStrategy { lb: lb(), verify_rps: self.verify_rps })),
+        };
         Ok(pb::StartDeployRequest {
             service: self.service.clone(),
             artifact: Some(pb::Artifact { digest: self.artifact_digest.clone(), git_sha: self.git_sha.clone(), version: self.version.clone() }),
-            fleet: Some(pb::FleetTarget { name: self.fleet.clone() }),
+            fleet: None,
+            target: Some(pb::Target { name: self.target.clone(), kind: self.target_kind.clone().unwrap_or_default() }),
+            strategy: strategy.map(|kind| pb::Strategy { kind: Some(kind) }),
+            queue: self.queue,
+            request_id: self.request_id.clone().unwrap_or_default(),
             batch_plan: steps.map(|s| pb::BatchPlan { steps: s.into_iter().map(|step| pb::BatchStep { step: Some(step) }).collect() }),
             bake_ms: self.bake_ms,
-            health: None,
+            health: (self.health_window_ms.is_some() || self.health_samples.is_some() || self.health_min_requests.is_some()).then(|| pb::HealthPolicy {
+                sample_interval_ms: self.health_window_ms,
+                samples: self.health_samples,
+                min_requests_per_sample: self.health_min_requests,
+                ..Default::default()
+            }),
             deployer,
             dry_run: self.dry_run,
             rollback_window_ms: self.rollback_window_ms,
@@ -187,8 +275,12 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Start(start) => {
             let mut client = start.api.connect().await?;
-            let id = client.start_deploy(start.request()?).await?.into_inner().deploy_id;
+            let started = client.start_deploy(start.request()?).await?.into_inner();
+            let id = started.deploy_id;
             println!("{id}");
+            if let Some(holder) = started.queued_behind {
+                eprintln!("queued behind {holder}, which holds the target");
+            }
             if start.watch { watch(&mut client, &id).await } else { Ok(ExitCode::SUCCESS) }
         }
         Command::Get { api, id } => {
@@ -230,6 +322,26 @@ mod tests {
     }
 
     const START: &str = "start --service checkout --fleet local --artifact-digest sha256:00 --git-sha abc1234 --version 1.1.0 --deployer dave";
+
+    #[test]
+    fn start_sends_the_strategy_and_the_target() {
+        let plain = start("");
+        assert_eq!((plain.strategy, plain.target.unwrap().name, plain.fleet), (None, "local".to_owned(), None), "rolling by default; --fleet names the target");
+        let canary = start("--strategy canary --lb-socket /run/h.sock --lb-backend web --canary i-1,i-2 --canary-steps 10,100 --queue --request-id r-1");
+        let Some(pb::strategy::Kind::Canary(c)) = canary.strategy.unwrap().kind else { panic!("not a canary") };
+        assert_eq!((c.canary, c.steps, c.lb.unwrap().backend), (vec!["i-1".to_owned(), "i-2".to_owned()], vec![10.0, 100.0], "web".to_owned()));
+        assert!(canary.queue);
+        assert_eq!(canary.request_id, "r-1");
+        let bg = start("--strategy blue-green --lb-socket /run/h.sock --lb-backend web --verify-rps 7");
+        let Some(pb::strategy::Kind::BlueGreen(b)) = bg.strategy.unwrap().kind else { panic!("not blue/green") };
+        assert_eq!(b.verify_rps, Some(7));
+        let tuned = start("--health-window-ms 1000 --health-samples 4").health.unwrap();
+        assert_eq!((tuned.sample_interval_ms, tuned.samples, tuned.min_requests_per_sample), (Some(1000), Some(4), None));
+        assert_eq!(plain.health, None, "unset: the server's defaults");
+        let bare = start("--strategy canary");
+        let Some(pb::strategy::Kind::Canary(c)) = bare.strategy.unwrap().kind else { panic!("not a canary") };
+        assert_eq!(c.lb, None, "the server names the missing balancer");
+    }
 
     fn start(extra: &str) -> pb::StartDeployRequest {
         match parse(&format!("{START} {extra}")).unwrap() {

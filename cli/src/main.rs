@@ -1,11 +1,12 @@
-//! `signalbox`: starts and follows deploys through the deploy API, and runs the local demo.
+//! `signalbox`: starts and follows deploys through the deploy API, judges recorded analyses
+//! again, and runs the local demo (`signalbox demo` runs the `signalbox-demo` binary of the
+//! harness, built next to this one; the production CLI links none of it).
 //!
 //! Exit codes: 0 when the command did what it was asked (a watched deploy succeeded), 1 when a
 //! watched deploy ended otherwise, 2 when the request was refused or could not be made.
 
 mod backtest;
 mod control;
-mod demo;
 mod deploy;
 mod progress;
 
@@ -25,10 +26,31 @@ enum Command {
     /// Start, inspect, follow and steer deploys through the deploy API.
     #[command(subcommand)]
     Deploy(deploy::Command),
-    /// Run a whole local signalbox and roll a build out to a fleet under load.
-    Demo(demo::Args),
+    /// Run a whole local signalbox and roll a build out to a fleet under load (the
+    /// `signalbox-demo` harness binary; `signalbox demo --help` shows its options).
+    #[command(disable_help_flag = true)]
+    Demo {
+        /// Passed to `signalbox-demo` as they are.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Judge a recorded analysis input again (exit 0 pass, 1 fail, 3 inconclusive), or export one from a deploy.
     Backtest(backtest::Args),
+}
+
+/// Becomes `signalbox-demo` from next to this binary, as git runs its subcommands (so Ctrl-C
+/// reaches the demo alone, and it stops what it started).
+fn demo(args: Vec<std::ffi::OsString>) -> anyhow::Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+
+    use anyhow::Context;
+    let me = std::env::current_exe().context("finding the signalbox binary")?;
+    let demo = me.with_file_name("signalbox-demo");
+    if !demo.is_file() {
+        anyhow::bail!("{} is not there: the demo is a harness binary (cargo build -p signalbox-localstack --bins)", demo.display());
+    }
+    let error = std::process::Command::new(&demo).args(args).exec();
+    Err(anyhow::Error::new(error).context(format!("running {}", demo.display())))
 }
 
 #[tokio::main]
@@ -37,7 +59,7 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let outcome = match Cli::parse().command {
         Command::Deploy(command) => deploy::run(command).await,
-        Command::Demo(args) => demo::run(args).await,
+        Command::Demo { args } => demo(args),
         Command::Backtest(args) => backtest::run(args).await,
     };
     outcome.unwrap_or_else(|e| {

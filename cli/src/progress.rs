@@ -58,9 +58,18 @@ fn state_line(status: &DeployStatus) -> String {
     } else if status.current_batch == 0 {
         format!("{:?}  {versions}", status.phase).trim_end().to_owned()
     } else {
-        format!("batch {}/{} {:?}  {versions}", status.current_batch, status.total_batches, status.phase)
+        let step = if status.strategy == "rolling" { "batch" } else { "step" };
+        format!("{step} {}/{} {:?}  {versions}", status.current_batch, status.total_batches, status.phase)
     };
     let mut holds = Vec::new();
+    if let Some(t) = &status.traffic
+        && !status.phase.is_final()
+    {
+        holds.push(format!("{}% of requests on the new build", t.new_share_percent));
+    }
+    if let (Phase::Queued, Some(holder)) = (status.phase, &status.held_by) {
+        holds.push(format!("queued behind {holder}"));
+    }
     if status.paused {
         holds.push("paused".to_owned());
     }
@@ -139,7 +148,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use signalbox_domain::approval::Gate;
-    use signalbox_domain::{GroupFigures, Verdict};
+    use signalbox_domain::GroupFigures;
+    use signalbox_domain::analysis::Decision as Verdict;
 
     use super::*;
 

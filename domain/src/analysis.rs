@@ -1,25 +1,22 @@
-//! Opt-in judgement of a batch by the full analysis engine (`signalbox_analysis`): the compact
-//! report that goes into history and status, and the pure decisions around it.
+//! Every step of every deploy is judged by the analysis engine (`signalbox_analysis`): the
+//! compact report that goes into history and status, the first-version gate as an engine
+//! preset ([`gate_policy`]), and the pure decisions around them.
 //!
-//! A request that sets [`DeployRequest::analysis`](crate::DeployRequest::analysis) has each
-//! batch judged by the `health.analyze` activity instead of the first-version gate of
-//! [`crate::health`]; without it nothing here runs.
+//! A request that sets [`DeployRequest::analysis`](crate::DeployRequest::analysis) is judged by
+//! its own policy; every other request by [`gate_policy`] of its `health` thresholds.
 
 mod record;
 
 use serde::{Deserialize, Serialize};
 use signalbox_analysis::{Baseline, Verdict};
 pub use signalbox_analysis::{AnalysisInput, Decision, Policy, Rule};
+use signalbox_analysis::detectors::{RelativeTo, StaticThreshold};
+use signalbox_analysis::{Direction, Fallback, LowTraffic, Metric, Rules};
 
 pub use self::record::Recorder;
+use crate::bounds::{MAX_EVALUATION_MS, MAX_ITEMS, MAX_SAMPLES, check_count, check_text};
+use crate::metric::{ERROR_RATE, LATENCY_P99_MS, LOG_LINES, P99_MS};
 use crate::{Error, GroupFigures, HealthPolicy, Result};
-
-/// Error rate (5xx per request, 0-1) as the engine reads it from the demo service.
-pub const ERROR_RATE: &str = "error_rate";
-/// 99th-percentile latency in milliseconds (`latency_p99_ms` is accepted too).
-pub const P99_MS: &str = "p99_ms";
-/// Log lines written per second.
-pub const LOG_LINES: &str = "log_lines";
 
 /// The engine's verdict on one batch, compact enough for history and the status query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,9 +43,9 @@ impl AnalysisReport {
         Self { decision: verdict.decision, rule: verdict.rule, summary, metrics: lines.map(|l| l.trim().to_owned()).collect() }
     }
 
-    /// Why the batch must not go on, or `None` to continue. Inconclusive rolls back too: a
-    /// deploy is never promoted on missing evidence.
-    pub fn stop_reason(&self, batch: u32) -> Option<String> {
+    /// Why the step (`what`, e.g. `batch 2`) must not go on, or `None` to continue.
+    /// Inconclusive rolls back too: a deploy is never promoted on missing evidence.
+    pub fn stop_reason(&self, what: &str) -> Option<String> {
         let explained = || {
             let mut s = self.summary.clone();
             for m in &self.metrics {
@@ -59,22 +56,73 @@ impl AnalysisReport {
         };
         match self.decision {
             Decision::Pass => None,
-            Decision::Fail => Some(format!("batch {batch}: analysis failed: {}", explained())),
-            Decision::Inconclusive | Decision::Continue => Some(format!("batch {batch}: analysis inconclusive: {}", explained())),
+            Decision::Fail => Some(format!("{what}: analysis failed: {}", explained())),
+            Decision::Inconclusive | Decision::Continue => Some(format!("{what}: analysis inconclusive: {}", explained())),
         }
     }
 }
 
-/// Checks a request's analysis policy with the engine's own rules; the field path starts
-/// with `analysis.` (the engine says `policy.`).
-pub fn validate(policy: &Policy) -> Result<()> {
+/// Checks a request's analysis policy with the engine's own rules and signalbox's bounds; the
+/// field path starts with `analysis.` (the engine says `policy.`). `health` sizes the windows.
+pub fn validate(policy: &Policy, health: &HealthPolicy) -> Result<()> {
     policy.validate().map_err(|e| match e {
         signalbox_analysis::Error::Invalid { field, rule } => {
             let rest = field.strip_prefix("policy").unwrap_or(&field);
             Error::invalid(format!("analysis{rest}"), rule)
         }
         other => Error::invalid("analysis", other.to_string()),
-    })
+    })?;
+    check_count("analysis.metrics", policy.metrics.len(), MAX_ITEMS)?;
+    check_count("analysis.groups", policy.groups.len(), MAX_ITEMS)?;
+    for (i, m) in policy.metrics.iter().enumerate() {
+        check_text(&format!("analysis.metrics[{i}].name"), &m.name, 128)?;
+        check_text(&format!("analysis.metrics[{i}].group"), &m.group, 128)?;
+    }
+    for (i, g) in policy.groups.iter().enumerate() {
+        check_text(&format!("analysis.groups[{i}].name"), &g.name, 128)?;
+    }
+    if policy.rules.required_passes > MAX_SAMPLES {
+        return Err(Error::invalid("analysis.rules.required_passes", format!("must be at most {MAX_SAMPLES}")));
+    }
+    if policy.baseline_window > 10_000 {
+        return Err(Error::invalid("analysis.baseline_window", "must be at most 10000"));
+    }
+    if u64::from(windows(policy, health)) * health.sample_interval_ms > MAX_EVALUATION_MS + 2 * 600_000 {
+        return Err(Error::invalid("analysis.rules.required_passes", "with health.sample_interval_ms, makes one evaluation longer than a day"));
+    }
+    Ok(())
+}
+
+/// The first-version gate as an engine policy, the default judge of every deploy:
+///
+/// - `error_rate`, critical: bad above the baseline by `max_error_rate_increase` (+20%) and by at
+///   least `min_error_rate_delta` (2 points);
+/// - `p99_ms`, critical: bad above the baseline by `max_p99_increase_ms` (50 ms);
+/// - `consecutive_bad_samples` (3) failing windows in a row fail the step, and `samples` (5)
+///   passing windows pass it; windows below `min_requests_per_sample` requests are low
+///   traffic (inconclusive), so too little evidence never promotes.
+///
+/// Both thresholds are relative to every reference: the pre-deploy figures (slid forward by the
+/// readings of the instances not yet updated) and the not-yet-updated instances in the same
+/// window. The canary is bad only when it is worse than all of them, so trouble the whole fleet
+/// shares that minute is not the new build's fault.
+pub fn gate_policy(health: &HealthPolicy) -> Policy {
+    let gate = |name: &str, thresholds: StaticThreshold| Metric {
+        critical: true,
+        thresholds: Some(thresholds),
+        ..Metric::bare(name, Direction::Increase)
+    };
+    let every = StaticThreshold { relative_to: RelativeTo::Every, ..StaticThreshold::default() };
+    let error_rate = StaticThreshold { max_increase: Some(health.max_error_rate_increase), min_delta: Some(health.min_error_rate_delta), ..every.clone() };
+    let p99 = StaticThreshold { max_delta: Some(health.max_p99_increase_ms), ..every };
+    let mut policy = Policy::new(vec![gate(ERROR_RATE, error_rate), gate(P99_MS, p99)]);
+    policy.rules = Rules {
+        consecutive_failures: health.consecutive_bad_samples,
+        required_passes: health.samples,
+        ..Rules::default()
+    };
+    policy.low_traffic = LowTraffic { min_requests: health.min_requests_per_sample, action: Fallback::Inconclusive };
+    policy
 }
 
 /// How many windows `health.analyze` samples at most per batch: the gate's sample count, at
@@ -95,7 +143,7 @@ pub fn baselines(policy: &Policy, figures: &GroupFigures, span_ms: u64) -> Vec<B
         .map(|m| {
             let value = match m.name.as_str() {
                 ERROR_RATE if figures.requests > 0 => Some(figures.errors as f64 / figures.requests as f64),
-                P99_MS | "latency_p99_ms" if figures.requests > 0 => Some(figures.p99_ms),
+                P99_MS | LATENCY_P99_MS if figures.requests > 0 => Some(figures.p99_ms),
                 LOG_LINES if span_ms > 0 => Some(figures.log_lines as f64 * 1000.0 / span_ms as f64),
                 _ => None,
             };
@@ -118,8 +166,13 @@ mod tests {
     fn a_broken_policy_names_its_field_under_analysis() {
         let mut p = policy();
         p.metrics[1].weight = 0.0;
-        assert_eq!(validate(&p).unwrap_err().field(), "analysis.metrics[1].weight");
-        validate(&policy()).unwrap();
+        let h = HealthPolicy::default();
+        assert_eq!(validate(&p, &h).unwrap_err().field(), "analysis.metrics[1].weight");
+        validate(&policy(), &h).unwrap();
+        let mut slow = policy();
+        slow.rules.required_passes = 1_000;
+        let minutes = HealthPolicy { sample_interval_ms: 600_000, ..h };
+        assert_eq!(validate(&slow, &minutes).unwrap_err().field(), "analysis.rules.required_passes");
     }
 
     #[test]
@@ -128,9 +181,9 @@ mod tests {
         let report = AnalysisReport::of(&v);
         assert_eq!(report.decision, Decision::Inconclusive);
         assert_eq!(report.metrics.len(), 2);
-        assert!(report.stop_reason(1).unwrap().starts_with("batch 1: analysis inconclusive: Inconclusive (EndOfInput)"));
+        assert!(report.stop_reason("batch 1").unwrap().starts_with("batch 1: analysis inconclusive: Inconclusive (EndOfInput)"));
         let pass = AnalysisReport { decision: Decision::Pass, ..report };
-        assert_eq!(pass.stop_reason(1), None);
+        assert_eq!(pass.stop_reason("batch 1"), None);
     }
 
     #[test]
@@ -141,6 +194,57 @@ mod tests {
         let mut e = Evaluator::new(policy(), &b).unwrap();
         let sample = Sample { at: 0, traffic: Some(200), canary: vec![0.01.into(), 12.0.into()], stable: vec![] };
         e.push(&sample).unwrap();
+    }
+
+    /// Judges canary windows `(requests, errors, p99)` against concurrent stable windows with
+    /// the gate preset; returns each window's decision.
+    fn gate(canary: &[(u64, u64, f64)], stable: Option<(u64, u64, f64)>, baseline: (u64, u64, f64)) -> Vec<Decision> {
+        let health = HealthPolicy::default();
+        let policy = gate_policy(&health);
+        let figures = |(requests, errors, p99_ms)| GroupFigures { requests, errors, p99_ms, log_lines: 0 };
+        let mut e = Evaluator::new(policy.clone(), &baselines(&policy, &figures(baseline), 6_000)).unwrap();
+        let reading = |(r, err, p99): (u64, u64, f64)| vec![(err as f64 / r as f64).into(), p99.into()];
+        canary
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                let sample = Sample { at: i as i64, traffic: Some(c.0), canary: reading(c), stable: stable.map(reading).unwrap_or_default() };
+                e.push(&sample).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_gate_preset_fails_an_error_rate_up_20_percent_and_2_points_three_windows_in_a_row() {
+        let bad = gate(&[(50, 10, 8.0); 3], Some((900, 5, 8.0)), (1000, 5, 8.0));
+        assert_eq!(bad, vec![Decision::Continue, Decision::Continue, Decision::Fail]);
+        // 1 error in 60 (1.7%) against 0.5%: relatively +233%, but only 1.2 points.
+        let noise = gate(&[(60, 1, 8.0); 5], Some((900, 4, 8.0)), (1000, 5, 8.0));
+        assert_eq!(noise.last(), Some(&Decision::Pass), "{noise:?}");
+    }
+
+    #[test]
+    fn the_gate_preset_does_not_blame_the_canary_for_fleet_wide_trouble() {
+        let shared = gate(&[(50, 10, 8.0); 5], Some((900, 180, 8.0)), (1000, 5, 8.0));
+        assert_eq!(shared.last(), Some(&Decision::Pass), "{shared:?}");
+    }
+
+    #[test]
+    fn the_gate_preset_fails_a_p99_up_more_than_50_ms_and_not_a_drop() {
+        let slow = gate(&[(50, 0, 70.0); 3], Some((900, 0, 10.0)), (1000, 0, 10.0));
+        assert_eq!(slow.last(), Some(&Decision::Fail));
+        let fine = gate(&[(50, 0, 55.0); 5], Some((900, 0, 10.0)), (1000, 0, 10.0));
+        assert_eq!(fine.last(), Some(&Decision::Pass));
+        let faster = gate(&[(50, 0, 1.0); 5], None, (1000, 0, 40.0));
+        assert_eq!(faster.last(), Some(&Decision::Pass), "without a stable group the baseline decides");
+    }
+
+    #[test]
+    fn the_gate_preset_never_passes_on_too_little_traffic() {
+        let quiet = gate(&[(3, 0, 8.0); 7], Some((900, 5, 8.0)), (1000, 5, 8.0));
+        assert!(quiet.iter().all(|d| *d != Decision::Pass), "{quiet:?}");
+        let e = Evaluator::new(gate_policy(&HealthPolicy::default()), &baselines(&gate_policy(&HealthPolicy::default()), &GroupFigures::default(), 1)).unwrap();
+        assert_eq!(e.finish().decision, Decision::Inconclusive);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::bounds::{MAX_ITEMS, MAX_TEXT, check_count, check_principal, check_text};
 use crate::control::{AuditEntry, Refusal, Ruling};
 use crate::{Error, Result};
 
@@ -27,8 +28,10 @@ pub enum OnExpiry {
     Proceed,
 }
 
-/// Who must approve before which batches.
+/// Who must approve before which steps (batches of a rolling deploy, traffic steps of a canary,
+/// the flip of blue/green).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ApprovalPolicy {
     /// 1-based indices of the batches that wait for approval before they roll out. A gate past
     /// the fleet's last batch (a small fleet drops empty steps) guards the last batch.
@@ -64,6 +67,8 @@ impl ApprovalPolicy {
         if self.before_batches.is_empty() {
             return Err(Error::invalid("approval.before_batches", "must name at least one batch (1-based)"));
         }
+        check_count("approval.before_batches", self.before_batches.len(), MAX_ITEMS)?;
+        check_count("approval.approvers", self.approvers.len(), MAX_ITEMS)?;
         let mut seen = BTreeSet::new();
         for (i, &b) in self.before_batches.iter().enumerate() {
             if b == 0 || b as usize > steps {
@@ -78,6 +83,7 @@ impl ApprovalPolicy {
             if a.trim().is_empty() || a.trim() != a {
                 return Err(Error::invalid(format!("approval.approvers[{i}]"), "must be a name without surrounding spaces"));
             }
+            check_principal(&format!("approval.approvers[{i}]"), a)?;
             if !names.insert(a.as_str()) {
                 return Err(Error::invalid(format!("approval.approvers[{i}]"), "names an approver twice"));
             }
@@ -159,6 +165,7 @@ pub fn check_approve(policy: Option<&ApprovalPolicy>, deployer: &str, gates: &[G
     if who.is_empty() {
         return Err(Refusal("approver: must name who approves".into()));
     }
+    check_principal("approver", &approve.approver).and_then(|()| check_text("reason", &approve.reason, MAX_TEXT)).map_err(|e| Refusal(e.to_string()))?;
     let (Some(policy), Some(gate)) = (policy, gates.last().filter(|g| g.is_open())) else {
         return Err(Refusal("nothing awaits approval".into()));
     };

@@ -72,13 +72,20 @@ impl fmt::Display for Digest {
 }
 
 /// What gets deployed: a content-addressed build, the commit it came from and its version name.
+///
+/// A request may name the digest alone: version and git SHA then come from the artifact
+/// store's record of the build, so they cannot disagree with the bytes. Given ones must match
+/// that record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Artifact {
     /// Content digest of the build; the store refuses anything else.
     pub digest: Digest,
-    /// The git commit the build was made from (7 to 40 hex digits).
+    /// The git commit the build was made from (7 to 40 hex digits); empty: from the store.
+    #[serde(default)]
     pub git_sha: String,
-    /// Human version name, e.g. `1.4.0`.
+    /// Human version name, e.g. `1.4.0`; empty: from the store.
+    #[serde(default)]
     pub version: String,
 }
 
@@ -86,13 +93,37 @@ impl Artifact {
     /// Checks the fields that are not already typed; `prefix` is the field path of the artifact.
     pub fn validate(&self, prefix: &str) -> Result<()> {
         let sha = &self.git_sha;
-        if !(7..=40).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::invalid(format!("{prefix}.git_sha"), "must be 7 to 40 hex digits"));
+        if !sha.is_empty() && (!(7..=40).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit())) {
+            return Err(Error::invalid(format!("{prefix}.git_sha"), "must be 7 to 40 hex digits (or empty: from the artifact store)"));
         }
-        if self.version.trim().is_empty() || self.version.len() > 64 {
-            return Err(Error::invalid(format!("{prefix}.version"), "must be 1 to 64 characters"));
+        if self.version.len() > 64 || (!self.version.is_empty() && self.version.trim().is_empty()) {
+            return Err(Error::invalid(format!("{prefix}.version"), "must be 1 to 64 characters (or empty: from the artifact store)"));
         }
-        Ok(())
+        crate::bounds::check_text(&format!("{prefix}.version"), &self.version, 64)
+    }
+
+    /// Whether version and git SHA are both known.
+    pub fn is_resolved(&self) -> bool {
+        !self.version.is_empty() && !self.git_sha.is_empty()
+    }
+
+    /// This artifact with the store's `recorded` version and git SHA filled in where the request
+    /// left them empty; a given value that disagrees with the record is refused, naming it.
+    pub fn resolve(&self, recorded: &Artifact, prefix: &str) -> Result<Artifact> {
+        let pick = |field: &str, given: &str, stored: &str| -> Result<String> {
+            match (given, stored) {
+                ("", "") => Err(Error::invalid(format!("{prefix}.{field}"), "is required: the artifact store has no record of it for this digest")),
+                ("", stored) => Ok(stored.to_owned()),
+                (given, "") => Ok(given.to_owned()),
+                (given, stored) if given == stored => Ok(given.to_owned()),
+                (given, stored) => Err(Error::invalid(format!("{prefix}.{field}"), format!("is {given:?}, but the artifact store records {stored:?} for this digest"))),
+            }
+        };
+        Ok(Artifact {
+            digest: self.digest.clone(),
+            git_sha: pick("git_sha", &self.git_sha, &recorded.git_sha)?,
+            version: pick("version", &self.version, &recorded.version)?,
+        })
     }
 }
 
@@ -114,6 +145,20 @@ mod tests {
     fn digest_from_bytes_round_trips() {
         let d = Digest::from_sha256_bytes(&[0xfe; 32]);
         assert_eq!(d.as_str().parse::<Digest>().unwrap(), d);
+    }
+
+    #[test]
+    fn a_digest_alone_takes_version_and_git_sha_from_the_store() {
+        let digest = Digest::from_sha256_bytes(&[1; 32]);
+        let stored = Artifact { digest: digest.clone(), git_sha: "abc1234".into(), version: "1.2.0".into() };
+        let bare = Artifact { digest: digest.clone(), git_sha: String::new(), version: String::new() };
+        bare.validate("artifact").unwrap();
+        assert_eq!(bare.resolve(&stored, "artifact").unwrap(), stored);
+        let wrong = Artifact { version: "1.1.0".into(), ..bare.clone() };
+        let err = wrong.resolve(&stored, "artifact").unwrap_err();
+        assert_eq!(err.to_string(), r#"artifact.version: is "1.1.0", but the artifact store records "1.2.0" for this digest"#);
+        let unknown = Artifact { digest, git_sha: String::new(), version: String::new() };
+        assert_eq!(bare.resolve(&unknown, "artifact").unwrap_err().field(), "artifact.git_sha");
     }
 
     #[test]

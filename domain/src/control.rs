@@ -20,28 +20,8 @@ use std::time::SystemTime;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::bounds::{MAX_TEXT, check_principal, check_text};
 use crate::{DeployStatus, Phase};
-
-/// Wire names of the deploy workflow's handlers, as recorded in history and typed on the
-/// `temporal` CLI: renaming a Rust method must never change them.
-pub mod names {
-    /// Signal: hold before the next batch.
-    pub const PAUSE: &str = "pause";
-    /// Signal: lift a pause or a halt.
-    pub const RESUME: &str = "resume";
-    /// Update: freeze the fleet where it stands.
-    pub const HALT: &str = "halt";
-    /// Update: roll back now.
-    pub const ABORT: &str = "abort";
-    /// Update: roll back, also after success within the rollback window.
-    pub const ROLLBACK: &str = "rollback";
-    /// Update: skip the remaining gates and bake timers.
-    pub const BYPASS: &str = "bypass";
-    /// Update: approve the open approval gate.
-    pub const APPROVE: &str = "approve";
-    /// Query: the deploy's status.
-    pub const STATUS: &str = "status";
-}
 
 /// What an operator sends with every control operation but `approve`:
 /// `{"by": "alice", "reason": "error budget burnt"}`.
@@ -127,10 +107,19 @@ fn needs_operator(cmd: &Command, reason_required: bool, what: &str) -> Ruling {
     if cmd.by.trim().is_empty() {
         return refuse("by: must name who asks");
     }
+    check_command(cmd)?;
     if reason_required && cmd.reason.trim().is_empty() {
         return refuse(format!("reason: {what} needs a reason"));
     }
     Ok(())
+}
+
+/// Whether a command is within bounds: `by` one line of at most 128 characters, `reason` at
+/// most 1024. Signals (pause, resume) have no validator; their handlers ignore a command this
+/// refuses, so an oversized or garbled one changes nothing.
+pub fn check_command(cmd: &Command) -> Ruling {
+    let bounded = check_principal("by", &cmd.by).and_then(|()| check_text("reason", &cmd.reason, MAX_TEXT));
+    bounded.map_err(|e| Refusal(e.to_string()))
 }
 
 /// Refuses when the deploy has ended or is being rolled back: nothing left to steer.
@@ -203,6 +192,66 @@ pub fn rolled_back(cmd: &Command) -> String {
 pub fn after_ms(t: DateTime<Utc>, ms: u64) -> DateTime<Utc> {
     let delta = chrono::TimeDelta::try_milliseconds(i64::try_from(ms).unwrap_or(i64::MAX)).unwrap_or(chrono::TimeDelta::MAX);
     t.checked_add_signed(delta).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// What the run holds of its operators' requests: the input of the steering rules below.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Steering {
+    /// A pause is in effect.
+    pub paused: bool,
+    /// A halt is in effect.
+    pub halted: bool,
+    /// An abort or rollback was accepted: the deploy stops at its next point of attention.
+    pub stopping: bool,
+    /// This deploy set its target's halt mark and has not lifted it.
+    pub frozen: bool,
+    /// The emergency bypass was granted.
+    pub bypassed: bool,
+}
+
+/// A step in progress that operators may interrupt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Changing instances: never cancelled (the rollback needs to know what it did), only
+    /// frozen under by the target's halt mark.
+    Advance,
+    /// A bake timer: cancelled by an abort or the bypass.
+    Bake,
+    /// A health judgement: cancelled by an abort or the bypass.
+    Evaluate,
+}
+
+/// Where the run checks whether it must hold: a pause holds only before a step, a halt
+/// everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boundary {
+    /// Before a step's change (a batch's advance, a traffic shift): pause and halt hold here.
+    BeforeStep,
+    /// Between the parts of a step: only a halt holds here.
+    WithinStep,
+}
+
+/// The target must be frozen now: a halt not yet in force, or an abort under a change in
+/// flight (so the change stops before its next instance).
+pub fn must_freeze(s: Steering, step: Option<Step>) -> bool {
+    !s.frozen && (s.halted || (step == Some(Step::Advance) && s.stopping))
+}
+
+/// The step in progress must be interrupted: frozen under, or cancelled (a bake or a judgement
+/// by an abort or the bypass).
+pub fn interrupts(s: Steering, step: Step) -> bool {
+    must_freeze(s, Some(step)) || (step != Step::Advance && (s.stopping || s.bypassed))
+}
+
+/// The run holds at `at`.
+pub fn holds(s: Steering, at: Boundary) -> bool {
+    s.halted || (s.paused && at == Boundary::BeforeStep)
+}
+
+/// Something changed that a holding run must look at: an accepted stop, the hold lifted, or a
+/// freeze to set.
+pub fn unholds(s: Steering, at: Boundary) -> bool {
+    s.stopping || !holds(s, at) || must_freeze(s, None)
 }
 
 #[cfg(test)]
@@ -290,5 +339,55 @@ mod tests {
         assert_eq!(empty, Command::default());
         let entry = AuditEntry::of(Action::ApprovalExpired, &Command::new(SYSTEM, "x"), DateTime::UNIX_EPOCH);
         assert_eq!(serde_json::to_value(&entry).unwrap()["action"], "approval_expired");
+    }
+
+    #[test]
+    fn oversized_or_garbled_commands_are_refused_by_field() {
+        let long = Command::new("alice", "x".repeat(MAX_TEXT + 1));
+        assert!(refusal(check_abort(&at(Phase::Rolling), &long)).starts_with("reason: must be at most 1024 characters"));
+        assert!(refusal(check_command(&Command::new("a\nb", "why"))).starts_with("by: must be one line"));
+        check_command(&cmd()).unwrap();
+    }
+
+    #[test]
+    fn a_pause_holds_before_a_step_and_a_halt_everywhere() {
+        let paused = Steering { paused: true, ..Steering::default() };
+        assert!(holds(paused, Boundary::BeforeStep) && !holds(paused, Boundary::WithinStep));
+        let halted = Steering { halted: true, ..Steering::default() };
+        assert!(holds(halted, Boundary::BeforeStep) && holds(halted, Boundary::WithinStep));
+        assert!(!holds(Steering::default(), Boundary::BeforeStep));
+    }
+
+    #[test]
+    fn a_halt_freezes_once_and_an_abort_freezes_only_under_a_change() {
+        let halted = Steering { halted: true, ..Steering::default() };
+        assert!(must_freeze(halted, None) && must_freeze(halted, Some(Step::Bake)));
+        assert!(!must_freeze(Steering { frozen: true, ..halted }, None), "already frozen");
+        let stopping = Steering { stopping: true, ..Steering::default() };
+        assert!(must_freeze(stopping, Some(Step::Advance)));
+        assert!(!must_freeze(stopping, Some(Step::Evaluate)) && !must_freeze(stopping, None));
+    }
+
+    #[test]
+    fn an_abort_or_the_bypass_cancels_waits_but_never_a_change() {
+        let stopping = Steering { stopping: true, ..Steering::default() };
+        let bypassed = Steering { bypassed: true, ..Steering::default() };
+        for s in [stopping, bypassed] {
+            assert!(interrupts(s, Step::Bake) && interrupts(s, Step::Evaluate));
+        }
+        assert!(interrupts(stopping, Step::Advance), "frozen under, not cancelled");
+        assert!(!interrupts(bypassed, Step::Advance));
+        assert!(!interrupts(Steering::default(), Step::Bake));
+    }
+
+    #[test]
+    fn a_held_run_wakes_for_a_stop_a_lift_or_a_freeze() {
+        let paused = Steering { paused: true, ..Steering::default() };
+        assert!(!unholds(paused, Boundary::BeforeStep));
+        assert!(unholds(Steering { stopping: true, ..paused }, Boundary::BeforeStep));
+        assert!(unholds(Steering::default(), Boundary::BeforeStep));
+        let halted = Steering { halted: true, ..Steering::default() };
+        assert!(unholds(halted, Boundary::WithinStep), "the freeze is still to be set");
+        assert!(!unholds(Steering { frozen: true, ..halted }, Boundary::WithinStep));
     }
 }

@@ -17,6 +17,7 @@ pub enum BatchStep {
 
 /// The cumulative steps of a rollout; the last one must cover the whole fleet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BatchPlan {
     /// Steps in order, each strictly larger than the one before.
     pub steps: Vec<BatchStep>,
@@ -35,6 +36,7 @@ impl BatchPlan {
         if self.steps.is_empty() {
             return Err(Error::invalid("batch_plan.steps", "must not be empty"));
         }
+        crate::bounds::check_count("batch_plan.steps", self.steps.len(), crate::bounds::MAX_ITEMS)?;
         let mut last_percent = 0.0;
         let mut last_count = 0;
         for (i, step) in self.steps.iter().enumerate() {

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::HealthReport;
+use crate::traffic::Weights;
 use crate::analysis::AnalysisReport;
 use crate::approval::Gate;
 use crate::control::AuditEntry;
@@ -15,12 +16,17 @@ use crate::control::AuditEntry;
 pub enum Phase {
     /// Checking the request against the world.
     Preflight,
+    /// Waiting for another deploy of the service to leave the target (`held_by` says
+    /// which); nothing has changed yet.
+    Queued,
     /// Copying the artifact into the regional caches.
     Pushing,
     /// Waiting for approvers before the next batch; the last of `gates` says which batch.
     AwaitingApproval,
-    /// Updating the instances of the current batch.
+    /// Updating the instances of the current batch (or a canary's, blue/green's green set).
     Rolling,
+    /// Changing load-balancer weights: a canary's traffic step, blue/green's flip.
+    Shifting,
     /// Waiting before judging the current batch.
     Baking,
     /// Sampling health and judging the current batch.
@@ -83,10 +89,50 @@ pub struct DeployStatus {
     /// Every operator action and gate decision: who, when (workflow time), why. Oldest first.
     #[serde(default)]
     pub audit: Vec<AuditEntry>,
-    /// The most recent verdict of the analysis engine, for deploys that opted in to it
-    /// (`DeployRequest::analysis`).
+    /// The most recent verdict of the analysis engine, which judges every step (deploys
+    /// recorded before that have `last_verdict` instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_analysis: Option<AnalysisReport>,
+    /// The strategy: `rolling`, `canary` or `blue_green`.
+    #[serde(default = "rolling")]
+    pub strategy: String,
+    /// Load-balancer weights and shares, for the traffic strategies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficState>,
+    /// The deploy that holds the target while this one is `Queued`, or held it when this one
+    /// was refused for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
+    /// The field of the request that the world refused (an unknown artifact, a target that
+    /// does not exist or has no instances); the deploy failed before changing anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<InvalidField>,
+}
+
+fn rolling() -> String {
+    "rolling".to_owned()
+}
+
+/// A request field refused, and the rule it broke.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvalidField {
+    /// The field's path, e.g. `artifact.digest`.
+    pub field: String,
+    /// The rule, in words.
+    pub rule: String,
+}
+
+/// Where the traffic of a canary or blue/green deploy stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrafficState {
+    /// Configured share of the requests on the new set now, in percent.
+    pub new_share_percent: f64,
+    /// The weights the deploy last set (or read), by server.
+    pub weights: Weights,
+    /// The new set: canary or green instances.
+    pub new_set: Vec<String>,
+    /// The old set: baseline or blue instances.
+    pub old_set: Vec<String>,
 }
 
 impl DeployStatus {
@@ -107,6 +153,10 @@ impl DeployStatus {
             rollback_window_until: None,
             audit: Vec::new(),
             last_analysis: None,
+            strategy: rolling(),
+            traffic: None,
+            held_by: None,
+            invalid: None,
         }
     }
 

@@ -1,6 +1,6 @@
 //! Metric sources: where the analysis engine's observations come from.
 //!
-//! A [`Source`] answers, for a [`Group`] of instances (one version of one service) and a time,
+//! A [`Source`] answers, for a [`Cohort`] of instances (one version of one service) and a time,
 //! one [`Observation`](signalbox_analysis::Observation) per metric. Two implementations:
 //!
 //! - [`Scrape`], the embedded default: reads the instances' own Prometheus-format `/metrics`
@@ -28,6 +28,6 @@ pub use error::{Error, Result};
 pub use prometheus::{Prometheus, demo_queries};
 pub use scrape::{Measure, Scrape, Scraper};
 pub use source::{
-    ERROR_RATE, Group, Instance, LATENCY_P99_MS, LOG_LINES, REQUESTS, Source, sample, unix_seconds,
+    Cohort, ERROR_RATE, Instance, LATENCY_P99_MS, LOG_LINES, P99_MS, REQUESTS, Source, sample, unix_seconds,
 };
 pub use template::Template;

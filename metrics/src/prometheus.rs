@@ -11,7 +11,7 @@ use serde::Deserialize;
 use signalbox_analysis::{Observation, Point};
 
 use crate::exposition::{BUILD_INFO, LOG_LINES_TOTAL, REQUEST_DURATION, REQUESTS_TOTAL};
-use crate::source::{ERROR_RATE, Group, LATENCY_P99_MS, LOG_LINES, REQUESTS, Source};
+use crate::source::{ERROR_RATE, Cohort, LATENCY_P99_MS, LOG_LINES, REQUESTS, Source};
 use crate::template::{self, Template};
 use crate::{Error, Result};
 
@@ -93,7 +93,7 @@ impl Prometheus {
     }
 
     /// The PromQL that reads `metric` for `group`.
-    pub fn render(&self, metric: &str, group: &Group) -> Result<String> {
+    pub fn render(&self, metric: &str, group: &Cohort) -> Result<String> {
         let template = self
             .queries
             .get(metric)
@@ -169,7 +169,7 @@ impl Prometheus {
     pub async fn history(
         &self,
         metric: &str,
-        group: &Group,
+        group: &Cohort,
         start: SystemTime,
         end: SystemTime,
         step: Duration,
@@ -180,7 +180,7 @@ impl Prometheus {
 
     /// One metric's observation: a value, missing for an empty or non-finite result (no data,
     /// or 0/0 without traffic), or the error.
-    async fn observe(&self, metric: &str, group: &Group, at: SystemTime) -> Observation {
+    async fn observe(&self, metric: &str, group: &Cohort, at: SystemTime) -> Observation {
         let value = match self.render(metric, group) {
             Ok(promql) => self.instant(&promql, at).await,
             Err(e) => Err(e),
@@ -243,7 +243,7 @@ impl Prometheus {
 
 #[async_trait]
 impl Source for Prometheus {
-    async fn read(&self, metrics: &[&str], group: &Group, at: SystemTime) -> Vec<Observation> {
+    async fn read(&self, metrics: &[&str], group: &Cohort, at: SystemTime) -> Vec<Observation> {
         join_all(metrics.iter().map(|m| self.observe(m, group, at))).await
     }
 }
@@ -326,10 +326,10 @@ mod tests {
     #[test]
     fn demo_queries_are_valid_templates_over_the_window() {
         let source = Prometheus::demo("http://prometheus:9090/", Duration::from_secs(30));
-        let group = Group {
+        let group = Cohort {
             service: "checkout".into(),
             version: "1.1.0".into(),
-            ..Group::default()
+            ..Cohort::default()
         };
         let q = source.render(ERROR_RATE, &group).unwrap();
         assert_eq!(

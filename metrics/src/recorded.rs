@@ -14,7 +14,7 @@ use signalbox_analysis::detectors::ZScore;
 use signalbox_analysis::{
     AnalysisInput, Baseline, Direction, Metric, MetricData, Observation, Policy,
 };
-use signalbox_domain::contract::{
+use signalbox_contract::activities::{
     AnalyzeHealth, AnalyzeInput, AnalyzeOutput, EvaluateHealth, EvaluateInput,
 };
 use signalbox_domain::health::SampleJudgement;
@@ -262,7 +262,7 @@ fn canary_reading(sample: &SampleJudgement, read: fn(&GroupFigures) -> Option<f6
 #[cfg(test)]
 mod tests {
     use signalbox_analysis::{Decision, judge};
-    use signalbox_domain::{FleetTarget, Verdict};
+    use signalbox_domain::Target;
 
     use super::*;
 
@@ -294,7 +294,7 @@ mod tests {
         Evaluation {
             finished_at_ms: 1_772_460_010_500,
             input: EvaluateInput {
-                fleet: FleetTarget { name: "f".into() },
+                fleet: Target::local("f"),
                 canary: vec!["i-0000".into()],
                 control: vec!["i-0001".into()],
                 baseline: figures(1200, 3, 9.9),
@@ -302,7 +302,7 @@ mod tests {
                 dry_run: false,
             },
             report: HealthReport {
-                verdict: Verdict::Fail,
+                verdict: Decision::Fail,
                 summary: String::new(),
                 baseline: figures(1200, 3, 9.9),
                 samples,

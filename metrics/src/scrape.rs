@@ -11,7 +11,7 @@ use futures::{StreamExt, stream};
 use signalbox_analysis::Observation;
 
 use crate::exposition::{self, Counters, delta, quantile_ms};
-use crate::source::{ERROR_RATE, Group, LATENCY_P99_MS, LOG_LINES, REQUESTS, Source};
+use crate::source::{Cohort, ERROR_RATE, LATENCY_P99_MS, LOG_LINES, P99_MS, REQUESTS, Source};
 use crate::{Error, Result};
 
 /// Reads instances' Prometheus-format `/metrics`, many at once.
@@ -110,24 +110,27 @@ pub struct Scrape {
 }
 
 impl Default for Scrape {
-    /// The demo service's metrics: [`ERROR_RATE`], [`LATENCY_P99_MS`], [`LOG_LINES`] and
-    /// [`REQUESTS`], with a 2-second scrape timeout.
+    /// [`Scrape::default_measures`] with a 2-second scrape timeout.
     fn default() -> Self {
-        Self::new(
-            Scraper::default(),
-            [
-                (ERROR_RATE, Measure::ErrorRate),
-                (LATENCY_P99_MS, Measure::LatencyMs(0.99)),
-                (LOG_LINES, Measure::LogLinesPerSecond),
-                (REQUESTS, Measure::Requests),
-            ]
-            .map(|(name, m)| (name.to_owned(), m))
-            .to_vec(),
-        )
+        Self::new(Scraper::default(), Self::default_measures())
     }
 }
 
 impl Scrape {
+    /// The demo service's metrics: [`ERROR_RATE`], [`P99_MS`] (also as [`LATENCY_P99_MS`]),
+    /// [`LOG_LINES`] and [`REQUESTS`].
+    pub fn default_measures() -> Vec<(String, Measure)> {
+        [
+            (ERROR_RATE, Measure::ErrorRate),
+            (P99_MS, Measure::LatencyMs(0.99)),
+            (LATENCY_P99_MS, Measure::LatencyMs(0.99)),
+            (LOG_LINES, Measure::LogLinesPerSecond),
+            (REQUESTS, Measure::Requests),
+        ]
+        .map(|(name, m)| (name.to_owned(), m))
+        .to_vec()
+    }
+
     /// A source reading `measures`, by metric name, through `scraper`.
     pub fn new(scraper: Scraper, measures: Vec<(String, Measure)>) -> Self {
         Self {
@@ -140,7 +143,7 @@ impl Scrape {
 
     /// Opens the windows of `group`'s instances now; an instance that cannot be read is left
     /// for the first read to open.
-    pub async fn prime(&self, group: &Group) {
+    pub async fn prime(&self, group: &Cohort) {
         let urls = urls(group);
         let read = self.scraper.counters_all(&urls).await;
         let now = SystemTime::now();
@@ -154,7 +157,7 @@ impl Scrape {
 
     /// The group's counters over the window ending now, and that window's length; `None`
     /// when some instance's window only opens with this read.
-    async fn window(&self, group: &Group) -> Result<Option<(Counters, Duration)>> {
+    async fn window(&self, group: &Cohort) -> Result<Option<(Counters, Duration)>> {
         let urls = urls(group);
         let read = self.scraper.counters_all(&urls).await;
         let now = SystemTime::now();
@@ -187,7 +190,7 @@ impl Scrape {
     }
 }
 
-fn urls(group: &Group) -> Vec<String> {
+fn urls(group: &Cohort) -> Vec<String> {
     group
         .instances
         .iter()
@@ -197,7 +200,7 @@ fn urls(group: &Group) -> Vec<String> {
 
 #[async_trait]
 impl Source for Scrape {
-    async fn read(&self, metrics: &[&str], group: &Group, at: SystemTime) -> Vec<Observation> {
+    async fn read(&self, metrics: &[&str], group: &Cohort, at: SystemTime) -> Vec<Observation> {
         let lag = match SystemTime::now().duration_since(at) {
             Ok(d) => d,
             Err(e) => e.duration(),

@@ -7,15 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use signalbox_analysis::{Observation, Policy, Sample};
 
-/// Name of the error-rate metric (5xx responses per request, 0-1) in the built-in queries.
-pub const ERROR_RATE: &str = "error_rate";
-/// Name of the 99th-percentile latency metric, in milliseconds, in the built-in queries.
-pub const LATENCY_P99_MS: &str = "latency_p99_ms";
-/// Name of the log-lines metric (lines written per second) in the built-in queries.
-pub const LOG_LINES: &str = "log_lines";
-/// Name of the traffic metric (requests served in the window), read for
-/// [`Sample::traffic`] by [`sample`].
-pub const REQUESTS: &str = "requests";
+pub use signalbox_domain::metric::{ERROR_RATE, LATENCY_P99_MS, LOG_LINES, P99_MS, REQUESTS};
 
 /// One instance whose metrics are read.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -29,7 +21,7 @@ pub struct Instance {
 /// The instances read together as one reading: one version of one service, e.g. the canary
 /// or the stable version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Group {
+pub struct Cohort {
     /// Service name (`{{service}}` in query templates).
     pub service: String,
     /// Version the group runs (`{{version}}`).
@@ -51,7 +43,7 @@ pub struct Group {
 pub trait Source: Send + Sync {
     /// Reads each of `metrics` for `group` over the window ending at `at`: one observation
     /// per name, in order. A name the source has no query for is an error observation.
-    async fn read(&self, metrics: &[&str], group: &Group, at: SystemTime) -> Vec<Observation>;
+    async fn read(&self, metrics: &[&str], group: &Cohort, at: SystemTime) -> Vec<Observation>;
 }
 
 /// Reads one analysis sample at `at`: the policy's metrics for the canary and, when given,
@@ -60,8 +52,8 @@ pub trait Source: Send + Sync {
 pub async fn sample(
     source: &dyn Source,
     policy: &Policy,
-    canary: &Group,
-    stable: Option<&Group>,
+    canary: &Cohort,
+    stable: Option<&Cohort>,
     at: SystemTime,
 ) -> Sample {
     let mut names: Vec<&str> = policy.metrics.iter().map(|m| m.name.as_str()).collect();

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::source::Group;
+use crate::source::Cohort;
 use crate::{Error, Result};
 
 /// A parsed query template.
@@ -108,7 +108,7 @@ impl Template {
 
 /// The placeholder values of a group: its labels, then `service`, `version` and `instances`
 /// (a regular expression matching exactly its instance ids) where not empty.
-pub fn values(group: &Group) -> BTreeMap<String, String> {
+pub fn values(group: &Cohort) -> BTreeMap<String, String> {
     let mut values = group.labels.clone();
     let mut set = |name: &str, value: String| {
         if !value.is_empty() {
@@ -161,8 +161,8 @@ mod tests {
     use super::*;
     use crate::source::Instance;
 
-    fn group() -> Group {
-        Group {
+    fn group() -> Cohort {
+        Cohort {
             service: "checkout".into(),
             version: "1.2.0".into(),
             instances: vec![
@@ -198,7 +198,7 @@ mod tests {
     #[test]
     fn label_values_cannot_escape_their_string() {
         let t = Template::parse(r#"x{version="{{version}}"}"#).unwrap();
-        let g = Group {
+        let g = Cohort {
             version: "1\"} or vector(1) #\\\n".into(),
             ..group()
         };
@@ -214,7 +214,7 @@ mod tests {
         let e = t.render(&values(&group())).unwrap_err();
         assert_eq!(e, Error::MissingValue("zone".into()));
         assert_eq!(e.to_string(), "placeholder {{zone}} has no value");
-        let no_version = Group {
+        let no_version = Cohort {
             version: String::new(),
             ..group()
         };

@@ -4,19 +4,19 @@
 use std::time::{Duration, SystemTime};
 
 use signalbox_analysis::Observation;
-use signalbox_metrics::{Group, Instance, Prometheus, Scrape, Scraper, Source, demo_queries};
+use signalbox_metrics::{Cohort, Instance, Prometheus, Scrape, Scraper, Source, demo_queries};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
-fn group(address: String) -> Group {
-    Group {
+fn group(address: String) -> Cohort {
+    Cohort {
         service: "checkout".into(),
         version: "1.0.0".into(),
         instances: vec![Instance {
             id: "i-0000".into(),
             address,
         }],
-        ..Group::default()
+        ..Cohort::default()
     }
 }
 

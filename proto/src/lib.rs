@@ -10,6 +10,8 @@
 
 mod control;
 mod request;
+
+pub use request::StartDeploy;
 mod status;
 
 /// Types generated from `signalbox/v1/deploy.proto`, with the tonic client and server.

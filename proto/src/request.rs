@@ -1,9 +1,11 @@
 //! Deploy requests across the wire: what a server accepts and what a client sends.
 
 use signalbox_domain::analysis::{self, Policy};
+use signalbox_domain::request::check_request_id;
+use signalbox_domain::traffic::{LbTarget, Promotion, default_canary_steps};
 use signalbox_domain::{
-    ApprovalPolicy, Artifact, BatchPlan, BatchStep, DEFAULT_ROLLBACK_WINDOW_MS, DeployRequest, Error, FleetTarget, HealthPolicy, OnExpiry,
-    Result,
+    ApprovalPolicy, Artifact, BatchPlan, BatchStep, BlueGreenSpec, CanarySpec, DEFAULT_ROLLBACK_WINDOW_MS, DeployRequest, Error, HealthPolicy,
+    OnExpiry, Result, Strategy, Target,
 };
 
 use crate::control::within;
@@ -25,13 +27,16 @@ fn required(field: &str) -> Error {
 /// where its errors get the wire's field path: parse errors name `analysis_policy_json`, the
 /// engine's rules the field inside it (`analysis_policy_json.metrics[1].weight: must be > 0`,
 /// where the domain says `analysis.metrics[1].weight`).
-fn analysis_policy(json: &str) -> Result<Option<Policy>> {
+fn analysis_policy(json: &str, health: &HealthPolicy) -> Result<Option<Policy>> {
     if json.trim().is_empty() {
         return Ok(None);
     }
+    if json.len() > MAX_POLICY_JSON {
+        return Err(Error::invalid(ANALYSIS_POLICY_JSON, format!("must be at most {MAX_POLICY_JSON} bytes (has {})", json.len())));
+    }
     let policy: Policy =
         serde_json::from_str(json).map_err(|e| Error::invalid(ANALYSIS_POLICY_JSON, format!("not a valid analysis policy: {e}")))?;
-    analysis::validate(&policy).map_err(|e| {
+    analysis::validate(&policy, health).map_err(|e| {
         let Error::Invalid { field, rule } = e;
         let inside = field.strip_prefix("analysis").unwrap_or(&field);
         Error::invalid(format!("{ANALYSIS_POLICY_JSON}{inside}"), rule)
@@ -39,16 +44,42 @@ fn analysis_policy(json: &str) -> Result<Option<Policy>> {
     Ok(Some(policy))
 }
 
+/// Largest analysis policy accepted, in bytes of JSON.
+const MAX_POLICY_JSON: usize = 64 * 1024;
+
+/// A start request as the domain sees it: the deploy, and the caller's request id if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartDeploy {
+    /// The deploy.
+    pub request: DeployRequest,
+    /// The caller's id of the request, which the deploy's id ends with.
+    pub request_id: Option<String>,
+}
+
 /// Checks only what the wire leaves open (absent messages, unset oneofs, malformed digests, the
 /// analysis policy's JSON and, to name its fields by their wire path, its rules); the rules of
 /// the domain are [`DeployRequest::validate`]'s to enforce.
-impl TryFrom<pb::StartDeployRequest> for DeployRequest {
+impl TryFrom<pb::StartDeployRequest> for StartDeploy {
     type Error = Error;
 
     fn try_from(req: pb::StartDeployRequest) -> Result<Self> {
         let artifact = req.artifact.ok_or_else(|| required("artifact"))?;
-        let fleet = req.fleet.ok_or_else(|| required("fleet"))?;
-        Ok(Self {
+        let target = match (req.target, req.fleet) {
+            (Some(t), None) => Target { name: t.name, kind: if t.kind.is_empty() { signalbox_domain::target::LOCAL.into() } else { t.kind } },
+            (None, Some(f)) => Target::local(f.name),
+            (Some(_), Some(_)) => return Err(Error::invalid("fleet", "must not be set with target (fleet is the deprecated name of a local target)")),
+            (None, None) => return Err(required("target")),
+        };
+        let request_id = match req.request_id.as_str() {
+            "" => None,
+            id => {
+                check_request_id("request_id", id)?;
+                Some(id.to_owned())
+            }
+        };
+        let health = req.health.map(HealthPolicy::from).unwrap_or_default();
+        let analysis = analysis_policy(&req.analysis_policy_json, &health)?;
+        let request = DeployRequest {
             service: req.service,
             artifact: Artifact {
                 // The digest's own error names `digest`; on the wire it is a field of `artifact`.
@@ -56,16 +87,67 @@ impl TryFrom<pb::StartDeployRequest> for DeployRequest {
                 git_sha: artifact.git_sha,
                 version: artifact.version,
             },
-            fleet: FleetTarget { name: fleet.name },
+            target,
+            strategy: req.strategy.map(strategy).transpose()?.unwrap_or_default(),
             batch_plan: req.batch_plan.map(batch_plan).transpose()?.unwrap_or_default(),
             bake_ms: req.bake_ms,
-            health: req.health.map(HealthPolicy::from).unwrap_or_default(),
+            health,
             deployer: req.deployer,
             dry_run: req.dry_run,
             rollback_window_ms: req.rollback_window_ms.unwrap_or(DEFAULT_ROLLBACK_WINDOW_MS),
             approval: req.approval.map(|a| ApprovalPolicy::try_from(a).map_err(within("approval"))).transpose()?,
-            analysis: analysis_policy(&req.analysis_policy_json)?,
-        })
+            analysis,
+            queue: req.queue,
+        };
+        Ok(Self { request, request_id })
+    }
+}
+
+fn lb(lb: Option<pb::LoadBalancer>) -> Result<LbTarget> {
+    let lb = lb.ok_or_else(|| required("strategy.lb"))?;
+    Ok(LbTarget { stats_socket: lb.stats_socket, backend: lb.backend })
+}
+
+fn strategy(s: pb::Strategy) -> Result<Strategy> {
+    use pb::strategy::Kind;
+    Ok(match s.kind {
+        None | Some(Kind::Rolling(_)) => Strategy::Rolling,
+        Some(Kind::Canary(c)) => {
+            let promotion = pb::Promotion::try_from(c.promotion)
+                .map_err(|u| Error::invalid("strategy.promotion", format!("must be UPDATE_REST or KEEP_CANARY, not {}", u.0)))?;
+            Strategy::Canary(CanarySpec {
+                lb: lb(c.lb)?,
+                canary: c.canary,
+                steps: if c.steps.is_empty() { default_canary_steps() } else { c.steps },
+                promotion: match promotion {
+                    pb::Promotion::Unspecified | pb::Promotion::UpdateRest => Promotion::UpdateRest,
+                    pb::Promotion::KeepCanary => Promotion::KeepCanary,
+                },
+            })
+        }
+        Some(Kind::BlueGreen(b)) => Strategy::BlueGreen(BlueGreenSpec { lb: lb(b.lb)?, verify_rps: b.verify_rps.unwrap_or(20) }),
+    })
+}
+
+impl From<Strategy> for pb::Strategy {
+    fn from(s: Strategy) -> Self {
+        use pb::strategy::Kind;
+        let lb = |lb: LbTarget| Some(pb::LoadBalancer { stats_socket: lb.stats_socket, backend: lb.backend });
+        let kind = match s {
+            Strategy::Rolling => Kind::Rolling(pb::RollingStrategy {}),
+            Strategy::Canary(c) => Kind::Canary(pb::CanaryStrategy {
+                lb: lb(c.lb),
+                canary: c.canary,
+                steps: c.steps,
+                promotion: match c.promotion {
+                    Promotion::UpdateRest => pb::Promotion::UpdateRest,
+                    Promotion::KeepCanary => pb::Promotion::KeepCanary,
+                }
+                .into(),
+            }),
+            Strategy::BlueGreen(b) => Kind::BlueGreen(pb::BlueGreenStrategy { lb: lb(b.lb), verify_rps: Some(b.verify_rps) }),
+        };
+        Self { kind: Some(kind) }
     }
 }
 
@@ -171,7 +253,11 @@ impl From<DeployRequest> for pb::StartDeployRequest {
         Self {
             service: r.service,
             artifact: Some(r.artifact.into()),
-            fleet: Some(pb::FleetTarget { name: r.fleet.name }),
+            fleet: None,
+            target: Some(pb::Target { name: r.target.name, kind: r.target.kind }),
+            strategy: Some(r.strategy.into()),
+            queue: r.queue,
+            request_id: String::new(),
             batch_plan: Some(r.batch_plan.into()),
             bake_ms: r.bake_ms,
             health: Some(r.health.into()),
@@ -194,7 +280,8 @@ mod tests {
         DeployRequest {
             service: "checkout".into(),
             artifact: Artifact { digest: Digest::from_sha256_bytes(&[7; 32]), git_sha: "abc1234".into(), version: "1.1.0".into() },
-            fleet: FleetTarget { name: "local".into() },
+            target: Target::local("local"),
+            strategy: Strategy::Rolling,
             batch_plan: BatchPlan { steps: vec![BatchStep::Count(1), BatchStep::Percent(100.0)] },
             bake_ms: 500,
             health: HealthPolicy { samples: 4, sample_interval_ms: 1_000, ..HealthPolicy::default() },
@@ -210,23 +297,28 @@ mod tests {
                 on_expiry: OnExpiry::Proceed,
             }),
             analysis: None,
+            queue: false,
         }
     }
 
+    fn read(wire: pb::StartDeployRequest) -> Result<DeployRequest> {
+        StartDeploy::try_from(wire).map(|s| s.request)
+    }
+
     fn field_of(wire: pb::StartDeployRequest) -> String {
-        DeployRequest::try_from(wire).unwrap_err().field().to_owned()
+        read(wire).unwrap_err().field().to_owned()
     }
 
     #[test]
     fn a_request_survives_the_wire() {
         let wire = pb::StartDeployRequest::from(request());
-        assert_eq!(DeployRequest::try_from(wire).unwrap(), request());
+        assert_eq!(read(wire).unwrap(), request());
     }
 
     #[test]
     fn unset_control_fields_take_the_domain_defaults() {
         let wire = pb::StartDeployRequest { rollback_window_ms: None, approval: None, ..request().into() };
-        let req = DeployRequest::try_from(wire).unwrap();
+        let req = read(wire).unwrap();
         assert_eq!((req.rollback_window_ms, req.approval), (DEFAULT_ROLLBACK_WINDOW_MS, None));
         // The defaults of a policy are the ones an operator's JSON gets from the domain.
         let minimal = pb::ApprovalPolicy { before_batches: vec![2], approvers: vec!["bob".into()], ..Default::default() };
@@ -240,15 +332,15 @@ mod tests {
     fn a_broken_policy_names_its_field_under_approval() {
         let mut wire = pb::StartDeployRequest::from(request());
         wire.approval.as_mut().unwrap().on_expiry = 7;
-        let err = DeployRequest::try_from(wire).unwrap_err();
+        let err = read(wire).unwrap_err();
         assert_eq!(err.field(), "approval.on_expiry");
         assert!(err.to_string().contains("not 7"), "{err}");
         // What the wire carries faithfully is the domain's to judge, with the same field paths.
         let mut wire = pb::StartDeployRequest::from(request());
         wire.approval.as_mut().unwrap().quorum = Some(0);
-        assert_eq!(DeployRequest::try_from(wire).unwrap().validate().unwrap_err().field(), "approval.quorum");
+        assert_eq!(read(wire).unwrap().validate().unwrap_err().field(), "approval.quorum");
         let wire = pb::StartDeployRequest { rollback_window_ms: Some(u64::MAX), ..request().into() };
-        assert_eq!(DeployRequest::try_from(wire).unwrap().validate().unwrap_err().field(), "rollback_window_ms");
+        assert_eq!(read(wire).unwrap().validate().unwrap_err().field(), "rollback_window_ms");
     }
 
     #[test]
@@ -257,14 +349,14 @@ mod tests {
         let req = DeployRequest { analysis: Some(policy), ..request() };
         let wire = pb::StartDeployRequest::from(req.clone());
         assert!(wire.analysis_policy_json.starts_with(r#"{"metrics":[{"name":"error_rate""#), "{}", wire.analysis_policy_json);
-        assert_eq!(DeployRequest::try_from(wire).unwrap(), req);
+        assert_eq!(read(wire).unwrap(), req);
         let blank = pb::StartDeployRequest { analysis_policy_json: " ".into(), ..request().into() };
-        assert_eq!(DeployRequest::try_from(blank).unwrap().analysis, None, "blank: the first-version gate judges");
+        assert_eq!(read(blank).unwrap().analysis, None, "blank: the first-version gate judges");
     }
 
     #[test]
     fn a_broken_analysis_policy_names_its_field_inside_the_json() {
-        let refusal = |json: &str| DeployRequest::try_from(pb::StartDeployRequest { analysis_policy_json: json.into(), ..request().into() }).unwrap_err().to_string();
+        let refusal = |json: &str| read(pb::StartDeployRequest { analysis_policy_json: json.into(), ..request().into() }).unwrap_err().to_string();
         let weight = r#"{"metrics": [{"name": "error_rate"}, {"name": "p99_ms", "weight": 0}]}"#;
         assert_eq!(refusal(weight), "analysis_policy_json.metrics[1].weight: must be > 0");
         assert_eq!(refusal(r#"{"metrics": []}"#), "analysis_policy_json.metrics: must list at least one metric");
@@ -276,14 +368,56 @@ mod tests {
     #[test]
     fn missing_messages_are_refused_by_name() {
         assert_eq!(field_of(pb::StartDeployRequest { artifact: None, ..request().into() }), "artifact");
-        assert_eq!(field_of(pb::StartDeployRequest { fleet: None, ..request().into() }), "fleet");
+        assert_eq!(field_of(pb::StartDeployRequest { target: None, ..request().into() }), "target");
+        let both = pb::StartDeployRequest { fleet: Some(pb::FleetTarget { name: "x".into() }), ..request().into() };
+        assert_eq!(field_of(both), "fleet");
+    }
+
+    #[test]
+    fn the_deprecated_fleet_is_a_local_target_and_an_empty_kind_is_local() {
+        let old = pb::StartDeployRequest { target: None, fleet: Some(pb::FleetTarget { name: "demo".into() }), ..request().into() };
+        assert_eq!(read(old).unwrap().target, Target::local("demo"));
+        let kindless = pb::StartDeployRequest { target: Some(pb::Target { name: "demo".into(), kind: String::new() }), ..request().into() };
+        assert_eq!(read(kindless).unwrap().target, Target::local("demo"));
+    }
+
+    #[test]
+    fn every_strategy_survives_the_wire_and_unset_fields_take_defaults() {
+        let lb = LbTarget { stats_socket: "/run/h.sock".into(), backend: "web".into() };
+        for s in [
+            Strategy::Rolling,
+            Strategy::Canary(CanarySpec { lb: lb.clone(), canary: vec!["i-0".into()], steps: vec![10.0, 100.0], promotion: Promotion::KeepCanary }),
+            Strategy::BlueGreen(BlueGreenSpec { lb: lb.clone(), verify_rps: 7 }),
+        ] {
+            let req = DeployRequest { strategy: s, ..request() };
+            assert_eq!(read(req.clone().into()).unwrap(), req);
+        }
+        let bare = pb::Strategy {
+            kind: Some(pb::strategy::Kind::Canary(pb::CanaryStrategy {
+                lb: Some(pb::LoadBalancer { stats_socket: "s".into(), backend: "b".into() }),
+                ..Default::default()
+            })),
+        };
+        let Strategy::Canary(c) = read(pb::StartDeployRequest { strategy: Some(bare), ..request().into() }).unwrap().strategy else {
+            panic!("not a canary")
+        };
+        assert_eq!((c.steps, c.canary.len(), c.promotion), (default_canary_steps(), 0, Promotion::UpdateRest));
+        let no_lb = pb::Strategy { kind: Some(pb::strategy::Kind::BlueGreen(pb::BlueGreenStrategy::default())) };
+        assert_eq!(field_of(pb::StartDeployRequest { strategy: Some(no_lb), ..request().into() }), "strategy.lb");
+    }
+
+    #[test]
+    fn a_request_id_is_checked_and_kept() {
+        let with = pb::StartDeployRequest { request_id: "retry-1".into(), ..request().into() };
+        assert_eq!(StartDeploy::try_from(with).unwrap().request_id.as_deref(), Some("retry-1"));
+        assert_eq!(field_of(pb::StartDeployRequest { request_id: "Not OK".into(), ..request().into() }), "request_id");
     }
 
     #[test]
     fn a_malformed_digest_names_the_artifact_field() {
         let mut wire = pb::StartDeployRequest::from(request());
         wire.artifact.as_mut().unwrap().digest = "sha256:nothex".into();
-        let err = DeployRequest::try_from(wire).unwrap_err();
+        let err = read(wire).unwrap_err();
         assert_eq!(err.field(), "artifact.digest");
         assert!(err.to_string().contains("64 lowercase hex digits"), "{err}");
     }
@@ -298,7 +432,7 @@ mod tests {
     #[test]
     fn unset_plan_and_health_take_the_defaults() {
         let wire = pb::StartDeployRequest { batch_plan: None, health: None, ..request().into() };
-        let req = DeployRequest::try_from(wire).unwrap();
+        let req = read(wire).unwrap();
         assert_eq!(req.batch_plan, BatchPlan::default());
         assert_eq!(req.health, HealthPolicy::default());
     }
@@ -313,7 +447,7 @@ mod tests {
     #[test]
     fn an_empty_plan_is_left_to_validation() {
         let wire = pb::StartDeployRequest { batch_plan: Some(pb::BatchPlan { steps: vec![] }), ..request().into() };
-        let req = DeployRequest::try_from(wire).unwrap();
+        let req = read(wire).unwrap();
         assert_eq!(req.validate().unwrap_err().field(), "batch_plan.steps");
     }
 }

@@ -2,7 +2,7 @@
 
 use signalbox_domain::analysis::{AnalysisReport, Decision, Rule};
 use signalbox_domain::health::SampleJudgement;
-use signalbox_domain::{DeployStatus, Error, GroupFigures, HealthReport, Phase, Result, Verdict};
+use signalbox_domain::{DeployStatus, Error, GroupFigures, HealthReport, Phase, Result, TrafficState};
 
 use crate::control::{instant, timestamp, within};
 use crate::pb;
@@ -11,9 +11,11 @@ impl From<Phase> for pb::Phase {
     fn from(p: Phase) -> Self {
         match p {
             Phase::Preflight => Self::Preflight,
+            Phase::Queued => Self::Queued,
             Phase::Pushing => Self::Pushing,
             Phase::AwaitingApproval => Self::AwaitingApproval,
             Phase::Rolling => Self::Rolling,
+            Phase::Shifting => Self::Shifting,
             Phase::Baking => Self::Baking,
             Phase::Evaluating => Self::Evaluating,
             Phase::RollingBack => Self::RollingBack,
@@ -31,9 +33,11 @@ impl TryFrom<pb::Phase> for Phase {
         Ok(match p {
             pb::Phase::Unspecified => return Err(Error::invalid("phase", "must be set")),
             pb::Phase::Preflight => Self::Preflight,
+            pb::Phase::Queued => Self::Queued,
             pb::Phase::Pushing => Self::Pushing,
             pb::Phase::AwaitingApproval => Self::AwaitingApproval,
             pb::Phase::Rolling => Self::Rolling,
+            pb::Phase::Shifting => Self::Shifting,
             pb::Phase::Baking => Self::Baking,
             pb::Phase::Evaluating => Self::Evaluating,
             pb::Phase::RollingBack => Self::RollingBack,
@@ -44,26 +48,24 @@ impl TryFrom<pb::Phase> for Phase {
     }
 }
 
-impl From<Verdict> for pb::Verdict {
-    fn from(v: Verdict) -> Self {
-        match v {
-            Verdict::Pass => Self::Pass,
-            Verdict::Fail => Self::Fail,
-            Verdict::Inconclusive => Self::Inconclusive,
-        }
+/// A decision on the wire; `Continue` (undecided, never a recorded verdict) is inconclusive, as
+/// the deploy treats it.
+fn verdict(d: Decision) -> pb::Verdict {
+    match d {
+        Decision::Pass => pb::Verdict::Pass,
+        Decision::Fail => pb::Verdict::Fail,
+        Decision::Inconclusive | Decision::Continue => pb::Verdict::Inconclusive,
     }
 }
 
-impl TryFrom<pb::Verdict> for Verdict {
-    type Error = Error;
-
-    fn try_from(v: pb::Verdict) -> Result<Self> {
-        match v {
-            pb::Verdict::Unspecified => Err(Error::invalid("last_verdict.verdict", "must be set")),
-            pb::Verdict::Pass => Ok(Self::Pass),
-            pb::Verdict::Fail => Ok(Self::Fail),
-            pb::Verdict::Inconclusive => Ok(Self::Inconclusive),
-        }
+/// A decision read back from `field`; an unset or unknown one is an error naming it.
+fn decision(field: &str, v: i32) -> Result<Decision> {
+    match pb::Verdict::try_from(v) {
+        Ok(pb::Verdict::Pass) => Ok(Decision::Pass),
+        Ok(pb::Verdict::Fail) => Ok(Decision::Fail),
+        Ok(pb::Verdict::Inconclusive) => Ok(Decision::Inconclusive),
+        Ok(pb::Verdict::Unspecified) => Err(Error::invalid(field, "must be set")),
+        Err(e) => Err(Error::invalid(field, e.to_string())),
     }
 }
 
@@ -95,7 +97,7 @@ impl From<pb::SampleJudgement> for SampleJudgement {
 impl From<HealthReport> for pb::HealthReport {
     fn from(r: HealthReport) -> Self {
         Self {
-            verdict: pb::Verdict::from(r.verdict).into(),
+            verdict: verdict(r.verdict).into(),
             summary: r.summary,
             baseline: Some(r.baseline.into()),
             samples: r.samples.into_iter().map(Into::into).collect(),
@@ -107,9 +109,8 @@ impl TryFrom<pb::HealthReport> for HealthReport {
     type Error = Error;
 
     fn try_from(r: pb::HealthReport) -> Result<Self> {
-        let verdict = pb::Verdict::try_from(r.verdict).map_err(|e| Error::invalid("last_verdict.verdict", e.to_string()))?;
         Ok(Self {
-            verdict: verdict.try_into()?,
+            verdict: decision("last_verdict.verdict", r.verdict)?,
             summary: r.summary,
             baseline: r.baseline.map(Into::into).unwrap_or_default(),
             samples: r.samples.into_iter().map(Into::into).collect(),
@@ -121,11 +122,7 @@ impl TryFrom<pb::HealthReport> for HealthReport {
 /// the wire, as the deploy treats it.
 impl From<AnalysisReport> for pb::AnalysisReport {
     fn from(r: AnalysisReport) -> Self {
-        let decision = match r.decision {
-            Decision::Pass => pb::Verdict::Pass,
-            Decision::Fail => pb::Verdict::Fail,
-            Decision::Inconclusive | Decision::Continue => pb::Verdict::Inconclusive,
-        };
+        let decision = verdict(r.decision);
         let rule = r.rule.map(|rule| serde_json::to_value(rule).ok().and_then(|v| v.as_str().map(str::to_owned)).expect("a rule is a JSON string"));
         Self { decision: decision.into(), rule: rule.unwrap_or_default(), summary: r.summary, metrics: r.metrics }
     }
@@ -136,13 +133,7 @@ impl TryFrom<pb::AnalysisReport> for AnalysisReport {
     type Error = Error;
 
     fn try_from(r: pb::AnalysisReport) -> Result<Self> {
-        let decision = match pb::Verdict::try_from(r.decision) {
-            Ok(pb::Verdict::Pass) => Decision::Pass,
-            Ok(pb::Verdict::Fail) => Decision::Fail,
-            Ok(pb::Verdict::Inconclusive) => Decision::Inconclusive,
-            Ok(pb::Verdict::Unspecified) => return Err(Error::invalid("last_analysis.decision", "must be set")),
-            Err(e) => return Err(Error::invalid("last_analysis.decision", e.to_string())),
-        };
+        let decision = decision("last_analysis.decision", r.decision)?;
         let rule = match r.rule.as_str() {
             "" => None,
             name => Some(
@@ -171,6 +162,9 @@ impl From<DeployStatus> for pb::DeployStatus {
             rollback_window_until: s.rollback_window_until.map(timestamp),
             audit: s.audit.into_iter().map(Into::into).collect(),
             last_analysis: s.last_analysis.map(Into::into),
+            strategy: s.strategy,
+            traffic: s.traffic.map(|t| pb::TrafficState { new_share_percent: t.new_share_percent, weights: t.weights, new_set: t.new_set, old_set: t.old_set }),
+            held_by: s.held_by,
         }
     }
 }
@@ -197,6 +191,11 @@ impl TryFrom<pb::DeployStatus> for DeployStatus {
             rollback_window_until: s.rollback_window_until.map(|t| instant("rollback_window_until", Some(t))).transpose()?,
             audit: s.audit.into_iter().enumerate().map(|(i, e)| e.try_into().map_err(within(format_args!("audit[{i}]")))).collect::<Result<_>>()?,
             last_analysis: s.last_analysis.map(TryInto::try_into).transpose()?,
+            strategy: if s.strategy.is_empty() { "rolling".into() } else { s.strategy },
+            traffic: s.traffic.map(|t| TrafficState { new_share_percent: t.new_share_percent, weights: t.weights, new_set: t.new_set, old_set: t.old_set }),
+            held_by: s.held_by,
+            // The worker's refusal of a field is already in `reason`; the wire carries no more.
+            invalid: None,
         })
     }
 }
@@ -259,7 +258,7 @@ mod tests {
             fleet_size: 20,
             instances_per_version: BTreeMap::from([("1.0.0".to_owned(), 19), ("1.1.0".to_owned(), 1)]),
             last_verdict: Some(HealthReport {
-                verdict: Verdict::Fail,
+                verdict: Decision::Fail,
                 summary: "3 consecutive bad samples".into(),
                 baseline: figures(400, 1),
                 samples: vec![
@@ -361,9 +360,27 @@ mod tests {
     }
 
     #[test]
+    fn a_traffic_strategy_and_a_queued_deploy_survive_the_wire() {
+        let canary = DeployStatus {
+            phase: Phase::Shifting,
+            strategy: "canary".into(),
+            traffic: Some(TrafficState {
+                new_share_percent: 5.0,
+                weights: BTreeMap::from([("i-0".to_owned(), 4), ("i-1".to_owned(), 19)]),
+                new_set: vec!["i-0".into()],
+                old_set: vec!["i-1".into()],
+            }),
+            ..DeployStatus::starting()
+        };
+        assert_eq!(DeployStatus::try_from(pb::DeployStatus::from(canary.clone())).unwrap(), canary);
+        let queued = DeployStatus { phase: Phase::Queued, held_by: Some("deploy/s/t/a1".into()), ..DeployStatus::starting() };
+        assert_eq!(DeployStatus::try_from(pb::DeployStatus::from(queued.clone())).unwrap(), queued);
+    }
+
+    #[test]
     fn every_phase_maps_to_its_own_wire_value() {
         use Phase::*;
-        let phases = [Preflight, Pushing, AwaitingApproval, Rolling, Baking, Evaluating, RollingBack, Succeeded, RolledBack, Failed];
+        let phases = [Preflight, Queued, Pushing, AwaitingApproval, Rolling, Shifting, Baking, Evaluating, RollingBack, Succeeded, RolledBack, Failed];
         let wire: std::collections::BTreeSet<i32> = phases.iter().map(|&p| pb::Phase::from(p) as i32).collect();
         assert_eq!(wire.len(), phases.len());
         assert!(!wire.contains(&(pb::Phase::Unspecified as i32)));

@@ -5,7 +5,8 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::LazyLock;
 
-use signalbox_api::Deploys;
+use futures::StreamExt;
+use signalbox_client::Deploys;
 use signalbox_proto::pb::deploy_service_client::DeployServiceClient;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -86,4 +87,34 @@ impl GrpcApi {
         let _ = self.stop.send(());
         Ok(self.server.await??)
     }
+}
+
+/// Every deploy of `service` Temporal's visibility lists, with its workflow status (visibility
+/// lags the workflows by a moment; a deploy just started may be missing).
+pub async fn deploys_of(deploys: &Deploys, service: &str) -> anyhow::Result<Vec<(String, temporalio_client::WorkflowExecutionStatus)>> {
+    let query = format!("WorkflowType = 'signalbox.deploy' AND SignalboxService = '{service}'");
+    let mut found = Vec::new();
+    let mut stream = deploys.client().list_workflows(query, Default::default());
+    while let Some(execution) = stream.next().await {
+        let execution = execution?;
+        found.push((execution.id().to_owned(), execution.status()));
+    }
+    Ok(found)
+}
+
+/// Runs the real `temporal` CLI against the stack's server; returns its exit code, stdout and
+/// stderr.
+pub async fn temporal(s: &signalbox_localstack::Stack, args: &[&str]) -> anyhow::Result<(Option<i32>, String, String)> {
+    let out = tokio::process::Command::new(signalbox_devstack::temporal_binary()?)
+        .args(args)
+        .args(["--address", &s.server.address(), "--namespace", &s.options.namespace])
+        .output()
+        .await?;
+    Ok((out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
+/// Runs the real `signalbox` CLI; returns its exit code, stdout and stderr.
+pub async fn signalbox(args: &[&str]) -> anyhow::Result<(Option<i32>, String, String)> {
+    let out = tokio::process::Command::new(signalbox_devstack::workspace_binary("signalbox")?).args(args).env_remove("SIGNALBOX_API").output().await?;
+    Ok((out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned()))
 }

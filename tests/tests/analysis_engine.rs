@@ -50,7 +50,7 @@ fn a_good_build_passes_every_batch_analysis() {
         let mut req = request("search", "engine-good", next);
         req.analysis = Some(policy());
 
-        let id = deploys.start(req).await?;
+        let id = deploys.start(req, None).await?.id;
         let status = tokio::time::timeout(DEPLOY_DEADLINE, deploys.result(&id)).await??;
 
         assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
@@ -76,7 +76,7 @@ fn a_build_failing_thirty_percent_is_rolled_back_in_batch_one() {
         let mut req = request("ledger", "engine-bad", bad);
         req.analysis = Some(policy());
 
-        let id = deploys.start(req).await?;
+        let id = deploys.start(req, None).await?.id;
         let status = tokio::time::timeout(DEPLOY_DEADLINE, deploys.result(&id)).await??;
 
         assert_eq!(status.phase, Phase::RolledBack, "{status:#?}");
@@ -109,7 +109,7 @@ fn a_deploy_judged_by_the_engine_exports_what_it_judged_and_is_judged_again_the_
         let deploys = s.deploys().await?;
         let mut req = request("journal", "engine-export", bad);
         req.analysis = Some(policy());
-        let id = deploys.start(req).await?;
+        let id = deploys.start(req, None).await?.id;
         let status = tokio::time::timeout(DEPLOY_DEADLINE, deploys.result(&id)).await??;
         assert_eq!((status.phase, status.current_batch), (Phase::RolledBack, 1), "{status:#?}");
         let decided = status.last_analysis.clone().expect("the engine judged batch 1");
@@ -166,7 +166,7 @@ fn a_deploy_judged_by_the_engine_exports_what_it_judged_and_is_judged_again_the_
 /// reads without input (export says so), the new one carries the input its verdict came from.
 #[test]
 fn recorded_analyses_read_from_histories_of_either_age() -> anyhow::Result<()> {
-    let read = |name: &str| -> anyhow::Result<_> { Ok(analyses(&std::fs::read(histories_dir().join(name))?)?) };
+    let read = |name: &str| -> anyhow::Result<_> { Ok(analyses(&std::fs::read(histories_dir().join("v1").join(name))?)?) };
     let old = read("analysis_engine_bad.json")?;
     assert_eq!(old.len(), 1);
     assert_eq!((old[0].output.report.decision, &old[0].output.input), (Decision::Fail, &None));

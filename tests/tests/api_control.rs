@@ -207,7 +207,7 @@ fn a_paused_deploy_holds_until_resumed_through_the_api() {
         api.until(&id, "batch 1 to bake", Duration::from_secs(60), |s| s.current_batch == 1 && s.phase == Phase::Baking).await?;
 
         api.client.clone().pause_deploy(control(&id, "ops", "hold for a look")).await?;
-        let held = api.until(&id, "batch 1 to be judged while paused", Duration::from_secs(60), |s| s.paused && s.last_verdict.is_some()).await?;
+        let held = api.until(&id, "batch 1 to be judged while paused", Duration::from_secs(60), |s| s.paused && s.last_analysis.is_some()).await?;
         assert_eq!(held.current_batch, 1, "{held:#?}");
         let restarted = onto(&fleet, &id, &next)?;
         assert_eq!(restarted, 1, "batch 1 is one instance");

@@ -1,16 +1,19 @@
-//! A past deploy judged again: a real deploy of a bad build to a small fleet rolls back; its
-//! recorded health windows are exported from Temporal (`signalbox backtest export`) and
-//! re-judged (`signalbox backtest`) under the default policy, which fails it, and under a
-//! lenient one, which does not.
+//! A past deploy judged again: a real deploy of a bad build to a small fleet rolls back, judged
+//! by the engine under the first-version gate's preset; what it judged is exported from
+//! Temporal (`signalbox backtest export`) and re-judged (`signalbox backtest`) under its own
+//! policy, which fails it, and under a lenient one, which does not. Deploys recorded before the
+//! engine judged every step exported their gate's windows, converted: a golden history of one
+//! is converted and judged too.
 
 use std::process::{Command, Output};
 
 use signalbox_analysis::{Decision, judge};
 use signalbox_devstack::workspace_binary;
 use signalbox_domain::Phase;
+use signalbox_domain::analysis::AnalysisReport;
 use signalbox_localstack::{DEPLOY_DEADLINE, LoadedFleet, demo_build, publish, request};
-use signalbox_metrics::recorded::{analysis_input, default_policy, evaluations};
-use signalbox_tests::{run, stack};
+use signalbox_metrics::recorded::{analyses, analysis_input, default_policy, evaluations};
+use signalbox_tests::{histories_dir, run, stack};
 
 fn signalbox(args: &[&str]) -> anyhow::Result<Output> {
     Ok(Command::new(workspace_binary("signalbox")?).args(args).output()?)
@@ -24,16 +27,17 @@ fn a_rolled_back_deploy_exports_and_fails_again_under_the_default_policy() {
         let bad = publish(&s.home, demo_build("ledger", "7.1.0", 0.5, 5)).await?;
         let _fleet = LoadedFleet::start(&s.home, "backtest", 5, base, 200, &s.options.dir).await?;
         let deploys = s.deploys().await?;
-        let id = deploys.start(request("ledger", "backtest", bad)).await?;
+        let id = deploys.start(request("ledger", "backtest", bad), None).await?.id;
         let status = tokio::time::timeout(DEPLOY_DEADLINE, deploys.result(&id)).await??;
         assert_eq!(status.phase, Phase::RolledBack, "{status:#?}");
 
-        // The conversion, in process: the same windows the gate judged, judged by the engine.
-        let found = evaluations(deploys.history_json(&id).await?.as_bytes())?;
-        let last = found.last().expect("the deploy evaluated its first batch");
-        assert_eq!(Some(&last.report), status.last_verdict.as_ref(), "the history holds what status showed");
-        let verdict = judge(&analysis_input(last, default_policy(&last.input.policy)))?;
-        assert_eq!(verdict.decision, Decision::Fail, "{verdict}");
+        // In process: the history holds what the engine judged, and judging it again reaches the
+        // deploy's verdict.
+        let found = analyses(deploys.history_json(&id).await?.as_bytes())?;
+        let last = found.last().expect("the deploy analysed its first batch");
+        assert_eq!(Some(&last.output.report), status.last_analysis.as_ref(), "the history holds what status showed");
+        let recorded = last.output.input.as_ref().expect("the engine's input is recorded");
+        assert_eq!(AnalysisReport::of(&judge(recorded)?), last.output.report);
 
         // The commands, as an operator runs them.
         let address = s.server.address();
@@ -55,7 +59,7 @@ fn a_rolled_back_deploy_exports_and_fails_again_under_the_default_policy() {
         std::fs::write(
             &lenient,
             r#"{"metrics": [{"name": "error_rate", "thresholds": {"max": 0.9}, "zscore": null, "comparison": null, "paired": null},
-                            {"name": "latency_p99_ms", "thresholds": {"max": 1000}, "zscore": null, "comparison": null, "paired": null}],
+                            {"name": "p99_ms", "thresholds": {"max": 1000}, "zscore": null, "comparison": null, "paired": null}],
                 "low_traffic": {"min_requests": 10}}"#,
         )?;
         let lenient = lenient.to_string_lossy().into_owned();
@@ -70,4 +74,17 @@ fn a_rolled_back_deploy_exports_and_fails_again_under_the_default_policy() {
         assert!(String::from_utf8_lossy(&refused.stderr).contains("policy.metrics[0].weight"), "{refused:?}");
         Ok(())
     });
+}
+
+/// A deploy recorded when the first-version gate judged its batches (`health.evaluate`): its
+/// windows convert into an analysis input that the engine fails too.
+#[test]
+fn a_gate_judged_history_converts_and_fails_again() -> anyhow::Result<()> {
+    let history = std::fs::read(histories_dir().join("v1").join("rolling_bad.json"))?;
+    let found = evaluations(&history)?;
+    let last = found.last().expect("the deploy evaluated its first batch");
+    assert_eq!(last.report.verdict, Decision::Fail);
+    let verdict = judge(&analysis_input(last, default_policy(&last.input.policy)))?;
+    assert_eq!(verdict.decision, Decision::Fail, "{verdict}");
+    Ok(())
 }

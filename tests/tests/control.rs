@@ -9,10 +9,10 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use signalbox_activities::Substrate;
-use signalbox_activities::fleet::OpLogEntry;
-use signalbox_api::Deploys;
-use signalbox_api::deploys::Error;
+use signalbox_substrate::Substrate;
+use signalbox_substrate_local::OpLogEntry;
+use signalbox_client::Deploys;
+use signalbox_client::Error;
 use signalbox_devstack::{temporal_binary, wait_for};
 use signalbox_domain::approval::GateOutcome;
 use signalbox_domain::control::Action;
@@ -151,7 +151,7 @@ async fn temporal(args: &[&str]) -> anyhow::Result<(bool, String)> {
     let address = stack().await.server.address();
     let out = tokio::process::Command::new(temporal_binary()?)
         .args(args)
-        .args(["--address", &address, "--namespace", "default"])
+        .args(["--address", &address, "--namespace", &stack().await.options.namespace])
         .output()
         .await?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -177,13 +177,13 @@ fn actions(st: &DeployStatus) -> Vec<(Action, String)> {
 fn a_paused_deploy_holds_between_batches_and_resume_finishes_it() {
     run(async {
         let t = setup("paused", 0).await?;
-        let id = t.deploys.start(t.request(&[2, 4, 6], 1_000)).await?;
+        let id = t.deploys.start(t.request(&[2, 4, 6], 1_000), None).await?.id;
         t.until(&id, "batch 1 to bake", Duration::from_secs(60), |s| s.current_batch == 1 && s.phase == Phase::Baking).await?;
 
         // Pause through the real temporal CLI: a signal with the operator's JSON.
         let (ok, out) = temporal(&["workflow", "signal", "--workflow-id", &id, "--name", "pause", "--input", r#"{"by":"ops@cli","reason":"hold for a look"}"#]).await?;
         assert!(ok, "temporal workflow signal failed: {out}");
-        let held = t.until(&id, "batch 1 to be judged while paused", Duration::from_secs(60), |s| s.paused && s.last_verdict.is_some()).await?;
+        let held = t.until(&id, "batch 1 to be judged while paused", Duration::from_secs(60), |s| s.paused && s.last_analysis.is_some()).await?;
         assert_eq!(held.current_batch, 1, "{held:#?}");
         let restarted = t.onto_next(&id)?;
         assert_eq!(restarted, 2, "batch 1 is two instances");
@@ -213,7 +213,7 @@ fn a_halt_freezes_an_advance_in_flight_and_an_abort_then_rolls_back() {
     run(async {
         // A build that starts slowly: the second batch (5 instances, one at a time) takes seconds.
         let t = setup("halted", 700).await?;
-        let id = t.deploys.start(t.request(&[1, 6], 0)).await?;
+        let id = t.deploys.start(t.request(&[1, 6], 0), None).await?.id;
         t.until(&id, "batch 2 to be under way", Duration::from_secs(90), |s| s.current_batch == 2 && s.phase == Phase::Rolling).await?;
         wait_for("an instance of batch 2 to restart", Duration::from_secs(60), || async { Ok((t.onto_next(&id)? >= 2).then_some(())) }).await?;
 
@@ -267,7 +267,7 @@ fn a_halt_freezes_an_advance_in_flight_and_an_abort_then_rolls_back() {
 fn an_abort_through_the_temporal_cli_rolls_back_and_an_abort_without_reason_is_refused() {
     run(async {
         let t = setup("aborted", 0).await?;
-        let id = t.deploys.start(t.request(&[2, 4, 6], 120_000)).await?;
+        let id = t.deploys.start(t.request(&[2, 4, 6], 120_000), None).await?.id;
         t.until(&id, "batch 1 to bake", Duration::from_secs(60), |s| s.current_batch == 1 && s.phase == Phase::Baking).await?;
 
         let (ok, out) = temporal(&["workflow", "update", "execute", "--workflow-id", &id, "--name", "abort", "--input", r#"{"by":"ops@cli"}"#]).await?;
@@ -295,7 +295,7 @@ fn a_succeeded_deploy_rolls_back_within_its_window_and_only_once() {
         let t = setup("windowed", 0).await?;
         let mut req = t.request(&[3, 6], 0);
         req.rollback_window_ms = 10 * 60 * 1000;
-        let id = t.deploys.start(req).await?;
+        let id = t.deploys.start(req, None).await?.id;
         let open = t.until(&id, "success with the window open", DEPLOY_DEADLINE, |s| s.phase == Phase::Succeeded).await?;
         assert!(open.rollback_window_until.is_some(), "{open:#?}");
         t.assert_all_serve("1.1.0").await;
@@ -323,7 +323,7 @@ fn a_rollback_after_the_window_is_refused() {
         let t = setup("closed", 0).await?;
         let mut req = t.request(&[6], 0);
         req.rollback_window_ms = 1_000;
-        let id = t.deploys.start(req).await?;
+        let id = t.deploys.start(req, None).await?.id;
         let done = t.result(&id).await?;
         assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
         assert_eq!(done.rollback_window_until, None);
@@ -356,7 +356,7 @@ fn approvals_are_checked_and_a_quorum_opens_the_gate() {
         let mut req = t.request(&[2, 4, 6], 0);
         let deployer = req.deployer.clone();
         req.approval = Some(policy(&["alice", "bob", &deployer], 2, 10 * 60 * 1000, OnExpiry::Abort));
-        let id = t.deploys.start(req).await?;
+        let id = t.deploys.start(req, None).await?.id;
         assert_eq!(refusal(t.deploys.approve(&id, approve("alice", "early")).await), "nothing awaits approval");
 
         let waiting = t.until(&id, "the gate before batch 2", Duration::from_secs(90), |s| s.phase == Phase::AwaitingApproval).await?;
@@ -392,7 +392,7 @@ fn an_expired_gate_with_the_abort_policy_rolls_back_and_goes_no_further() {
         let t = setup("expiring", 0).await?;
         let mut req = t.request(&[2, 4, 6], 0);
         req.approval = Some(policy(&["alice"], 1, 2_000, OnExpiry::Abort));
-        let id = t.deploys.start(req).await?;
+        let id = t.deploys.start(req, None).await?.id;
         let done = t.result(&id).await?;
         assert_eq!(done.phase, Phase::RolledBack, "{done:#?}");
         assert_eq!(done.reason.as_deref(), Some("approval before batch 2 expired without quorum after 2000 ms"));
@@ -410,7 +410,7 @@ fn an_expired_gate_with_the_proceed_policy_goes_on() {
         let t = setup("proceeding", 0).await?;
         let mut req = t.request(&[2, 4, 6], 0);
         req.approval = Some(policy(&["alice"], 1, 1_000, OnExpiry::Proceed));
-        let id = t.deploys.start(req).await?;
+        let id = t.deploys.start(req, None).await?.id;
         let done = t.result(&id).await?;
         assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
         assert_eq!(done.gates[0].outcome, Some(GateOutcome::Expired(OnExpiry::Proceed)));
@@ -426,7 +426,7 @@ fn a_bypass_needs_a_reason_and_skips_every_remaining_gate_and_bake() {
         // Bakes of ten minutes and two approval gates nobody will answer.
         let mut req = t.request(&[2, 4, 6], 10 * 60 * 1000);
         req.approval = Some(ApprovalPolicy { before_batches: vec![2, 3], ..policy(&["alice"], 1, 10 * 60 * 1000, OnExpiry::Abort) });
-        let id = t.deploys.start(req).await?;
+        let id = t.deploys.start(req, None).await?.id;
         t.until(&id, "batch 1 to bake", Duration::from_secs(60), |s| s.current_batch == 1 && s.phase == Phase::Baking).await?;
 
         assert_eq!(refusal(t.deploys.bypass(&id, cmd("sre", "  ")).await), "reason: an emergency bypass needs a reason");

@@ -4,13 +4,14 @@
 
 use std::time::{Duration, SystemTime};
 
-use signalbox_activities::{Home, Substrate};
+use signalbox_store::Home;
+use signalbox_substrate::Substrate;
 use signalbox_analysis::detectors::ZScore;
 use signalbox_analysis::{Decision, Direction, Evaluator, LowTraffic, Metric, Observation, Policy, Rules, Sample};
 use signalbox_devstack::prometheus::{PrometheusServer, ScrapeTarget};
 use signalbox_devstack::{free_port, wait_for};
 use signalbox_localstack::{LoadedFleet, demo_build, publish};
-use signalbox_metrics::{ERROR_RATE, Group, Instance, LATENCY_P99_MS, Prometheus, REQUESTS, Scrape, Source, sample, unix_seconds};
+use signalbox_metrics::{ERROR_RATE, Cohort, Instance, LATENCY_P99_MS, Prometheus, REQUESTS, Scrape, Source, sample, unix_seconds};
 use signalbox_tests::{run, scratch};
 
 const SERVICE: &str = "catalog";
@@ -56,11 +57,11 @@ fn both_sources_see_the_bad_build_and_the_analysis_fails_only_it() {
         let canary: Vec<String> = specs[2..].iter().map(|s| s.id.clone()).collect();
         fleet.fleet.apply("metrics-sources", &canary, &bad, &|_| {}).await?;
 
-        let group = |version: &str, range: std::ops::Range<usize>| Group {
+        let group = |version: &str, range: std::ops::Range<usize>| Cohort {
             service: SERVICE.into(),
             version: version.into(),
             instances: specs[range].iter().map(|s| Instance { id: s.id.clone(), address: format!("127.0.0.1:{}", s.port) }).collect(),
-            ..Group::default()
+            ..Cohort::default()
         };
         let (stable, canary) = (group(GOOD, 0..2), group(BAD, 2..4));
         let scrape = Scrape::default();
@@ -122,7 +123,7 @@ fn both_sources_see_the_bad_build_and_the_analysis_fails_only_it() {
             canary: canary[..2].to_vec(),
             stable: stable.map(|s| s[..2].to_vec()).unwrap_or_default(),
         };
-        let judge = |canary_group: Group, stable_group: Option<Group>, last: Sample| {
+        let judge = |canary_group: Cohort, stable_group: Option<Cohort>, last: Sample| {
             let (prometheus, policy, baselines) = (&prometheus, &policy, &baselines);
             async move {
                 let mut evaluator = Evaluator::new(policy.clone(), baselines)?;

@@ -1,8 +1,14 @@
 //! Recorded histories of real deploys replayed against the current workflow code: a change that
 //! would make an in-flight deploy non-deterministic fails here, before it can stall a rollback.
+//!
+//! `tests/histories/v1/` holds histories recorded by the first versions (before lanes, before
+//! canary and blue/green were strategies of the deploy workflow, before the engine judged every
+//! step); `tests/histories/` those of the current code. Both must replay.
+
+use std::path::{Path, PathBuf};
 
 use signalbox_tests::histories_dir;
-use signalbox_workflows::{BlueGreenWorkflow, CanaryWorkflow, DeployWorkflow, NoopChainWorkflow};
+use signalbox_workflows::{BlueGreenWorkflow, CanaryWorkflow, DeployWorkflow, LaneWorkflow, NoopChainWorkflow};
 use temporalio_client::WorkflowHistory;
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
@@ -10,6 +16,8 @@ fn replayer() -> WorkflowReplayer {
     let options = WorkflowReplayerOptions::new()
         .register_workflow::<DeployWorkflow>()
         .expect("deploy workflow registers")
+        .register_workflow::<LaneWorkflow>()
+        .expect("lane workflow registers")
         .register_workflow::<NoopChainWorkflow>()
         .expect("noop chain registers")
         .register_workflow::<CanaryWorkflow>()
@@ -20,36 +28,49 @@ fn replayer() -> WorkflowReplayer {
     WorkflowReplayer::new(options).expect("replayer builds")
 }
 
-fn golden() -> Vec<(String, String)> {
-    let mut files: Vec<_> = std::fs::read_dir(histories_dir())
-        .expect("tests/histories exists")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    files.into_iter().map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap())).collect()
+/// The golden files in `dir` and its subdirectories, by their path under `histories/`.
+fn golden_in(dir: &Path, out: &mut Vec<(String, PathBuf)>) {
+    for entry in std::fs::read_dir(dir).expect("the histories directory exists") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            golden_in(&path, out);
+        } else if path.extension().is_some_and(|x| x == "json") {
+            let name = path.strip_prefix(histories_dir()).expect("under histories").to_string_lossy().into_owned();
+            out.push((name, path));
+        }
+    }
 }
 
-/// Operator control (tests/tests/control.rs): signals, updates, approval gates, halts and the
-/// rollback window.
-const CONTROL_HISTORIES: [&str; 6] = [
-    "control_pause.json",
-    "control_halt_abort.json",
-    "control_rollback_window.json",
-    "control_approval.json",
-    "control_expiry_abort.json",
-    "control_bypass.json",
+fn golden() -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    golden_in(&histories_dir(), &mut files);
+    files.sort();
+    files.into_iter().map(|(name, path)| (name, std::fs::read_to_string(&path).unwrap())).collect()
+}
+
+/// Recorded by the first versions: rolling deploys judged by the gate or (opted in) the engine,
+/// operator control, the legacy traffic workflows, a worker crash and a server restart.
+const V1: [&str; 18] = [
+    "rolling_good", "rolling_bad", "rolling_abort", "worker_crash", "server_restart", "canary_good", "canary_bad", "bluegreen_flip",
+    "bluegreen_flip_back", "analysis_engine_good", "analysis_engine_bad", "analysis_engine_exported", "control_pause", "control_halt_abort",
+    "control_rollback_window", "control_approval", "control_expiry_abort", "control_bypass",
+];
+
+/// Recorded by the current code: the same deploys (canary and blue/green now strategies of the
+/// deploy workflow), and lanes.
+const CURRENT: [&str; 22] = [
+    "rolling_good", "rolling_bad", "rolling_abort", "worker_crash", "server_restart", "canary_good", "canary_bad", "bluegreen_flip",
+    "bluegreen_flip_back", "analysis_engine_good", "analysis_engine_bad", "analysis_engine_exported", "control_pause", "control_halt_abort",
+    "control_rollback_window", "control_approval", "control_expiry_abort", "control_bypass", "lane_redeploy", "lane_queued",
+    "lane_rollback_refused", "rolling_slow_windows",
 ];
 
 #[tokio::test]
 async fn every_recorded_history_replays_on_the_current_code() {
     let histories = golden();
     let names: Vec<&str> = histories.iter().map(|(n, _)| n.as_str()).collect();
-    for required in ["rolling_good.json", "rolling_bad.json", "rolling_abort.json", "worker_crash.json", "server_restart.json", "canary_good.json", "canary_bad.json", "bluegreen_flip.json", "bluegreen_flip_back.json", "analysis_engine_good.json", "analysis_engine_bad.json", "analysis_engine_exported.json"] {
-        assert!(names.contains(&required), "golden history {required} is missing; have {names:?}");
-    }
-    for required in CONTROL_HISTORIES {
-        assert!(names.contains(&required), "golden history {required} is missing; have {names:?}");
+    for required in V1.iter().map(|n| format!("v1/{n}.json")).chain(CURRENT.iter().map(|n| format!("{n}.json"))) {
+        assert!(names.contains(&required.as_str()), "golden history {required} is missing; have {names:?}");
     }
     let replayer = replayer();
     for (name, json) in &histories {
@@ -62,9 +83,11 @@ async fn every_recorded_history_replays_on_the_current_code() {
 /// the code does now (an activity renamed in history) is refused.
 #[tokio::test]
 async fn a_history_that_disagrees_with_the_code_is_refused() {
-    let (_, json) = golden().into_iter().find(|(n, _)| n == "rolling_good.json").expect("rolling_good.json");
-    let tampered = json.replacen("fleet.advance_batch", "fleet.advance_batch_v0", 1);
-    assert_ne!(tampered, json, "the history schedules fleet.advance_batch");
-    let history = WorkflowHistory::from_json(tampered.as_bytes()).expect("still valid JSON");
-    assert!(replayer().replay_workflow(history).await.is_err(), "a non-deterministic history must fail replay");
+    for name in ["v1/rolling_good.json", "rolling_good.json"] {
+        let (_, json) = golden().into_iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{name}"));
+        let tampered = json.replacen("fleet.advance_batch", "fleet.advance_batch_v0", 1);
+        assert_ne!(tampered, json, "{name} schedules fleet.advance_batch");
+        let history = WorkflowHistory::from_json(tampered.as_bytes()).expect("still valid JSON");
+        assert!(replayer().replay_workflow(history).await.is_err(), "{name}: a non-deterministic history must fail replay");
+    }
 }

@@ -17,7 +17,7 @@ fn a_restarted_server_resumes_the_deploy() {
         let next = publish(&s.home, demo_build("ledger", "4.1.0", 0.002, 5)).await?;
         let fleet = LoadedFleet::start(&s.home, "restart", 20, base, 400, &s.options.dir).await?;
         let deploys = s.deploys().await?;
-        let id = deploys.start(request("ledger", "restart", next)).await?;
+        let id = deploys.start(request("ledger", "restart", next), None).await?.id;
 
         wait_for("the second batch", Duration::from_secs(120), || async {
             let st = deploys.status(&id).await?;

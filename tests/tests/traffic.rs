@@ -1,41 +1,68 @@
-//! Canary and blue/green on a real load balancer: a real dev server, the worker as a process,
-//! real instances behind a real HAProxy, and every request of the load sent through HAProxy's
-//! frontend. What the strategies did is read back from HAProxy itself (`show stat`).
+//! Canary and blue/green on a real load balancer, as strategies of the deploy workflow: started
+//! through the real gRPC API and the real `signalbox` CLI, steered with pause and abort, judged
+//! by the analysis engine. A real dev server, the worker as a process, real instances behind a
+//! real HAProxy, every request of the load sent through HAProxy's frontend; what the strategies
+//! did is read back from HAProxy itself (`show stat`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use signalbox_devstack::wait_for;
-use signalbox_domain::traffic::{AdminState, TrafficPhase, plan_canary, share_percent, split_weights};
-use signalbox_domain::Verdict;
-use signalbox_localstack::traffic::{BalancedFleet, BalancedOptions, bluegreen_request, canary_request, observe_canary, strategies};
+use signalbox_domain::analysis::Decision;
+use signalbox_domain::traffic::{AdminState, plan_canary, share_percent, split_weights};
+use signalbox_domain::{Command, DeployRequest, DeployStatus, Phase, Strategy};
+use signalbox_localstack::traffic::{BalancedFleet, BalancedOptions, bluegreen_request, canary_request, observe_canary};
 use signalbox_localstack::{DEPLOY_DEADLINE, demo_build, publish};
-use signalbox_tests::{record_history, run, stack};
+use signalbox_proto::pb;
+use signalbox_tests::{GrpcApi, record_history, run, signalbox, stack};
+
+/// How long a held deploy is watched for a change that must not come.
+const HOLD_WINDOW: Duration = Duration::from_secs(6);
 
 fn only(version: &str, n: usize) -> BTreeMap<String, usize> {
     BTreeMap::from([(version.to_owned(), n)])
 }
 
+/// Starts `req` through the real gRPC API; returns the deploy's id.
+async fn start_through_api(api: &mut GrpcApi, req: DeployRequest) -> anyhow::Result<String> {
+    Ok(api.client.start_deploy(pb::StartDeployRequest::from(req)).await?.into_inner().deploy_id)
+}
+
+/// The rest of the `signalbox deploy start` command line of a traffic deploy on `fleet`.
+fn start_args(api: &GrpcApi, service: &str, fleet: &BalancedFleet, digest: &str) -> Vec<String> {
+    let lb = fleet.lb();
+    [
+        "deploy", "start", "--api", &api.url, "--service", service, "--target", &fleet.target().name, "--artifact-digest", digest, "--lb-socket",
+        &lb.stats_socket, "--lb-backend", &lb.backend, "--health-window-ms", "1000", "--health-samples", "4", "--bake-ms", "500", "--rollback-window-ms",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 #[test]
-fn a_canary_takes_each_configured_share_of_requests_through_haproxy() {
+fn a_canary_started_through_the_api_takes_each_configured_share_of_requests_through_haproxy() {
     run(async {
         let s = stack().await;
+        let mut api = GrpcApi::start(s).await?;
         let base = publish(&s.home, demo_build("search", "3.0.0", 0.002, 5)).await?;
         let next = publish(&s.home, demo_build("search", "3.1.0", 0.002, 5)).await?;
         let options = BalancedOptions { rps: 400, ..BalancedOptions::new("search", "canary-good", 10) };
         let fleet = BalancedFleet::start(&s.home, options, base, &s.options.dir).await?;
         let ids = fleet.ids();
         let (canary, baseline) = (ids[..2].to_vec(), ids[2..].to_vec());
-        let traffic = strategies(s).await?;
+        let deploys = s.deploys().await?;
 
         let original = fleet.stats().await?.weights();
         let req = canary_request("search", &fleet, next, canary.clone());
+        let Strategy::Canary(spec) = &req.strategy else { anyhow::bail!("not a canary") };
         // The same pure decision the workflow makes from the same weights.
-        let plan = plan_canary(&original, &canary, &req.steps)?;
-        let id = traffic.start_canary(req).await?;
-        let (seen, status) = observe_canary(&traffic, &id, &fleet, &plan, DEPLOY_DEADLINE).await?;
+        let plan = plan_canary("strategy", &original, &canary, &spec.steps)?;
+        let id = start_through_api(&mut api, req).await?;
+        let (seen, status) = observe_canary(&deploys, &id, &fleet, &plan, DEPLOY_DEADLINE).await?;
 
-        assert_eq!(status.phase, TrafficPhase::Succeeded, "{status:#?}");
-        assert_eq!(status.last_verdict.as_ref().map(|v| v.verdict), Some(Verdict::Pass));
+        assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
+        assert_eq!(status.strategy, "canary");
+        assert_eq!(status.last_analysis.as_ref().map(|a| a.decision), Some(Decision::Pass), "the engine judged every step");
         // HAProxy went through exactly these weights: canaries out of rotation, each step, promoted.
         let mut expected = vec![original.clone(), plan.off.clone()];
         expected.extend(plan.steps.iter().map(|(_, w)| w.clone()));
@@ -51,36 +78,51 @@ fn a_canary_takes_each_configured_share_of_requests_through_haproxy() {
             // ... and HAProxy's per-server session counters show that share of the requests.
             let measured = observed.measured_percent();
             assert!(observed.requests >= 300, "step {}: only {} requests observed", observed.step, observed.requests);
-            assert!((measured - configured).abs() <= 0.5 + 0.1 * configured, "step {}: configured {configured}%, measured {measured:.2}% of {} requests", observed.step, observed.requests);
+            assert!(
+                (measured - configured).abs() <= 0.5 + 0.1 * configured,
+                "step {}: configured {configured}%, measured {measured:.2}% of {} requests",
+                observed.step,
+                observed.requests
+            );
         }
         // Promoted: every server serves the new build with its original weight.
         assert_eq!(fleet.stats().await?.weights(), original);
         assert_eq!(fleet.served_through(40).await?, only("3.1.0", 40));
-        record_history(&s.deploys().await?, &id, "canary_good").await
+        record_history(&deploys, &id, "canary_good").await?;
+        api.stop().await
     });
 }
 
 #[test]
-fn a_bad_canary_is_rolled_back_weights_and_instances() {
+fn a_bad_canary_started_with_the_cli_is_failed_by_the_engine_and_rolled_back() {
     run(async {
         let s = stack().await;
+        let api = GrpcApi::start(s).await?;
         let base = publish(&s.home, demo_build("ledger", "4.0.0", 0.002, 5)).await?;
         let bad = publish(&s.home, demo_build("ledger", "4.1.0", 0.30, 5)).await?;
         let options = BalancedOptions { rps: 400, ..BalancedOptions::new("ledger", "canary-bad", 10) };
         let fleet = BalancedFleet::start(&s.home, options, base, &s.options.dir).await?;
         let original = fleet.stats().await?.weights();
         let canary = fleet.ids()[..2].to_vec();
-        let traffic = strategies(s).await?;
 
-        let id = traffic.start_canary(canary_request("ledger", &fleet, bad.clone(), canary.clone())).await?;
-        let status = tokio::time::timeout(DEPLOY_DEADLINE, traffic.canary_result(&id)).await??;
+        // The person's command: no version or git SHA (the store's record has them), the
+        // canaries named, a small window count.
+        let mut args = start_args(&api, "ledger", &fleet, &bad.digest.to_string());
+        args.extend(["0", "--strategy", "canary", "--canary", &canary.join(","), "--health-min-requests", "2", "--watch"].map(str::to_owned));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, err) = signalbox(&args).await?;
+        assert_eq!(code, Some(1), "a watched deploy that did not succeed exits 1: {out}{err}");
+        let id = out.lines().next().unwrap_or_default().to_owned();
+        assert!(out.contains("step 1/5"), "the watch says where the canary stands: {out}");
+        let status = s.deploys().await?.result(&id).await?;
 
-        assert_eq!(status.phase, TrafficPhase::RolledBack, "{status:#?}");
+        assert_eq!(status.phase, Phase::RolledBack, "{status:#?}");
         let reason = status.reason.clone().unwrap_or_default();
-        assert!(reason.starts_with("step 1 (1%): unhealthy") || reason.starts_with("step 2 (5%): unhealthy"), "reason: {reason}");
+        assert!(reason.starts_with("step 1 (1%): analysis failed") || reason.starts_with("step 2 (5%): analysis failed"), "reason: {reason}");
+        assert_eq!(status.last_analysis.as_ref().map(|a| a.decision), Some(Decision::Fail));
         // Weights restored in HAProxy itself, instances back on the old build.
         assert_eq!(fleet.stats().await?.weights(), original);
-        assert_eq!(status.weights, original);
+        assert_eq!(status.traffic.as_ref().map(|t| t.weights.clone()), Some(original));
         for spec in fleet.fleet.instances() {
             assert_eq!(fleet.fleet.probe(&spec.id).await.map(|r| r.version).as_deref(), Some("4.0.0"), "{}", spec.id);
         }
@@ -88,107 +130,154 @@ fn a_bad_canary_is_rolled_back_weights_and_instances() {
         let ran_bad: BTreeSet<String> =
             fleet.fleet.oplog()?.into_iter().filter(|e| e.op == "restart" && e.digest == bad.digest).map(|e| e.instance).collect();
         assert_eq!(ran_bad, canary.into_iter().collect(), "only the canaries ever ran the bad build");
-        record_history(&s.deploys().await?, &id, "canary_bad").await
+        record_history(&s.deploys().await?, &id, "canary_bad").await?;
+        api.stop().await
     });
 }
 
 #[test]
-fn blue_green_flips_all_requests_to_green_and_keeps_blue_idle() {
+fn a_paused_canary_holds_its_share_and_an_abort_takes_traffic_off_it_first() {
     run(async {
         let s = stack().await;
+        let mut api = GrpcApi::start(s).await?;
+        let base = publish(&s.home, demo_build("atlas", "2.0.0", 0.002, 5)).await?;
+        let next = publish(&s.home, demo_build("atlas", "2.1.0", 0.002, 5)).await?;
+        let options = BalancedOptions { rps: 300, ..BalancedOptions::new("atlas", "canary-held", 6) };
+        let fleet = BalancedFleet::start(&s.home, options, base, &s.options.dir).await?;
+        let original = fleet.stats().await?.weights();
+        let deploys = s.deploys().await?;
+        let mut req = canary_request("atlas", &fleet, next.clone(), Vec::new());
+        req.bake_ms = 3_000;
+        let id = start_through_api(&mut api, req).await?;
+        let at_step_1 = |st: &DeployStatus| st.current_batch == 1 && st.phase == Phase::Baking;
+        wait_for("step 1 to bake", DEPLOY_DEADLINE, || async { Ok(at_step_1(&deploys.status(&id).await?).then_some(())) }).await?;
+        let canaries = deploys.status(&id).await?.traffic.map(|t| t.new_set).unwrap_or_default();
+        assert_eq!(canaries.len(), 1, "one canary in twenty serving servers, at least one: {canaries:?}");
+
+        api.client.pause_deploy(pb::ControlDeployRequest { deploy_id: id.clone(), by: "oncall".into(), reason: "look at the canary".into() }).await?;
+        let held = wait_for("step 1 to be judged while paused", DEPLOY_DEADLINE, || async {
+            let st = deploys.status(&id).await?;
+            Ok((st.paused && st.last_analysis.is_some()).then_some(st))
+        })
+        .await?;
+        let weights = fleet.stats().await?.weights();
+        assert!((share_percent(&weights, &canaries) - 1.0).abs() < 0.5, "1% on the canary: {weights:?}");
+        let until = tokio::time::Instant::now() + HOLD_WINDOW;
+        while tokio::time::Instant::now() < until {
+            let st = deploys.status(&id).await?;
+            assert_eq!((st.current_batch, st.paused), (held.current_batch, true), "the paused canary stays at step 1");
+            assert_eq!(fleet.stats().await?.weights(), weights, "the weights stay while paused");
+        }
+
+        let aborted = api.client.abort_deploy(pb::ControlDeployRequest { deploy_id: id.clone(), by: "oncall".into(), reason: "not today".into() }).await?;
+        assert_eq!(aborted.into_inner().reason.as_deref(), Some("aborted by oncall: not today"));
+        let done = deploys.result(&id).await?;
+        assert_eq!(done.phase, Phase::RolledBack, "{done:#?}");
+        assert_eq!(fleet.stats().await?.weights(), original, "every weight restored");
+        assert_eq!(fleet.served_through(30).await?, only("2.0.0", 30));
+        api.stop().await
+    });
+}
+
+#[test]
+fn blue_green_started_with_the_cli_flips_all_requests_to_green_and_keeps_blue_idle() {
+    run(async {
+        let s = stack().await;
+        let api = GrpcApi::start(s).await?;
         let base = publish(&s.home, demo_build("profile", "6.0.0", 0.002, 5)).await?;
         let next = publish(&s.home, demo_build("profile", "6.1.0", 0.002, 5)).await?;
         let options = BalancedOptions { rps: 150, idle: 3, ..BalancedOptions::new("profile", "bg-flip", 6) };
         let fleet = BalancedFleet::start(&s.home, options, base, &s.options.dir).await?;
         assert_eq!(fleet.served_through(20).await?, only("6.0.0", 20));
-        let traffic = strategies(s).await?;
+        let deploys = s.deploys().await?;
 
-        let id = traffic.start_bluegreen(bluegreen_request("profile", &fleet, next, 2_000)).await?;
+        let mut args = start_args(&api, "profile", &fleet, &next.digest.to_string());
+        args.extend(["3000", "--strategy", "blue-green", "--health-min-requests", "10"].map(str::to_owned));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, err) = signalbox(&args).await?;
+        assert_eq!(code, Some(0), "{out}{err}");
+        let id = out.trim().to_owned();
         let flipped = wait_for("the flip", DEPLOY_DEADLINE, || async {
-            let st = traffic.bluegreen_status(&id).await?;
-            Ok((st.phase == TrafficPhase::Flipped || st.phase.is_final()).then_some(st))
+            let st = deploys.status(&id).await?;
+            anyhow::ensure!(st.phase != Phase::RolledBack && st.phase != Phase::Failed, "ended before the flip: {:?}", st.reason);
+            Ok((st.phase == Phase::Succeeded).then_some(st))
         })
         .await?;
-        assert_eq!(flipped.phase, TrafficPhase::Flipped, "{flipped:#?}");
+        assert!(flipped.rollback_window_until.is_some(), "blue is kept for a flip back: {flipped:#?}");
+        assert_eq!(flipped.last_analysis.as_ref().map(|a| a.decision), Some(Decision::Pass), "green was verified by the engine");
         assert_eq!(fleet.served_through(40).await?, only("6.1.0", 40));
 
-        let status = tokio::time::timeout(DEPLOY_DEADLINE, traffic.bluegreen_result(&id)).await??;
-        assert_eq!(status.phase, TrafficPhase::Succeeded, "{status:#?}");
-        assert_eq!(status.last_verdict.as_ref().map(|v| v.verdict), Some(Verdict::Pass));
+        let status = tokio::time::timeout(DEPLOY_DEADLINE, deploys.result(&id)).await??;
+        assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
+        let traffic = status.traffic.clone().expect("a traffic strategy's status");
         let stats = fleet.stats().await?;
         for server in &stats.servers {
-            let green = status.new_set.contains(&server.name);
-            assert_eq!(server.weight, u32::from(green), "{}", server.name);
+            let green = traffic.new_set.contains(&server.name);
+            assert_eq!(server.weight > 0, green, "{}: green serves, blue idles ({:?})", server.name, server.weight);
+            assert_eq!(signalbox_activities::lb::admin_state(&server.status), AdminState::Ready);
+            let version = fleet.fleet.probe(&server.name).await.map(|r| r.version);
+            assert_eq!(version.as_deref(), Some(if green { "6.1.0" } else { "6.0.0" }), "{}", server.name);
         }
         assert_eq!(fleet.served_through(40).await?, only("6.1.0", 40));
-        // Blue idles on the old build: the green set of the next deploy.
-        for id in &status.old_set {
-            assert_eq!(fleet.fleet.probe(id).await.map(|r| r.version).as_deref(), Some("6.0.0"), "{id}");
-        }
-        record_history(&s.deploys().await?, &id, "bluegreen_flip").await
+        record_history(&deploys, &id, "bluegreen_flip").await?;
+        api.stop().await
     });
 }
 
 #[test]
-fn blue_green_flips_back_to_blue_on_request() {
+fn blue_green_flips_back_within_its_window_and_a_held_flip_can_be_aborted() {
     run(async {
         let s = stack().await;
-        let base = publish(&s.home, demo_build("billing", "7.0.0", 0.002, 5)).await?;
-        let next = publish(&s.home, demo_build("billing", "7.1.0", 0.002, 5)).await?;
-        let options = BalancedOptions { rps: 150, idle: 3, ..BalancedOptions::new("billing", "bg-back", 6) };
+        let mut api = GrpcApi::start(s).await?;
+        let deploys = s.deploys().await?;
+
+        // A flip back in the window: blue takes everything again at once, then green reverts.
+        let base = publish(&s.home, demo_build("orders", "7.0.0", 0.002, 5)).await?;
+        let next = publish(&s.home, demo_build("orders", "7.1.0", 0.002, 5)).await?;
+        let options = BalancedOptions { rps: 150, idle: 3, ..BalancedOptions::new("orders", "bg-back", 6) };
         let fleet = BalancedFleet::start(&s.home, options, base, &s.options.dir).await?;
         let original = fleet.stats().await?.weights();
-        let traffic = strategies(s).await?;
-
-        let id = traffic.start_bluegreen(bluegreen_request("billing", &fleet, next, 600_000)).await?;
+        let id = start_through_api(&mut api, bluegreen_request("orders", &fleet, next, 10 * 60 * 1000)).await?;
         wait_for("the flip", DEPLOY_DEADLINE, || async {
-            let st = traffic.bluegreen_status(&id).await?;
-            anyhow::ensure!(!st.phase.is_final(), "ended before the flip: {st:#?}");
-            Ok((st.phase == TrafficPhase::Flipped).then_some(()))
+            let st = deploys.status(&id).await?;
+            anyhow::ensure!(!matches!(st.phase, Phase::RolledBack | Phase::Failed), "ended before the flip: {:?}", st.reason);
+            Ok((st.phase == Phase::Succeeded).then_some(()))
         })
         .await?;
-        assert_eq!(fleet.served_through(40).await?, only("7.1.0", 40));
-
-        let after = traffic.flip_back(&id, "error budget burning").await?;
-        // The update returns once blue takes every request.
-        assert_eq!(fleet.served_through(40).await?, only("7.0.0", 40));
+        assert_eq!(fleet.served_through(20).await?, only("7.1.0", 20));
+        let back = deploys.rollback(&id, Command::new("sre", "checkout errors")).await?;
+        assert_eq!(back.reason.as_deref(), Some("rolled back by sre: checkout errors"));
+        let done = deploys.result(&id).await?;
+        assert_eq!(done.phase, Phase::RolledBack, "{done:#?}");
         assert_eq!(fleet.stats().await?.weights(), original);
-        assert_eq!(after.weights, original);
-        assert!(traffic.flip_back(&id, "again").await.is_err(), "a second flip back is refused");
+        assert_eq!(fleet.served_through(40).await?, only("7.0.0", 40));
+        record_history(&deploys, &id, "bluegreen_flip_back").await?;
 
-        let status = tokio::time::timeout(DEPLOY_DEADLINE, traffic.bluegreen_result(&id)).await??;
-        assert_eq!(status.phase, TrafficPhase::RolledBack, "{status:#?}");
-        assert_eq!(status.reason.as_deref(), Some("flipped back: error budget burning"));
-        for spec in fleet.fleet.instances() {
-            assert_eq!(fleet.fleet.probe(&spec.id).await.map(|r| r.version).as_deref(), Some("7.0.0"), "{}", spec.id);
+        // A pause holds before the flip: blue keeps serving; an abort then undoes green.
+        let base = publish(&s.home, demo_build("cart", "8.0.0", 0.002, 5)).await?;
+        let next = publish(&s.home, demo_build("cart", "8.1.0", 0.002, 5)).await?;
+        let options = BalancedOptions { rps: 150, idle: 3, ..BalancedOptions::new("cart", "bg-held", 6) };
+        let fleet = BalancedFleet::start(&s.home, options, base, &s.options.dir).await?;
+        let mut req = bluegreen_request("cart", &fleet, next.clone(), 0);
+        req.bake_ms = 4_000;
+        let id = start_through_api(&mut api, req).await?;
+        wait_for("green to bake", DEPLOY_DEADLINE, || async { Ok((deploys.status(&id).await?.phase == Phase::Baking).then_some(())) }).await?;
+        deploys.pause(&id, Command::new("sre", "hold the flip")).await?;
+        wait_for("green verified while paused", DEPLOY_DEADLINE, || async {
+            let st = deploys.status(&id).await?;
+            Ok((st.paused && st.last_analysis.is_some()).then_some(()))
+        })
+        .await?;
+        let until = tokio::time::Instant::now() + HOLD_WINDOW;
+        while tokio::time::Instant::now() < until {
+            assert_eq!(fleet.served_through(5).await?, only("8.0.0", 5), "blue serves while the flip is held");
         }
-        record_history(&s.deploys().await?, &id, "bluegreen_flip_back").await
-    });
-}
-
-#[test]
-fn a_drained_server_takes_no_new_requests_until_ready() {
-    run(async {
-        let s = stack().await;
-        let base = publish(&s.home, demo_build("drain", "8.0.0", 0.0, 1)).await?;
-        let fleet = BalancedFleet::start(&s.home, BalancedOptions::new("drain", "drain", 3), base, &s.options.dir).await?;
-        let api = fleet.runtime();
-        let drained = vec![fleet.ids()[0].clone()];
-        let sessions = |stats: signalbox_domain::traffic::LbStats| stats.sessions()[&drained[0]];
-
-        let previous = api.set_state("drain", &drained, AdminState::Drain).await?;
-        assert_eq!(previous[&drained[0]], AdminState::Ready);
-        let before = sessions(fleet.stats().await?);
-        fleet.served_through(30).await?;
-        assert_eq!(sessions(fleet.stats().await?), before, "a drained server got new requests");
-
-        // Idempotent: setting ready twice is the same as once.
-        api.set_state("drain", &drained, AdminState::Ready).await?;
-        api.set_state("drain", &drained, AdminState::Ready).await?;
-        fleet.served_through(30).await?;
-        // Back in rotation (HAProxy lets a returning server catch up, so not exactly a third).
-        let after = sessions(fleet.stats().await?);
-        assert!(after >= before + 10, "back in the round robin over 3 servers: {before} -> {after}");
-        Ok(())
+        deploys.abort(&id, Command::new("sre", "not this one")).await?;
+        let done = deploys.result(&id).await?;
+        assert_eq!(done.phase, Phase::RolledBack, "{done:#?}");
+        for spec in fleet.fleet.instances() {
+            assert_eq!(fleet.fleet.probe(&spec.id).await.map(|r| r.version).as_deref(), Some("8.0.0"), "{}", spec.id);
+        }
+        api.stop().await
     });
 }

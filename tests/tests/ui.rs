@@ -41,13 +41,14 @@ fn the_web_ui_finds_a_deploy_by_search_attribute_and_shows_service_and_phase() {
         let next = publish(&s.home, demo_build("storefront", "6.1.0", 0.002, 5)).await?;
         let _fleet = LoadedFleet::start(&s.home, "ui", 4, base, 200, &s.options.dir).await?;
         let deploys = s.deploys().await?;
-        let id = deploys.start(request("storefront", "ui", next)).await?;
+        let id = deploys.start(request("storefront", "ui", next), None).await?.id;
         let status = tokio::time::timeout(DEPLOY_DEADLINE, deploys.result(&id)).await??;
         assert_eq!(status.phase, Phase::Succeeded);
 
         // The list, filtered by the service's search attribute, holds the deploy; filtered by
         // another service, it does not.
-        let list = |service: &str| format!("{ui}/namespaces/default/workflows?query={}", encode(&format!("SignalboxService=\"{service}\"")));
+        let ns = &s.options.namespace;
+        let list = |service: &str| format!("{ui}/namespaces/{ns}/workflows?query={}", encode(&format!("SignalboxService=\"{service}\"")));
         let matching = dump_dom(&list("storefront"))?;
         assert!(matching.contains(&id), "the filtered list shows {id}");
         let other = dump_dom(&list("no-such-service"))?;
@@ -55,7 +56,7 @@ fn the_web_ui_finds_a_deploy_by_search_attribute_and_shows_service_and_phase() {
         screenshot(&list("storefront"), &artifacts().join("ui-workflow-list.png"))?;
 
         // The detail page links its tabs; the search-attributes tab shows service and phase.
-        let detail = dump_dom(&format!("{ui}/namespaces/default/workflows/{}", encode(&id)))?;
+        let detail = dump_dom(&format!("{ui}/namespaces/{ns}/workflows/{}", encode(&id)))?;
         let tab = detail
             .split("href=\"")
             .filter_map(|rest| rest.split('"').next())
@@ -69,7 +70,7 @@ fn the_web_ui_finds_a_deploy_by_search_attribute_and_shows_service_and_phase() {
         let memo = dump_dom(&format!("{ui}{}", tab.replace("/search-attributes", "/memo")))?;
         assert!(memo.contains("storefront 6.1.0"), "the memo shows the config summary");
         screenshot(&format!("{ui}{tab}"), &artifacts().join("ui-deploy-search-attributes.png"))?;
-        screenshot(&format!("{ui}/namespaces/default/workflows/{}", encode(&id)), &artifacts().join("ui-deploy-detail.png"))?;
+        screenshot(&format!("{ui}/namespaces/{ns}/workflows/{}", encode(&id)), &artifacts().join("ui-deploy-detail.png"))?;
         Ok(())
     });
 }

@@ -24,7 +24,7 @@ fn a_killed_worker_is_replaced_and_the_deploy_completes_without_double_restarts(
         let next = publish(&s.home, serde_json::to_vec(&slow)?).await?;
         let fleet = LoadedFleet::start(&s.home, "crash", 20, base, 400, &s.options.dir).await?;
         let deploys = s.deploys().await?;
-        let id = deploys.start(request("search", "crash", next.clone())).await?;
+        let id = deploys.start(request("search", "crash", next.clone()), None).await?.id;
 
         // Kill while the 50% batch (8 instances, one by one) is being rolled out.
         wait_for("the third batch to start rolling", Duration::from_secs(120), || async {

@@ -1,20 +1,17 @@
 //! The signalbox worker: connects to Temporal with the SDK's envconfig (`TEMPORAL_ADDRESS`,
-//! `TEMPORAL_NAMESPACE`, `temporal.toml`), registers the workflows and activities, and serves
-//! until shut down.
+//! `TEMPORAL_NAMESPACE`, `temporal.toml`), registers the workflows, the activities and the
+//! substrate kinds, and serves until shut down.
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-use signalbox_activities::{DeployActivities, Home};
-use signalbox_activities::lb::TrafficActivities;
-use signalbox_workflows::{BlueGreenWorkflow, CanaryWorkflow, DeployWorkflow, NoopChainWorkflow};
-use temporalio_client::envconfig::LoadClientConfigProfileOptions;
-use temporalio_client::{Client, ClientOptions, Connection};
+use signalbox_activities::{DeployActivities, LaneActivities, TrafficActivities};
+use signalbox_client::DEFAULT_TASK_QUEUE;
+use signalbox_store::Home;
+use signalbox_substrate::Registry;
+use signalbox_substrate_local::LocalFleets;
+use signalbox_workflows::{BlueGreenWorkflow, CanaryWorkflow, DeployWorkflow, LaneWorkflow, NoopChainWorkflow};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tracing::info;
-
-/// The task queue deploys run on unless configured otherwise.
-pub const DEFAULT_TASK_QUEUE: &str = "signalbox";
 
 /// Worker configuration.
 #[derive(Debug, Clone, clap::Parser)]
@@ -28,25 +25,25 @@ pub struct Options {
     pub home: PathBuf,
 }
 
-/// A Temporal client configured from the environment (envconfig profile, `TEMPORAL_*`).
-pub async fn connect() -> anyhow::Result<Client> {
-    let (conn_opts, client_opts) = ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
-        .map_err(|e| anyhow::anyhow!("loading the Temporal client configuration (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, temporal.toml): {e}"))?;
-    let connection = Connection::connect(conn_opts).await.context("connecting to Temporal")?;
-    Ok(Client::new(connection, client_opts)?)
+/// The substrate kinds this worker serves: the local process fleet under `home`.
+pub fn substrates(home: &Home) -> Registry {
+    Registry::default().with(signalbox_substrate_local::KIND, LocalFleets::new(home.clone()))
 }
 
 /// Runs the worker until SIGTERM or Ctrl-C, then lets in-flight tasks finish.
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let runtime = Runtime::from_current_tokio(Default::default())?;
-    let client = connect().await?;
+    let client = signalbox_client::connect().await?;
+    let home = Home::new(options.home.clone());
     let worker_options = WorkerOptions::new(options.task_queue.clone())
         .register_workflow::<DeployWorkflow>()?
+        .register_workflow::<LaneWorkflow>()?
         .register_workflow::<NoopChainWorkflow>()?
         .register_workflow::<CanaryWorkflow>()?
         .register_workflow::<BlueGreenWorkflow>()?
-        .register_activities(DeployActivities::new(Home::new(options.home.clone())))
-        .register_activities(TrafficActivities::new(Home::new(options.home.clone())))
+        .register_activities(DeployActivities::new(home.clone(), substrates(&home)))
+        .register_activities(LaneActivities::new(client.clone()))
+        .register_activities(TrafficActivities)
         .build();
     let mut worker = Worker::new(&runtime, client, worker_options)?;
     let shutdown = worker.shutdown_handle();

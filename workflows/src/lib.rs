@@ -1,31 +1,28 @@
 //! Deterministic workflow code: it sequences the domain's decisions and the contract's
 //! activities, and records only decisions in history. No I/O, clocks or randomness here
 //! (`clippy.toml` keeps it so).
+//!
+//! - [`DeployWorkflow`] (`signalbox.deploy`): every deploy, with any strategy.
+//! - [`LaneWorkflow`] (`signalbox.lane`): held by a deploy, so one runs per service and target.
+//! - [`CanaryWorkflow`], [`BlueGreenWorkflow`]: the legacy traffic workflows, kept for runs
+//!   started before canary and blue/green were strategies.
+//! - [`NoopChainWorkflow`]: the benchmark's yardstick.
+//!
+//! Modules only point down: `deploy` stands on `shared`, strategies on `deploy::run`.
 
 // The workflow macros generate constants that cannot carry docs; every handwritten item is documented.
 #[allow(missing_docs)]
-pub mod bench;
-mod control;
+mod bench;
 #[allow(missing_docs)]
-pub mod bluegreen;
+mod deploy;
 #[allow(missing_docs)]
-pub mod canary;
+mod lane;
 #[allow(missing_docs)]
-pub mod deploy;
-mod saga;
+mod legacy;
+mod shared;
 
 pub use bench::NoopChainWorkflow;
-pub use bluegreen::BlueGreenWorkflow;
-pub use canary::CanaryWorkflow;
 pub use deploy::DeployWorkflow;
-
-/// Workflow type names as recorded in history; renaming a Rust type must not change them.
-pub mod names {
-    /// The deploy workflow.
-    pub const DEPLOY: &str = "signalbox.deploy";
-    /// The orchestration-overhead yardstick.
-    pub const NOOP_CHAIN: &str = "signalbox.bench.noop_chain";
-    /// The deploy's status query.
-    pub const STATUS_QUERY: &str = "status";
-    pub use signalbox_domain::control::names as control;
-}
+pub use lane::LaneWorkflow;
+pub use legacy::bluegreen::BlueGreenWorkflow;
+pub use legacy::canary::CanaryWorkflow;

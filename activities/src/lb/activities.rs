@@ -1,36 +1,21 @@
-//! [`TrafficActivities`]: the load-balancer half of the activity contract
-//! (`signalbox_domain::traffic`), carried out on HAProxy's runtime API and the local fleet.
+//! [`TrafficActivities`]: the load-balancer activities of the contract, carried out on
+//! HAProxy's runtime API.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use signalbox_domain::HealthReport;
-use signalbox_domain::traffic::{self, LbStats, LbTarget, SetStateInput, SetStateOutput, SetWeightsInput, SetWeightsOutput, VerifyInput};
+use signalbox_contract::activities::{self as contract, SetStateInput, SetStateOutput, SetWeightsInput, SetWeightsOutput};
+use signalbox_domain::traffic::{LbStats, LbTarget};
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::{info, instrument};
 
 use super::RuntimeApi;
-use crate::health::Scraper;
-use crate::home::Home;
 use crate::Error;
 
 /// The load-balancer activities; one instance serves any number of balancers, each named by the
 /// [`LbTarget`] in the activity's input.
-#[derive(Debug, Clone)]
-pub struct TrafficActivities {
-    home: Home,
-    scraper: Scraper,
-    http: reqwest::Client,
-}
-
-impl TrafficActivities {
-    /// Activities verifying instances of the fleets under `home`.
-    pub fn new(home: Home) -> Self {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("a plain HTTP client builds");
-        Self { home, scraper: Scraper::default(), http }
-    }
-}
+#[derive(Debug, Clone, Default)]
+pub struct TrafficActivities;
 
 fn api(lb: &LbTarget) -> RuntimeApi {
     RuntimeApi::new(&lb.stats_socket)
@@ -38,15 +23,15 @@ fn api(lb: &LbTarget) -> RuntimeApi {
 
 #[activities]
 impl TrafficActivities {
-    /// See [`traffic::ReadStats`].
-    #[activity(definition = traffic::ReadStats)]
+    /// See [`contract::ReadStats`].
+    #[activity(definition = contract::ReadStats)]
     #[instrument(skip_all, fields(backend = %input.backend))]
     pub async fn read_stats(self: Arc<Self>, _ctx: ActivityContext, input: LbTarget) -> Result<LbStats, ActivityError> {
         api(&input).stats(&input.backend).await.map_err(Error::into_activity)
     }
 
-    /// See [`traffic::SetWeights`].
-    #[activity(definition = traffic::SetWeights)]
+    /// See [`contract::SetWeights`].
+    #[activity(definition = contract::SetWeights)]
     #[instrument(skip_all, fields(backend = %input.lb.backend, servers = input.weights.len()))]
     pub async fn set_weights(self: Arc<Self>, _ctx: ActivityContext, input: SetWeightsInput) -> Result<SetWeightsOutput, ActivityError> {
         let previous = api(&input.lb).set_weights(&input.lb.backend, &input.weights).await.map_err(Error::into_activity)?;
@@ -54,18 +39,11 @@ impl TrafficActivities {
         Ok(SetWeightsOutput { previous })
     }
 
-    /// See [`traffic::SetServerState`].
-    #[activity(definition = traffic::SetServerState)]
+    /// See [`contract::SetServerState`].
+    #[activity(definition = contract::SetServerState)]
     #[instrument(skip_all, fields(backend = %input.lb.backend, state = ?input.state))]
     pub async fn set_state(self: Arc<Self>, _ctx: ActivityContext, input: SetStateInput) -> Result<SetStateOutput, ActivityError> {
         let previous = api(&input.lb).set_state(&input.lb.backend, &input.servers, input.state).await.map_err(Error::into_activity)?;
         Ok(SetStateOutput { previous })
-    }
-
-    /// See [`traffic::VerifyInstances`].
-    #[activity(definition = traffic::VerifyInstances)]
-    #[instrument(skip_all, fields(fleet = %input.fleet.name, instances = input.instances.len(), reference = input.reference.len()))]
-    pub async fn verify(self: Arc<Self>, ctx: ActivityContext, input: VerifyInput) -> Result<HealthReport, ActivityError> {
-        super::verify::verify(&self.home, &self.scraper, &self.http, &ctx, input).await.map_err(Error::into_activity)
     }
 }

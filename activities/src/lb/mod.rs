@@ -1,6 +1,6 @@
-//! The load balancer in front of a fleet: HAProxy's runtime API ([`RuntimeApi`]) and the
+//! The load balancer in front of a target: HAProxy's runtime API ([`RuntimeApi`]) and the
 //! activities that steer traffic with it ([`TrafficActivities`]): read per-server stats, set
-//! weights, set server states, and verify idle instances before traffic moves to them.
+//! weights, set server states.
 //!
 //! Every write is absolute and returns what it replaced, so the write that undoes it is the same
 //! activity with the returned values: retrying either is harmless.
@@ -9,7 +9,6 @@
 #[allow(missing_docs)]
 mod activities;
 mod runtime;
-mod verify;
 
 pub use activities::TrafficActivities;
 pub use runtime::{RuntimeApi, StatError, admin_state, parse_stat};

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use signalbox_domain::traffic::{AdminState, LbStats, ServerStats, Weights, MAX_WEIGHT};
+use signalbox_domain::traffic::{AdminState, LbStats, MAX_WEIGHT, ServerStats, Weights};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -29,6 +29,10 @@ fn invalid(field: &str, rule: impl Into<String>) -> Error {
     Error::Invalid(signalbox_domain::Error::invalid(field, rule))
 }
 
+fn io(socket: &std::path::Path, e: std::io::Error) -> Error {
+    Error::Balancer(format!("{}: {e}", socket.display()))
+}
+
 impl RuntimeApi {
     /// The runtime API behind `socket` (an HAProxy `stats socket ... level admin`).
     pub fn new(socket: impl Into<PathBuf>) -> Self {
@@ -37,7 +41,7 @@ impl RuntimeApi {
 
     /// Sends one command line (several commands may be joined with `;`) and returns the answer.
     pub async fn command(&self, line: &str) -> Result<String> {
-        let io = |e: std::io::Error| Error::io(&self.socket, e);
+        let io = |e: std::io::Error| io(&self.socket, e);
         let exchange = async {
             let mut stream = UnixStream::connect(&self.socket).await.map_err(io)?;
             stream.write_all(format!("{line}\n").as_bytes()).await.map_err(io)?;
@@ -57,7 +61,7 @@ impl RuntimeApi {
         let csv = self.command("show stat").await?;
         parse_stat(&csv, backend).map_err(|e| match e {
             StatError::NoBackend => invalid("lb.backend", format!("HAProxy has no backend {backend}")),
-            StatError::Malformed(m) => Error::io(&self.socket, std::io::Error::new(std::io::ErrorKind::InvalidData, m)),
+            StatError::Malformed(m) => io(&self.socket, std::io::Error::new(std::io::ErrorKind::InvalidData, m)),
         })
     }
 
@@ -80,7 +84,7 @@ impl RuntimeApi {
         for (server, &w) in weights {
             if after.get(server) != Some(&w) {
                 let message = format!("weight is {:?} after setting it to {w}", after.get(server));
-                return Err(Error::Instance { instance: server.clone(), message });
+                return Err(Error::Balancer(format!("server {server}: {message}")));
             }
         }
         Ok(previous)
@@ -105,7 +109,7 @@ impl RuntimeApi {
         let after = self.stats(backend).await?;
         for s in servers {
             if status_of(&after, s) != Some(state) {
-                return Err(Error::Instance { instance: s.clone(), message: format!("not {word} after setting it") });
+                return Err(Error::Balancer(format!("server {s}: not {word} after setting it")));
             }
         }
         Ok(previous)

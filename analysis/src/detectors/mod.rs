@@ -30,7 +30,7 @@ pub use paired::{
 };
 pub use rank_sum::{MannWhitney, mann_whitney};
 pub use seasonal::{Season, Seasonal, SeasonalReport};
-pub use static_threshold::{StaticThreshold, ThresholdReport};
+pub use static_threshold::{RelativeTo, StaticThreshold, ThresholdReport};
 pub use zscore::{ZScore, ZScoreReport};
 
 /// A detector, as named in explanations.

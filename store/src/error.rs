@@ -1,0 +1,55 @@
+//! Errors of the store, each knowing whether a retry can help.
+
+use std::path::{Path, PathBuf};
+
+use signalbox_domain::Digest;
+
+/// What can go wrong reading or writing artifacts.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store has no artifact with this digest.
+    #[error("artifact.digest: unknown artifact {0}; push it to the store first")]
+    UnknownArtifact(Digest),
+    /// Bytes under a digest do not hash to it.
+    #[error("artifact {expected} is corrupt: its bytes hash to {actual}")]
+    Corrupt {
+        /// The digest asked for.
+        expected: Digest,
+        /// The digest of the bytes found.
+        actual: Digest,
+    },
+    /// An artifact's record cannot be read.
+    #[error("artifact {digest}: its record is unreadable: {message}")]
+    Record {
+        /// The artifact.
+        digest: Digest,
+        /// What is wrong.
+        message: String,
+    },
+    /// File system trouble.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Object store trouble.
+    #[error("artifact store: {0}")]
+    Backend(#[from] object_store::Error),
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.to_owned(), source }
+    }
+
+    /// Whether retrying the same call could succeed: an unknown or corrupt artifact stays so.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::UnknownArtifact(_) | Self::Corrupt { .. } | Self::Record { .. })
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

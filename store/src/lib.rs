@@ -1,0 +1,12 @@
+//! Where builds live: the content-addressed artifact store (the origin), each region's cache
+//! that hosts pull from, and the record of every build (service, version, git SHA) that makes a
+//! digest alone enough to deploy it. Both stores are [`object_store`]s, a local directory by
+//! default, so a bucket can back them without touching the deploy logic.
+
+mod artifacts;
+mod error;
+mod home;
+
+pub use artifacts::{ArtifactStore, Record, digest_of};
+pub use error::{Error, Result};
+pub use home::Home;

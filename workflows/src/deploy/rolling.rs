@@ -1,0 +1,36 @@
+//! The rolling strategy: batches of instances updated in place, each judged before the next.
+//!
+//! Per batch: approval gate (if the policy has one there) -> hold (pause, halt) -> update the
+//! batch -> bake -> judge the updated instances against the ones not yet updated -> go on or
+//! stop. Histories recorded before strategies existed are rolling deploys and replay here.
+
+use signalbox_domain::Phase;
+use signalbox_domain::control::Boundary;
+
+use super::run::Run;
+use crate::shared::stop::Stop;
+
+/// Rolls the build out batch by batch; every change registers its undo in the run's saga first.
+pub(crate) async fn roll_out(run: &mut Run<'_>) -> Result<(), Stop> {
+    let ids: Vec<String> = run.pre.instances.iter().map(|i| i.id.clone()).collect();
+    run.push().await?;
+    let baseline = run.baseline(ids.clone(), "sample pre-deploy baseline").await?;
+
+    let batches = run.pre.batches.clone();
+    let total = batches.len();
+    let mut done = 0usize;
+    for (i, &upto) in batches.iter().enumerate() {
+        let (n, upto) = (i as u32 + 1, upto as usize);
+        run.gate(n, total as u32).await?;
+        run.hold(Boundary::BeforeStep).await?;
+        run.ctx.state_mut(|s| s.status.current_batch = n);
+        run.enter(Phase::Rolling);
+        let summary = format!("batch {n}/{total}: update {} instances ({done} -> {upto} of {})", upto - done, ids.len());
+        run.update(&ids[done..upto], summary).await?;
+        done = upto;
+        run.hold(Boundary::WithinStep).await?;
+        run.bake(&format!("batch {n}/{total}"), &format!("batch {n}")).await?;
+        run.judge(ids[..upto].to_vec(), ids[upto..].to_vec(), baseline, None, &format!("batch {n}")).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,377 @@
+//! One run of a deploy: its context, and how it answers its operators between and during its
+//! steps. Handlers only record what was asked (see `super`); this is where the run acts on it,
+//! at points that are the same on every replay:
+//!
+//! - [`Run::hold`] at step boundaries: a pause holds before a step, a halt everywhere, until
+//!   resume; an accepted abort or rollback stops the rollout there.
+//! - [`Run::attend`] around a step in progress: a halt freezes the target at once
+//!   (`fleet.halt`) while the step goes on; an abort cancels a bake or a judgement, and freezes
+//!   the target under a change so it stops before its next instance; the bypass cancels a bake
+//!   or a judgement.
+//! - [`Run::gate`] before a gated step: waits for quorum, raced with the gate's expiry timer.
+//!
+//! A halt is a freeze, never a fault: a change that fails while this deploy froze the target
+//! (the substrate's `Halted`, for the instances it did not reach) registers no failure and
+//! triggers no rollback. The deploy holds; on `resume` it lifts the freeze and applies the same
+//! change again (applying is idempotent, so instances already updated are skipped, and a real
+//! fault hidden by the freeze shows up then); on `abort` it rolls back the whole change as
+//! planned (rolling back is idempotent too) and everything before it, then lifts the freeze.
+//!
+//! The steps every strategy shares live here too, each under that control: push, baseline,
+//! update, bake, judge, and setting weights.
+
+use std::pin::pin;
+use std::time::Duration;
+
+use signalbox_contract::activities::{
+    AdvanceBatch, AnalyzeHealth, AnalyzeInput, BaselineInput, EvaluateHealth, EvaluateInput, HaltFleet, HaltInput, InstanceChange,
+    PreflightOutput, ReleaseFleet, ReleaseInput, SampleBaseline,
+};
+use signalbox_contract::search;
+use signalbox_domain::analysis::AnalysisReport;
+use signalbox_domain::approval::{Gate, GateOutcome};
+use signalbox_domain::control::{self, Action, AuditEntry, Boundary, Step, timestamp};
+use signalbox_domain::traffic::{LbTarget, Weights};
+use signalbox_domain::{DeployRequest, GroupFigures, OnExpiry, Phase, TrafficState};
+use temporalio_sdk::workflows::select;
+use temporalio_sdk::{CancellableFuture, TimerOptions, TimerResult, WaitConditionOptions, WorkflowCancellationToken, WorkflowContext};
+
+use super::state::DeployWorkflow;
+use crate::shared::options::{detached, long, windows};
+use crate::shared::saga::{Compensation, Saga};
+use crate::shared::steps::{self, UPDATE_AT_MOST, Update};
+use crate::shared::stop::{Stop, failure_message};
+
+/// Patch id of indexing the phase as a search attribute.
+const PHASE_SEARCH_ATTRIBUTE: &str = "signalbox-phase-search-attribute";
+
+/// Patch id of judging batches with the analysis engine (`health.analyze`) when the request
+/// opted in. Histories recorded before the engine judged every step carry it only then.
+const ANALYSIS_ENGINE: &str = "signalbox-analysis-engine";
+
+/// Patch id of the engine judging every step (the first-version gate became its preset).
+/// Histories recorded before judge batches without a policy with `health.evaluate`.
+const ONE_HEALTH_PATH: &str = "signalbox-one-health-path";
+
+/// One run of a deploy: the workflow's context, the request (its artifact resolved from the
+/// store's record), what preflight read, and the compensations registered so far.
+pub(crate) struct Run<'a> {
+    /// The workflow's context.
+    pub(crate) ctx: &'a WorkflowContext<DeployWorkflow>,
+    /// The request, with version and git SHA as the store records them.
+    pub(crate) req: DeployRequest,
+    /// The deploy's id (its workflow id).
+    pub(crate) id: String,
+    /// The target as preflight read it.
+    pub(crate) pre: PreflightOutput,
+    /// What undoes what the run changed so far.
+    pub(crate) saga: Saga,
+}
+
+/// A wait that only operator requests end: workflow cancellation (the older abort) reaches
+/// the step itself, which then ends as before.
+fn requests_only() -> WaitConditionOptions {
+    WaitConditionOptions::builder().cancellation_token(WorkflowCancellationToken::new()).build()
+}
+
+/// Moves the deploy to `phase`, in its status and in the `SignalboxPhase` search attribute that
+/// the Temporal UI filters by.
+pub(crate) fn enter(ctx: &WorkflowContext<DeployWorkflow>, phase: Phase) {
+    ctx.state_mut(|s| s.status.phase = phase);
+    // Histories recorded before the phase was indexed carry no upserts; they replay as such.
+    if ctx.patched(PHASE_SEARCH_ATTRIBUTE) {
+        ctx.upsert_search_attributes([search::PHASE.value_set(search::phase_value(phase))]);
+    }
+}
+
+impl Run<'_> {
+    /// Moves the deploy to `phase`.
+    pub(crate) fn enter(&self, phase: Phase) {
+        enter(self.ctx, phase);
+    }
+
+    /// Records the traffic the balancer has now, for the status.
+    pub(crate) fn traffic(&self, update: impl FnOnce(&mut TrafficState)) {
+        self.ctx.state_mut(|s| {
+            if let Some(t) = s.status.traffic.as_mut() {
+                update(t);
+            }
+        });
+    }
+
+    /// Sets the target's halt mark. The run holds whether or not the mark could be set: a
+    /// failure is recorded in the audit trail, and no further step starts either way.
+    async fn freeze(&self) {
+        let reason = self.ctx.state(|s| {
+            let halt = s.status.audit.iter().rev().find(|e| e.action == Action::Halt).map(|e| format!("halted by {}: {}", e.by, e.reason));
+            s.stop.clone().or(halt).unwrap_or_default()
+        });
+        let input = HaltInput { deploy_id: self.id.clone(), fleet: self.req.target.clone(), reason: reason.clone(), dry_run: self.req.dry_run };
+        let done = self.ctx.execute_activity(HaltFleet, input, detached(format!("freeze fleet {}: {reason}", self.req.target.name))).await;
+        let at = timestamp(self.ctx.workflow_time());
+        self.ctx.state_mut(|s| {
+            s.frozen = true;
+            if let Err(e) = done {
+                let why = format!("the fleet's halt mark could not be set ({}); the deploy holds anyway", failure_message(&e));
+                s.status.audit.push(AuditEntry { action: Action::Halt, by: control::SYSTEM.into(), at, reason: why });
+            }
+        });
+    }
+
+    /// Lifts the target's halt mark set by [`Run::freeze`].
+    pub(crate) async fn release(&self) {
+        let input = ReleaseInput { deploy_id: self.id.clone(), fleet: self.req.target.clone(), dry_run: self.req.dry_run };
+        let done = self.ctx.execute_activity(ReleaseFleet, input, detached(format!("release fleet {}", self.req.target.name))).await;
+        let at = timestamp(self.ctx.workflow_time());
+        self.ctx.state_mut(|s| {
+            s.frozen = false;
+            if let Err(e) = done {
+                let why = format!("the fleet's halt mark could not be lifted: {}", failure_message(&e));
+                s.status.audit.push(AuditEntry { action: Action::Resume, by: control::SYSTEM.into(), at, reason: why });
+            }
+        });
+    }
+
+    /// Holds while paused (before a step) or halted; lifts this deploy's freeze on resume. An
+    /// accepted abort or rollback, or a workflow cancellation, ends the hold with [`Stop`].
+    pub(crate) async fn hold(&self, at: Boundary) -> Result<(), Stop> {
+        loop {
+            if let Some(reason) = self.ctx.state(|s| s.stop.clone()) {
+                return Err(Stop(reason));
+            }
+            if self.ctx.state(|s| s.must_freeze(None)) {
+                self.freeze().await;
+                continue;
+            }
+            if !self.ctx.state(|s| s.holds(at)) {
+                if self.ctx.state(|s| s.frozen) {
+                    self.release().await;
+                }
+                return Ok(());
+            }
+            // Inherits workflow cancellation: cancelling a held deploy still aborts it.
+            if self.ctx.wait_condition(move |s: &DeployWorkflow| s.unholds(at)).await.is_err() {
+                return Err(Stop("aborted while held".into()));
+            }
+        }
+    }
+
+    /// Drives `fut` (a step of kind `step`) to its end while answering operator requests that
+    /// cannot wait for it. Returns its output, `None` when the bypass skipped it, or [`Stop`]
+    /// when an abort cancelled it.
+    pub(crate) async fn attend<F: CancellableFuture>(&self, step: Step, fut: F) -> Result<Option<F::Output>, Stop> {
+        let mut fut = pin!(fut);
+        loop {
+            // The step first: a step that ended in the same moment as a request keeps its result.
+            select! {
+                out = fut.as_mut() => return Ok(Some(out)),
+                _ = self.ctx.wait_condition_with_options(move |s: &DeployWorkflow| s.interrupts(step), requests_only()) => {}
+            }
+            if self.ctx.state(|s| s.must_freeze(Some(step))) {
+                self.freeze().await;
+                continue;
+            }
+            if step == Step::Advance {
+                continue;
+            }
+            fut.cancel();
+            let _ = fut.as_mut().await;
+            return match self.ctx.state(|s| s.stop.clone()) {
+                Some(reason) => Err(Stop(reason)),
+                None => Ok(None),
+            };
+        }
+    }
+
+    /// The approval gate before `step` (1-based) of `total`, if the policy has one there and the
+    /// gates were not bypassed: waits for quorum, the bypass, an abort or the expiry, records the
+    /// outcome, and goes on or stops as it says. A halt while it waits holds before acting.
+    pub(crate) async fn gate(&self, step: u32, total: u32) -> Result<(), Stop> {
+        let Some(policy) = &self.req.approval else { return Ok(()) };
+        if !policy.gated_batches(total).contains(&step) || self.ctx.state(|s| s.status.bypass.is_some() || s.stop.is_some()) {
+            return Ok(());
+        }
+        let opened = timestamp(self.ctx.workflow_time());
+        self.ctx.state_mut(|s| s.status.gates.push(Gate::open(step, opened, policy)));
+        self.enter(Phase::AwaitingApproval);
+        let expiry = TimerOptions::builder(Duration::from_millis(policy.expiry_ms))
+            .summary(format!("approval before batch {step}/{total} expires"))
+            .build();
+        let mut expiry = pin!(self.ctx.timer(expiry));
+        let outcome = loop {
+            // The decision first: an approval that comes with the expiry counts.
+            select! {
+                _ = self.ctx.wait_condition_with_options(|s: &DeployWorkflow| s.gate_moves(policy), requests_only()) => {}
+                fired = expiry.as_mut() => {
+                    if fired == TimerResult::Cancelled {
+                        break GateOutcome::Aborted;
+                    }
+                    break self.ctx.state(|s| s.gate_outcome(policy, true)).unwrap_or(GateOutcome::Expired(policy.on_expiry));
+                }
+            }
+            if self.ctx.state(|s| s.must_freeze(None)) {
+                self.freeze().await;
+                continue;
+            }
+            if let Some(outcome) = self.ctx.state(|s| s.gate_outcome(policy, false)) {
+                expiry.cancel();
+                break outcome;
+            }
+        };
+        let at = timestamp(self.ctx.workflow_time());
+        self.ctx.state_mut(|s| {
+            if let Some(gate) = s.status.gates.last_mut() {
+                gate.outcome = Some(outcome);
+            }
+            if let GateOutcome::Expired(then) = outcome {
+                let then = match then {
+                    OnExpiry::Abort => "rolling back",
+                    OnExpiry::Proceed => "proceeding",
+                };
+                let reason = format!("no quorum before batch {step} within {} ms; {then}", policy.expiry_ms);
+                s.status.audit.push(AuditEntry { action: Action::ApprovalExpired, by: control::SYSTEM.into(), at, reason });
+            }
+        });
+        self.hold(Boundary::WithinStep).await?;
+        match outcome {
+            GateOutcome::Approved | GateOutcome::Bypassed | GateOutcome::Expired(OnExpiry::Proceed) => Ok(()),
+            GateOutcome::Expired(OnExpiry::Abort) => Err(Stop(format!("approval before batch {step} expired without quorum after {} ms", policy.expiry_ms))),
+            GateOutcome::Aborted => Err(Stop(self.ctx.state(|s| s.stop.clone()).unwrap_or_else(|| "aborted while awaiting approval".into()))),
+        }
+    }
+
+    /// Copies the artifact into the target's regional caches; undone by evicting what it added.
+    pub(crate) async fn push(&mut self) -> Result<(), Stop> {
+        self.enter(Phase::Pushing);
+        steps::push(self.ctx, &mut self.saga, &self.req.artifact, &self.pre.regions, self.req.dry_run).await
+    }
+
+    /// Samples `instances` before anything changes: the reference of later judgements.
+    pub(crate) async fn baseline(&self, instances: Vec<String>, summary: &str) -> Result<GroupFigures, Stop> {
+        let policy = &self.req.health;
+        let input = BaselineInput { fleet: self.req.target.clone(), instances, policy: policy.clone(), dry_run: self.req.dry_run };
+        let window = Duration::from_millis(policy.sample_interval_ms);
+        Ok(self.ctx.execute_activity(SampleBaseline, input, long(summary, windows(window, policy.consecutive_bad_samples))).await?)
+    }
+
+    /// Updates `instances` to the artifact under operator control: the undo is registered
+    /// before the step (a step that fails halfway is still undone) and replaced by the actual
+    /// changes once it returns. Failing while this deploy froze the target is the freeze taking
+    /// effect, not a fault: the run holds, and on resume applies the same update again.
+    pub(crate) async fn update(&mut self, instances: &[String], summary: String) -> Result<Vec<InstanceChange>, Stop> {
+        let update = Update::plan(&self.id, &self.pre, &self.req.target, &self.req.artifact, instances, self.req.dry_run);
+        let undo_at = self.saga.push(update.planned_undo());
+        let out = loop {
+            let step = self.ctx.execute_activity(AdvanceBatch, update.input.clone(), long(summary.clone(), UPDATE_AT_MOST));
+            match self.attend(Step::Advance, step).await? {
+                Some(Ok(out)) => break out,
+                Some(Err(_)) if self.ctx.state(|s| s.frozen) => self.hold(Boundary::WithinStep).await?,
+                Some(Err(e)) => return Err(e.into()),
+                None => unreachable!("an update is never skipped"),
+            }
+        };
+        self.ctx.state_mut(|s| {
+            for c in &out.changes {
+                s.status.move_instances(&c.from_version, &c.to_version, 1);
+            }
+        });
+        self.saga.replace(undo_at, update.undo(&out.changes));
+        Ok(out.changes)
+    }
+
+    /// Bakes before a judgement, unless the gates were bypassed or nothing bakes. An abort
+    /// cancels the bake. `label` names the timer (`batch 2/4`), `what` the step in the reason.
+    pub(crate) async fn bake(&self, label: &str, what: &str) -> Result<(), Stop> {
+        if self.req.bake_ms == 0 || self.ctx.state(|s| s.status.bypass.is_some()) {
+            return Ok(());
+        }
+        self.enter(Phase::Baking);
+        let bake = TimerOptions::builder(Duration::from_millis(self.req.bake_ms)).summary(format!("bake {label}")).build();
+        if let Some(TimerResult::Cancelled) = self.attend(Step::Bake, self.ctx.timer(bake)).await? {
+            return Err(Stop(format!("aborted while baking {what}")));
+        }
+        self.hold(Boundary::WithinStep).await
+    }
+
+    /// Judges `canary` against `stable` (the instances still on the old build, or another set
+    /// under the same load) with the analysis engine, under the request's policy or the gate
+    /// preset; with `load_rps`, drives that verification load at both while sampling. Goes on
+    /// only on a pass; the bypass skips it. `what` names the step in summaries and reasons
+    /// (`batch 2`, `step 3 (25%)`).
+    pub(crate) async fn judge(&self, canary: Vec<String>, stable: Vec<String>, baseline: GroupFigures, load_rps: Option<u32>, what: &str) -> Result<(), Stop> {
+        if self.ctx.state(|s| s.status.bypass.is_some()) {
+            return Ok(());
+        }
+        self.enter(Phase::Evaluating);
+        let policy = &self.req.health;
+        let window = Duration::from_millis(policy.sample_interval_ms);
+        let engine = self.ctx.patched(ONE_HEALTH_PATH) || (self.req.analysis.is_some() && self.ctx.patched(ANALYSIS_ENGINE));
+        if !engine {
+            return self.judge_by_gate(canary, stable, baseline, what).await;
+        }
+        let analysis = self.req.analysis_policy();
+        let windows_n = signalbox_domain::analysis::windows(&analysis, policy);
+        let summary = match load_rps {
+            Some(rps) => format!("verify {what}: {} new against {} old under {rps} rps each", canary.len(), stable.len()),
+            None => format!("analyse {what}: {} updated vs {} not", canary.len(), stable.len()),
+        };
+        let analyze = AnalyzeInput {
+            fleet: self.req.target.clone(),
+            service: self.req.service.clone(),
+            canary,
+            stable,
+            baseline,
+            baseline_span_ms: policy.sample_interval_ms.saturating_mul(u64::from(policy.consecutive_bad_samples)),
+            policy: analysis,
+            window_ms: policy.sample_interval_ms,
+            windows: windows_n,
+            dry_run: self.req.dry_run,
+            load_rps,
+        };
+        let step = self.ctx.execute_activity(AnalyzeHealth, analyze, long(summary, windows(window, windows_n.saturating_add(1))));
+        let Some(output) = self.attend(Step::Evaluate, step).await? else {
+            return Ok(());
+        };
+        // The judged input stays in history only (for `signalbox backtest export`).
+        let report: AnalysisReport = output?.report;
+        self.hold(Boundary::WithinStep).await?;
+        let stop = report.stop_reason(what);
+        self.ctx.state_mut(|s| s.status.last_analysis = Some(report));
+        stop.map_or(Ok(()), |reason| Err(Stop(reason)))
+    }
+
+    /// A batch judged by the first-version gate, as runs recorded before the engine judged
+    /// every step did (`health.evaluate`).
+    async fn judge_by_gate(&self, canary: Vec<String>, control: Vec<String>, baseline: GroupFigures, what: &str) -> Result<(), Stop> {
+        let policy = &self.req.health;
+        let window = Duration::from_millis(policy.sample_interval_ms);
+        let summary = format!("judge {what}: {} updated vs {} not", canary.len(), control.len());
+        let evaluate = EvaluateInput { fleet: self.req.target.clone(), canary, control, baseline, policy: policy.clone(), dry_run: self.req.dry_run };
+        let step = self.ctx.execute_activity(EvaluateHealth, evaluate, long(summary, windows(window, policy.samples.saturating_add(1))));
+        let Some(report) = self.attend(Step::Evaluate, step).await? else {
+            return Ok(());
+        };
+        let report = report?;
+        // A halt during the evaluation freezes the deploy before its verdict is acted on.
+        self.hold(Boundary::WithinStep).await?;
+        let (verdict, summary) = (report.verdict, report.summary.clone());
+        self.ctx.state_mut(|s| s.status.last_verdict = Some(report));
+        match verdict {
+            signalbox_domain::analysis::Decision::Pass => Ok(()),
+            signalbox_domain::analysis::Decision::Fail => Err(Stop(format!("{what}: unhealthy: {summary}"))),
+            // Never promote on missing evidence.
+            _ => Err(Stop(format!("{what}: {summary}"))),
+        }
+    }
+
+    /// Sets weights on the balancer and records them in the status; with `undo`, first
+    /// registers the weights that undo it.
+    pub(crate) async fn shift(&mut self, lb: &LbTarget, weights: &Weights, undo: Option<&Weights>, summary: String) -> Result<(), Stop> {
+        if let Some(undo) = undo {
+            self.saga.push(Compensation::weights(lb, undo));
+        }
+        steps::set_weights(self.ctx, lb, weights, summary).await?;
+        self.traffic(|t| t.weights.extend(weights.clone()));
+        Ok(())
+    }
+}
