@@ -146,7 +146,9 @@ impl Deploys {
                 Err(e) => return Err(e),
             };
             match status.phase {
-                Phase::Failed if status.current_batch == 0 => {
+                // Refused before anything changed: a field the world refused, the lane, or
+                // preflight failing outright.
+                Phase::Failed if status.invalid.is_some() || status.held_by.is_some() || status.fleet_size == 0 => {
                     let reason = status.reason.clone().unwrap_or_default();
                     return Err(match (status.invalid, status.held_by) {
                         (Some(invalid), _) => Error::Invalid { field: invalid.field, rule: invalid.rule },

@@ -11,7 +11,7 @@ use signalbox_contract::lane::{LaneHold, LaneRun, Release, held, lane_id};
 use signalbox_domain::{DeployRequest, Phase};
 use temporalio_common::error::ChildWorkflowStartError;
 use temporalio_sdk::workflows::select;
-use temporalio_sdk::{CancellableFuture, ChildWorkflowOptions, ParentClosePolicy, SignalWorkflowOptions, StartedChildWorkflow, WorkflowCancellationToken, WorkflowContext};
+use temporalio_sdk::{CancellableFuture, ChildWorkflowOptions, TimerOptions, ParentClosePolicy, SignalWorkflowOptions, StartedChildWorkflow, WorkflowCancellationToken, WorkflowContext};
 
 use super::run::enter;
 use super::state::DeployWorkflow;
@@ -20,6 +20,10 @@ use crate::shared::options::{long, quick};
 /// How long one wait for a held lane lasts before the deploy looks again (and its history
 /// records one more wait).
 const QUEUE_WAIT: Duration = Duration::from_secs(10 * 60);
+/// A lane whose holder just ended is still there for a moment (Temporal ends it with its
+/// holder): how often, and how long apart, the deploy tries again before it calls it held.
+const FREED_RETRIES: u32 = 10;
+const FREED_PAUSE: Duration = Duration::from_millis(300);
 
 /// A lane this deploy holds.
 pub(crate) struct Lane(StartedChildWorkflow<LaneRun>);
@@ -30,6 +34,8 @@ pub(crate) enum Busy {
     HeldBy(Option<String>),
     /// The deploy was aborted while it waited.
     Aborted(String),
+    /// Temporal refused the lane workflow for another reason.
+    Failed(String),
 }
 
 impl Busy {
@@ -37,7 +43,7 @@ impl Busy {
     pub(crate) fn reason(&self, req: &DeployRequest) -> String {
         match self {
             Busy::HeldBy(holder) => held(holder.as_deref().unwrap_or("(another deploy)"), &req.service, &req.target),
-            Busy::Aborted(reason) => reason.clone(),
+            Busy::Aborted(reason) | Busy::Failed(reason) => reason.clone(),
         }
     }
 }
@@ -47,6 +53,7 @@ impl Busy {
 /// free (an abort while queued ends the wait).
 pub(crate) async fn take(ctx: &WorkflowContext<DeployWorkflow>, req: &DeployRequest, queue: bool) -> Result<Lane, Busy> {
     let lane = lane_id(&req.service, &req.target);
+    let mut freed_tries = 0;
     loop {
         let hold = LaneHold { service: req.service.clone(), target: req.target.clone(), holder: ctx.workflow_id().to_owned() };
         let options = ChildWorkflowOptions::builder()
@@ -63,9 +70,16 @@ pub(crate) async fn take(ctx: &WorkflowContext<DeployWorkflow>, req: &DeployRequ
                 return Ok(Lane(started));
             }
             Err(ChildWorkflowStartError::StartFailed { .. }) => {}
-            Err(other) => return Err(Busy::Aborted(format!("could not take the lane {lane}: {other}"))),
+            Err(other) => return Err(Busy::Failed(format!("could not take the lane {lane}: {other}"))),
         }
         let holder = ctx.execute_activity(LaneHolder, LaneInput { lane: lane.clone() }, quick(format!("who holds {lane}"))).await.ok().flatten();
+        // Held a moment ago, free now (its holder ended): try again shortly.
+        if holder.is_none() && freed_tries < FREED_RETRIES {
+            freed_tries += 1;
+            let pause = TimerOptions::builder(FREED_PAUSE).summary(format!("{lane} is being freed")).build();
+            let _ = ctx.timer(pause).await;
+            continue;
+        }
         ctx.state_mut(|s| s.status.held_by = holder.clone());
         if !queue {
             return Err(Busy::HeldBy(holder));
