@@ -115,12 +115,16 @@ impl Sampler {
         let baselines = analysis::baselines(&input.policy, &input.baseline, input.baseline_span_ms);
         let mut recorder = Recorder::new(input.policy.clone(), baselines).map_err(refused)?;
         let source = Scrape::new(self.scraper.clone(), Scrape::default_measures());
-        source.prime(&canary).await;
-        if let Some(stable) = &stable {
-            source.prime(stable).await;
-        }
+        // The windows keep their pace from here, reads included: the first one closes a window
+        // after the priming reads began, not after they ended.
         let mut tick = tokio::time::interval(Duration::from_millis(input.window_ms));
         tick.tick().await;
+        let prime_stable = async {
+            if let Some(stable) = &stable {
+                source.prime(stable).await;
+            }
+        };
+        futures::join!(source.prime(&canary), prime_stable);
         for n in 1..=input.windows as usize {
             tick.tick().await;
             let sample = signalbox_metrics::sample(&source, &input.policy, &canary, stable.as_ref(), SystemTime::now()).await;

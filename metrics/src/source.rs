@@ -47,7 +47,7 @@ pub trait Source: Send + Sync {
 }
 
 /// Reads one analysis sample at `at`: the policy's metrics for the canary and, when given,
-/// the stable group, in the policy's order, with the canary's [`REQUESTS`] reading as traffic
+/// the stable group (both at once), in the policy's order, with the canary's [`REQUESTS`] reading as traffic
 /// (none when the source cannot read it).
 pub async fn sample(
     source: &dyn Source,
@@ -64,13 +64,16 @@ pub async fn sample(
             names.push(REQUESTS);
             names.len() - 1
         });
-    let mut canary = source.read(&names, canary, at).await;
+    // Both groups are read together, so their windows close in the same moment.
+    let stable_read = async {
+        match stable {
+            Some(group) => source.read(&names[..policy.metrics.len()], group, at).await,
+            None => Vec::new(),
+        }
+    };
+    let (mut canary, stable) = futures::join!(source.read(&names, canary, at), stable_read);
     let traffic = canary[traffic_at].value().map(|v| v.round() as u64);
     canary.truncate(policy.metrics.len());
-    let stable = match stable {
-        Some(group) => source.read(&names[..policy.metrics.len()], group, at).await,
-        None => Vec::new(),
-    };
     Sample {
         at: unix_seconds(at),
         traffic,
