@@ -193,6 +193,14 @@ fn blue_green_started_with_the_cli_flips_all_requests_to_green_and_keeps_blue_id
 
         let mut args = start_args(&api, "profile", &fleet, &next.digest.to_string());
         args.extend(["3000", "--strategy", "blue-green", "--health-min-requests", "10"].map(str::to_owned));
+        // A backend HAProxy does not have is refused before anything changes, naming the field.
+        let mut wrong: Vec<&str> = args.iter().map(String::as_str).collect();
+        let at = wrong.iter().position(|a| *a == "--lb-backend").expect("the backend flag") + 1;
+        wrong[at] = "no-such-backend";
+        let (code, _, err) = signalbox(&wrong).await?;
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.starts_with("error: strategy.lb.backend: HAProxy has no backend no-such-backend"), "{err}");
+        assert!(fleet.fleet.oplog()?.iter().all(|e| e.deploy_id == "provision"), "nothing changed");
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (code, out, err) = signalbox(&args).await?;
         assert_eq!(code, Some(0), "{out}{err}");
@@ -278,6 +286,53 @@ fn blue_green_flips_back_within_its_window_and_a_held_flip_can_be_aborted() {
         for spec in fleet.fleet.instances() {
             assert_eq!(fleet.fleet.probe(&spec.id).await.map(|r| r.version).as_deref(), Some("8.0.0"), "{}", spec.id);
         }
+        api.stop().await
+    });
+}
+
+#[test]
+fn a_canary_waits_for_approval_before_its_second_step_and_a_halt_freezes_its_weights() {
+    run(async {
+        let s = stack().await;
+        let mut api = GrpcApi::start(s).await?;
+        let base = publish(&s.home, demo_build("gated", "5.0.0", 0.002, 5)).await?;
+        let next = publish(&s.home, demo_build("gated", "5.1.0", 0.002, 5)).await?;
+        let options = BalancedOptions { rps: 300, ..BalancedOptions::new("gated", "canary-gated", 6) };
+        let fleet = BalancedFleet::start(&s.home, options, base, &s.options.dir).await?;
+        let deploys = s.deploys().await?;
+        let mut req = canary_request("gated", &fleet, next, fleet.ids()[..1].to_vec());
+        req.approval = Some(signalbox_domain::ApprovalPolicy {
+            before_batches: vec![2],
+            approvers: vec!["bob".into()],
+            quorum: 1,
+            allow_self_approval: false,
+            expiry_ms: 10 * 60 * 1000,
+            on_expiry: signalbox_domain::OnExpiry::Abort,
+        });
+        let id = start_through_api(&mut api, req).await?;
+        let waiting = wait_for("the gate before step 2", DEPLOY_DEADLINE, || async {
+            let st = deploys.status(&id).await?;
+            Ok((st.phase == Phase::AwaitingApproval).then_some(st))
+        })
+        .await?;
+        assert_eq!((waiting.current_batch, waiting.gates[0].before_batch), (1, 2), "{waiting:#?}");
+        let at_step_1 = fleet.stats().await?.weights();
+
+        // A halt while the gate waits freezes the target: weights and instances stay.
+        let halted = deploys.halt(&id, Command::new("oncall", "freeze")).await?;
+        assert!(halted.halted);
+        let ops = fleet.fleet.oplog()?.len();
+        api.client.approve_deploy(pb::ApproveDeployRequest { deploy_id: id.clone(), approver: "bob".into(), reason: "1% looks fine".into() }).await?;
+        let until = tokio::time::Instant::now() + HOLD_WINDOW;
+        while tokio::time::Instant::now() < until {
+            assert_eq!(fleet.stats().await?.weights(), at_step_1, "the halted canary's weights stay");
+            assert_eq!(fleet.fleet.oplog()?.len(), ops, "no instance changes while halted");
+        }
+        deploys.resume(&id, Command::new("oncall", "go on")).await?;
+        let done = deploys.result(&id).await?;
+        assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+        assert_eq!(done.gates[0].approvals.iter().map(|a| a.by.as_str()).collect::<Vec<_>>(), ["bob"]);
+        assert_eq!(fleet.served_through(20).await?, only("5.1.0", 20));
         api.stop().await
     });
 }
