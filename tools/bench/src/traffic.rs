@@ -5,7 +5,8 @@
 //!   step configures, with round-robin and random balancing side by side.
 //! - Blue/green flip back: from the decision (the `rollback` update sent while blue is kept)
 //!   until every request through HAProxy is served by blue, against the 1 s goal and against
-//!   green's own rollback to the old build (instance restarts) in the same run.
+//!   green's own rollback to the old build (instance restarts) in the same run; and that once
+//!   HAProxy reports green at weight 0, it sends green nothing more.
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -116,8 +117,18 @@ async fn flip_back(s: &Stack, traffic: &Deploys, dir: &Path, rps: u32) -> anyhow
         let decided = Instant::now();
         let status = traffic.rollback(&id, Command::new("bench", "benchmark: flip back")).await;
         let returned = decided.elapsed();
-        let after_return = fleet.stats().await;
-        // Keep asking a while after the update returned, so a straggler would be seen.
+        // The update answers once the rollback is accepted; the flip back (the weights' undo, the
+        // first compensation) follows: wait until HAProxy itself reports blue serving alone.
+        let mut ticks = tokio::time::interval(Duration::from_millis(5));
+        let after_return = loop {
+            ticks.tick().await;
+            match fleet.stats().await {
+                Ok(stats) if stats.servers.iter().all(|sv| !green.contains(&sv.name) || sv.weight == 0) => break Ok(stats),
+                Ok(_) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        // Keep asking a while after the flip back, so a straggler would be seen.
         let seen = answers.borrow().len();
         answered(seen + 200).await;
         stop.set(true);
@@ -144,7 +155,7 @@ async fn flip_back(s: &Stack, traffic: &Deploys, dir: &Path, rps: u32) -> anyhow
     let secs = |d: Duration| format!("{:.3} s", d.as_secs_f64());
     println!("  {:<58} {:>9}   goal < 1 s (ratio {:.3} of goal)", "decision -> every client request served by blue", secs(to_blue), to_blue.as_secs_f64());
     println!("  {:<58} {:>9}", "decision -> rollback update accepted", secs(returned));
-    println!("  {:<58} {:>9}", "requests HAProxy sent to green after the update returned", straggling);
+    println!("  {:<58} {:>9}", "requests HAProxy sent to green once its weights were 0", straggling);
     println!(
         "  {:<58} {:>9}   (x{:.0} the flip back)",
         "baseline: decision -> green back on the old build (restarts)",
