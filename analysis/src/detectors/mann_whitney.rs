@@ -56,6 +56,9 @@ impl Default for Comparison {
     }
 }
 
+/// The most samples one comparison may keep for either side.
+const MAX_WINDOW: usize = 10_000;
+
 impl Comparison {
     pub(crate) fn validate(&self, field: &str) -> Result<()> {
         let a = self.alpha;
@@ -74,6 +77,10 @@ impl Comparison {
         )?;
         if self.min_samples == 0 {
             return Err(invalid(format!("{field}.min_samples"), "must be >= 1"));
+        }
+        if self.min_samples > MAX_WINDOW || self.window.is_some_and(|w| w > MAX_WINDOW) {
+            let name = if self.min_samples > MAX_WINDOW { "min_samples" } else { "window" };
+            return Err(invalid(format!("{field}.{name}"), "must be at most 10000"));
         }
         if self.window.is_some_and(|w| w < self.min_samples) {
             return Err(invalid(format!("{field}.window"), "must be >= min_samples"));
@@ -286,6 +293,16 @@ mod tests {
                 .0,
             Finding::Clear
         );
+    }
+
+    #[test]
+    fn a_window_too_large_to_keep_is_refused_by_field() {
+        let big = Comparison { window: Some(1 << 40), ..Comparison::default() };
+        let err = big.validate("c").unwrap_err().to_string();
+        assert!(err.contains("c.window") && err.contains("at most 10000"), "{err}");
+        let big = Comparison { min_samples: 20_000, window: None, ..Comparison::default() };
+        let err = big.validate("c").unwrap_err().to_string();
+        assert!(err.contains("c.min_samples"), "{err}");
     }
 
     #[test]

@@ -52,6 +52,9 @@ impl Default for Seasonal {
     }
 }
 
+/// The most points one history bucket or the level window may ask for.
+const MAX_POINTS: usize = 10_000;
+
 impl Seasonal {
     pub(crate) fn validate(&self, field: &str) -> Result<()> {
         check(
@@ -64,8 +67,15 @@ impl Seasonal {
         check(
             &format!("{field}.min_points"),
             n,
-            self.min_points >= 2,
-            "must be >= 2",
+            (2..=MAX_POINTS).contains(&self.min_points),
+            "must be within 2..=10000",
+        )?;
+        // The level window is allocated up front, so its size is bounded like any count.
+        check(
+            &format!("{field}.level_points"),
+            self.level_points as f64,
+            self.level_points <= MAX_POINTS,
+            "must be at most 10000",
         )
     }
 }
@@ -265,6 +275,17 @@ pub(crate) fn weekday_hour(at: i64) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_that_would_allocate_without_bound_are_refused_by_field() {
+        let big = Seasonal { level_points: 1 << 40, ..Seasonal::default() };
+        let err = big.validate("s").unwrap_err().to_string();
+        assert!(err.contains("s.level_points") && err.contains("at most 10000"), "{err}");
+        let big = Seasonal { min_points: 10_001, ..Seasonal::default() };
+        let err = big.validate("s").unwrap_err().to_string();
+        assert!(err.contains("s.min_points"), "{err}");
+        assert!(Seasonal::default().validate("s").is_ok());
+    }
 
     #[test]
     fn weekday_and_hour_in_utc() {
