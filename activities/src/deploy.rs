@@ -16,7 +16,7 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::{info, instrument};
 
-use crate::heartbeat::with_heartbeat;
+use crate::heartbeat::{until_cancelled, with_heartbeat};
 use crate::sampling::Sampler;
 use crate::{Error, Result};
 
@@ -78,7 +78,11 @@ impl DeployActivities {
         let mut newly_cached = Vec::new();
         for region in &input.regions {
             let cache = self.home.region_cache(region)?;
-            let fresh = if input.dry_run { !cache.contains(&input.digest).await? } else { cache.copy_from(&store, &input.digest).await? };
+            let fresh = match (input.dry_run, input.deploy_id.as_str()) {
+                (true, _) => !cache.contains(&input.digest).await?,
+                (false, "") => cache.copy_from(&store, &input.digest).await?,
+                (false, by) => cache.fill_from(&store, &input.digest, by).await?,
+            };
             if fresh {
                 newly_cached.push(region.clone());
             }
@@ -155,9 +159,16 @@ impl DeployActivities {
     #[activity(definition = contract::EvictArtifact)]
     #[instrument(skip_all, fields(digest = %input.digest))]
     pub async fn evict_artifact(self: Arc<Self>, _ctx: ActivityContext, input: EvictInput) -> Result<(), ActivityError> {
+        if input.dry_run {
+            return Ok(());
+        }
         for region in &input.regions {
             let cache = self.home.region_cache(region).map_err(|e| Error::from(e).into_activity())?;
-            cache.remove(&input.digest).await.map_err(|e| Error::from(e).into_activity())?;
+            let evicted = match input.deploy_id.as_str() {
+                "" => cache.remove(&input.digest).await,
+                by => cache.evict_fill(&input.digest, by).await.map(|_| ()),
+            };
+            evicted.map_err(|e| Error::from(e).into_activity())?;
         }
         Ok(())
     }
@@ -168,7 +179,7 @@ impl DeployActivities {
     pub async fn sample_baseline(self: Arc<Self>, ctx: ActivityContext, input: BaselineInput) -> Result<GroupFigures, ActivityError> {
         let progress = AtomicUsize::new(0);
         let work = async { self.sampler.baseline(self.open(&input.fleet)?.as_ref(), &input).await };
-        with_heartbeat(&ctx, &progress, work).await.map_err(Error::into_activity)
+        until_cancelled(&ctx, &progress, work).await?.map_err(Error::into_activity)
     }
 
     /// See [`contract::AdvanceBatch`].
@@ -191,7 +202,7 @@ impl DeployActivities {
     pub async fn analyze_health(self: Arc<Self>, ctx: ActivityContext, input: AnalyzeInput) -> Result<AnalyzeOutput, ActivityError> {
         let progress = AtomicUsize::new(0);
         let work = async { self.sampler.analyze(self.open(&input.fleet)?.as_ref(), input, &progress).await };
-        with_heartbeat(&ctx, &progress, work).await.map_err(Error::into_activity)
+        until_cancelled(&ctx, &progress, work).await?.map_err(Error::into_activity)
     }
 
     /// See [`contract::EvaluateHealth`]: the gate preset on the same loop.
@@ -200,7 +211,7 @@ impl DeployActivities {
     pub async fn evaluate_health(self: Arc<Self>, ctx: ActivityContext, input: EvaluateInput) -> Result<HealthReport, ActivityError> {
         let progress = AtomicUsize::new(0);
         let work = async { self.sampler.evaluate(self.open(&input.fleet)?.as_ref(), input, &progress).await };
-        with_heartbeat(&ctx, &progress, work).await.map_err(Error::into_activity)
+        until_cancelled(&ctx, &progress, work).await?.map_err(Error::into_activity)
     }
 
     /// See [`contract::VerifyInstances`]: the gate preset on the same loop, under load.
@@ -209,7 +220,7 @@ impl DeployActivities {
     pub async fn verify(self: Arc<Self>, ctx: ActivityContext, input: VerifyInput) -> Result<HealthReport, ActivityError> {
         let progress = AtomicUsize::new(0);
         let work = async { self.sampler.verify(self.open(&input.fleet)?.as_ref(), input, &progress).await };
-        with_heartbeat(&ctx, &progress, work).await.map_err(Error::into_activity)
+        until_cancelled(&ctx, &progress, work).await?.map_err(Error::into_activity)
     }
 
     /// See [`contract::HaltFleet`]. Writes the target's halt mark: a change in flight fails

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use temporalio_sdk::activities::ActivityContext;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 /// How often long activities tell the server they are alive.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
@@ -22,5 +22,15 @@ pub async fn with_heartbeat<T>(ctx: &ActivityContext, progress: &AtomicUsize, wo
                 let _ = ctx.record_heartbeat(progress.load(Ordering::Relaxed) as u64).await;
             }
         }
+    }
+}
+
+/// [`with_heartbeat`] for work that only reads or waits (a judgement, a wait for a lane): it
+/// stops when the workflow cancels the activity, which the server tells at a heartbeat, and
+/// answers `Cancelled`. Changes are never cut short this way: they run to an instance boundary.
+pub async fn until_cancelled<T>(ctx: &ActivityContext, progress: &AtomicUsize, work: impl Future<Output = T>) -> Result<T, ActivityError> {
+    tokio::select! {
+        out = with_heartbeat(ctx, progress, work) => Ok(out),
+        () = ctx.cancelled() => Err(ActivityError::cancelled()),
     }
 }

@@ -12,7 +12,7 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::instrument;
 
 use crate::Error;
-use crate::heartbeat::with_heartbeat;
+use crate::heartbeat::until_cancelled;
 
 /// How often a waiting deploy looks at the lane.
 const LOOK_EVERY: Duration = Duration::from_millis(500);
@@ -47,6 +47,6 @@ impl LaneActivities {
         let wait = lanes::await_free(&self.client, &input.lane, Duration::from_millis(input.at_most_ms), LOOK_EVERY, || {
             looks.fetch_add(1, Ordering::Relaxed);
         });
-        with_heartbeat(&ctx, &looks, wait).await.map_err(|e| Error::Temporal(format!("{e:#}")).into_activity())
+        until_cancelled(&ctx, &looks, wait).await?.map_err(|e| Error::Temporal(format!("{e:#}")).into_activity())
     }
 }

@@ -158,7 +158,8 @@ impl Sampler {
     }
 }
 
-/// A `health.analyze` input under the gate preset of `policy`.
+/// A `health.analyze` input under the gate preset of `policy`, for the activities older runs
+/// schedule (`health.evaluate`, `health.verify`).
 fn gate_input(
     policy: &HealthPolicy,
     canary: Vec<String>,
@@ -176,7 +177,9 @@ fn gate_input(
         stable,
         baseline,
         baseline_span_ms: policy.sample_interval_ms.saturating_mul(u64::from(policy.consecutive_bad_samples)),
-        windows: analysis::windows(&preset, policy),
+        // The gate sampled `samples` windows, and the runs that schedule it gave it time for that
+        // many and one more: the engine may take no more, so it ends inconclusive rather than late.
+        windows: policy.samples.max(1),
         policy: preset,
         window_ms: policy.sample_interval_ms,
         dry_run,

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use signalbox_domain::analysis::{AnalysisInput, AnalysisReport, Policy};
-use signalbox_domain::traffic::{AdminState, LbStats, LbTarget, Weights};
+use signalbox_domain::traffic::{LbStats, LbTarget, Weights};
 use signalbox_domain::{Artifact, BatchPlan, Digest, GroupFigures, HealthPolicy, HealthReport, Target};
 
 /// The failure type of an activity that refused a field of the request (its message is
@@ -77,7 +77,8 @@ activity!(
     LaneHolder = "lane.holder": LaneInput => Option<String>
 );
 activity!(
-    /// Waits, heartbeating, until a lane is free or `at_most_ms` passed; returns whether it is free.
+    /// Waits, heartbeating, until a lane is free or `at_most_ms` passed; returns whether it is
+    /// free (recorded for a reader of the history: the deploy tries the lane either way).
     AwaitLane = "lane.await": AwaitLaneInput => bool
 );
 activity!(
@@ -88,10 +89,6 @@ activity!(
     /// Sets the weights of the named servers (others keep theirs); returns the weights they had.
     /// Setting the returned weights undoes it.
     SetWeights = "lb.set_weights": SetWeightsInput => SetWeightsOutput
-);
-activity!(
-    /// Sets the administrative state of servers (ready, drain, maint); returns the states they had.
-    SetServerState = "lb.set_state": SetStateInput => SetStateOutput
 );
 activity!(
     /// Drives a verification load at idle instances and a serving reference group and judges
@@ -130,7 +127,7 @@ pub struct PreflightInput {
 }
 
 /// Output of [`Preflight`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PreflightOutput {
     /// Every instance, in rollout order.
     pub instances: Vec<InstanceState>,
@@ -147,6 +144,10 @@ pub struct PreflightOutput {
 /// Input of [`PushArtifact`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PushInput {
+    /// The deploy pushing it: the caches it fills are recorded as its own, so its undo evicts
+    /// those and no other (empty in pushes recorded before).
+    #[serde(default)]
+    pub deploy_id: String,
     /// Artifact to push.
     pub digest: Digest,
     /// Regions whose caches must hold it.
@@ -165,10 +166,17 @@ pub struct PushOutput {
 /// Input of [`EvictArtifact`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvictInput {
+    /// The deploy whose push filled the caches: only its fills are evicted (empty in evictions
+    /// recorded before, which remove the artifact from every named region).
+    #[serde(default)]
+    pub deploy_id: String,
     /// Artifact to evict.
     pub digest: Digest,
     /// Regions to evict it from.
     pub regions: Vec<String>,
+    /// A rehearsal: evicts nothing.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// Input of [`SampleBaseline`].
@@ -369,6 +377,9 @@ pub struct SetWeightsInput {
     pub lb: LbTarget,
     /// New weights of the named servers.
     pub weights: Weights,
+    /// A rehearsal: checks the servers and answers the weights they have, writing nothing.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// Output of [`SetWeights`].
@@ -376,24 +387,6 @@ pub struct SetWeightsInput {
 pub struct SetWeightsOutput {
     /// Weights the named servers had before the call.
     pub previous: Weights,
-}
-
-/// Input of [`SetServerState`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SetStateInput {
-    /// Balancer and backend.
-    pub lb: LbTarget,
-    /// Servers to change.
-    pub servers: Vec<String>,
-    /// Their new state.
-    pub state: AdminState,
-}
-
-/// Output of [`SetServerState`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SetStateOutput {
-    /// States the servers had before the call.
-    pub previous: BTreeMap<String, AdminState>,
 }
 
 /// Input of [`VerifyInstances`].

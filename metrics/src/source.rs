@@ -47,8 +47,10 @@ pub trait Source: Send + Sync {
 }
 
 /// Reads one analysis sample at `at`: the policy's metrics for the canary and, when given,
-/// the stable group (both at once), in the policy's order, with the canary's [`REQUESTS`] reading as traffic
-/// (none when the source cannot read it).
+/// the stable group (both at once), in the policy's order, with the canary's [`REQUESTS`]
+/// reading as traffic (none when the source cannot read it). A stable group that served fewer
+/// requests than the policy's low-traffic floor is left out of the sample: a reference that
+/// thin (one error in three requests) would excuse a real regression.
 pub async fn sample(
     source: &dyn Source,
     policy: &Policy,
@@ -67,13 +69,17 @@ pub async fn sample(
     // Both groups are read together, so their windows close in the same moment.
     let stable_read = async {
         match stable {
-            Some(group) => source.read(&names[..policy.metrics.len()], group, at).await,
+            Some(group) => source.read(&names, group, at).await,
             None => Vec::new(),
         }
     };
-    let (mut canary, stable) = futures::join!(source.read(&names, canary, at), stable_read);
+    let (mut canary, mut stable) = futures::join!(source.read(&names, canary, at), stable_read);
     let traffic = canary[traffic_at].value().map(|v| v.round() as u64);
     canary.truncate(policy.metrics.len());
+    if too_thin(&stable, traffic_at, policy.low_traffic.min_requests) {
+        stable.clear();
+    }
+    stable.truncate(policy.metrics.len());
     Sample {
         at: unix_seconds(at),
         traffic,
@@ -82,10 +88,30 @@ pub async fn sample(
     }
 }
 
+/// Whether stable readings whose [`REQUESTS`] reading is at `traffic_at` served too few
+/// requests to be a reference. An unread count is not thin: the readings stand as they are.
+fn too_thin(stable: &[Observation], traffic_at: usize, min_requests: u64) -> bool {
+    stable.get(traffic_at).and_then(Observation::value).is_some_and(|served| served < min_requests as f64)
+}
+
 /// Whole seconds since the Unix epoch (negative before it).
 pub fn unix_seconds(at: SystemTime) -> i64 {
     match at.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_secs() as i64,
         Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stable_group_below_the_traffic_floor_is_no_reference() {
+        let readings = |requests: Observation| vec![Observation::Value(0.33), requests];
+        assert!(too_thin(&readings(Observation::Value(3.0)), 1, 100), "one error in three requests");
+        assert!(!too_thin(&readings(Observation::Value(100.0)), 1, 100));
+        assert!(!too_thin(&readings(Observation::Missing), 1, 100), "an unread count leaves the readings be");
+        assert!(!too_thin(&[], 1, 100), "no stable group");
     }
 }

@@ -44,6 +44,10 @@ impl ArtifactStore {
         ObjectPath::from(format!("sha256/{}", digest.hex()))
     }
 
+    fn fill_key(digest: &Digest) -> ObjectPath {
+        ObjectPath::from(format!("fills/sha256/{}", digest.hex()))
+    }
+
     fn record_key(digest: &Digest) -> ObjectPath {
         ObjectPath::from(format!("records/sha256/{}.json", digest.hex()))
     }
@@ -114,6 +118,41 @@ impl ArtifactStore {
         Ok(true)
     }
 
+    /// Copies `digest` from `source` on behalf of `by` (a deploy); returns whether `by` filled
+    /// this store with it, now or on an earlier try of the same push, so a retry after a crash
+    /// reports what the first try copied. A store that held it before, or that another deploy
+    /// filled, answers `false`. The fill is recorded before the copy.
+    pub async fn fill_from(&self, source: &ArtifactStore, digest: &Digest, by: &str) -> Result<bool> {
+        if self.contains(digest).await? {
+            return Ok(self.filled_by(digest).await?.as_deref() == Some(by));
+        }
+        self.inner.put(&Self::fill_key(digest), PutPayload::from(by.as_bytes().to_vec())).await.map_err(Error::Backend)?;
+        self.copy_from(source, digest).await?;
+        Ok(true)
+    }
+
+    /// Who filled this store with `digest` by [`ArtifactStore::fill_from`], if anyone did.
+    pub async fn filled_by(&self, digest: &Digest) -> Result<Option<String>> {
+        match self.inner.get(&Self::fill_key(digest)).await {
+            Ok(r) => Ok(Some(String::from_utf8_lossy(&r.bytes().await.map_err(Error::Backend)?).into_owned())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::Backend(e)),
+        }
+    }
+
+    /// Removes `digest` if `by` filled this store with it (the undo of its push); returns
+    /// whether it did. What another deploy filled, or what was there before, stays.
+    pub async fn evict_fill(&self, digest: &Digest, by: &str) -> Result<bool> {
+        if self.filled_by(digest).await?.as_deref() != Some(by) {
+            return Ok(false);
+        }
+        self.remove(digest).await?;
+        match self.inner.delete(&Self::fill_key(digest)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(true),
+            Err(e) => Err(Error::Backend(e)),
+        }
+    }
+
     /// Removes `digest`; removing a missing object is a no-op.
     pub async fn remove(&self, digest: &Digest) -> Result<()> {
         match self.inner.delete(&Self::key(digest)).await {
@@ -161,6 +200,28 @@ mod tests {
         assert!(!cache.contains(&d).await.unwrap());
         let unknown = digest_of(b"never stored");
         assert!(matches!(store.get(&unknown).await, Err(Error::UnknownArtifact(_))));
+    }
+
+    #[tokio::test]
+    async fn a_fill_is_owned_by_its_deploy_across_retries_and_evicted_only_by_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::local(&dir.path().join("store")).unwrap();
+        let cache = ArtifactStore::local(&dir.path().join("cache")).unwrap();
+        let d = store.put(b"build-2".to_vec()).await.unwrap();
+        assert!(cache.fill_from(&store, &d, "deploy-a").await.unwrap());
+        assert!(cache.fill_from(&store, &d, "deploy-a").await.unwrap(), "a retry of the same push still reports its fill");
+        assert!(!cache.fill_from(&store, &d, "deploy-b").await.unwrap(), "another deploy found it there");
+        assert!(!cache.evict_fill(&d, "deploy-b").await.unwrap());
+        assert!(cache.contains(&d).await.unwrap(), "what another deploy filled stays");
+        assert!(cache.evict_fill(&d, "deploy-a").await.unwrap());
+        assert!(!cache.contains(&d).await.unwrap());
+        assert_eq!(cache.filled_by(&d).await.unwrap(), None);
+
+        let before = store.put(b"build-3".to_vec()).await.unwrap();
+        assert!(cache.copy_from(&store, &before).await.unwrap());
+        assert!(!cache.fill_from(&store, &before, "deploy-a").await.unwrap(), "held before the deploy: not its fill");
+        assert!(!cache.evict_fill(&before, "deploy-a").await.unwrap());
+        assert!(cache.contains(&before).await.unwrap());
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use signalbox_contract::activities::{self as contract, SetStateInput, SetStateOutput, SetWeightsInput, SetWeightsOutput};
+use signalbox_contract::activities::{self as contract, SetWeightsInput, SetWeightsOutput};
 use signalbox_domain::traffic::{LbStats, LbTarget};
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
@@ -34,16 +34,14 @@ impl TrafficActivities {
     #[activity(definition = contract::SetWeights)]
     #[instrument(skip_all, fields(backend = %input.lb.backend, servers = input.weights.len()))]
     pub async fn set_weights(self: Arc<Self>, _ctx: ActivityContext, input: SetWeightsInput) -> Result<SetWeightsOutput, ActivityError> {
-        let previous = api(&input.lb).set_weights(&input.lb.backend, &input.weights).await.map_err(Error::into_activity)?;
-        info!(weights = ?input.weights, "weights set");
+        let api = api(&input.lb);
+        let previous = if input.dry_run {
+            api.check_weights(&input.lb.backend, &input.weights).await
+        } else {
+            api.set_weights(&input.lb.backend, &input.weights).await
+        }
+        .map_err(Error::into_activity)?;
+        info!(weights = ?input.weights, dry_run = input.dry_run, "weights set");
         Ok(SetWeightsOutput { previous })
-    }
-
-    /// See [`contract::SetServerState`].
-    #[activity(definition = contract::SetServerState)]
-    #[instrument(skip_all, fields(backend = %input.lb.backend, state = ?input.state))]
-    pub async fn set_state(self: Arc<Self>, _ctx: ActivityContext, input: SetStateInput) -> Result<SetStateOutput, ActivityError> {
-        let previous = api(&input.lb).set_state(&input.lb.backend, &input.servers, input.state).await.map_err(Error::into_activity)?;
-        Ok(SetStateOutput { previous })
     }
 }

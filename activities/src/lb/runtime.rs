@@ -5,7 +5,6 @@
 //! answer, then HAProxy closes). Writes are absolute, so repeating one is harmless; each write is
 //! read back and checked before the call returns.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -68,16 +67,7 @@ impl RuntimeApi {
     /// Sets the weights of the named servers; returns the weights they had. Checks names and
     /// range first (bad input is refused before anything changes) and reads the result back.
     pub async fn set_weights(&self, backend: &str, weights: &Weights) -> Result<Weights> {
-        let before = self.stats(backend).await?.weights();
-        for (server, &w) in weights {
-            if !before.contains_key(server) {
-                return Err(invalid("lb.weights", format!("{server} is not a server of backend {backend}")));
-            }
-            if w > MAX_WEIGHT {
-                return Err(invalid("lb.weights", format!("{server}: weight {w} is above {MAX_WEIGHT}")));
-            }
-        }
-        let previous: Weights = weights.keys().map(|s| (s.clone(), before[s])).collect();
+        let previous = self.check_weights(backend, weights).await?;
         let commands: Vec<String> = weights.iter().map(|(s, w)| format!("set server {backend}/{s} weight {w}")).collect();
         self.write(&commands).await?;
         let after = self.stats(backend).await?.weights();
@@ -90,29 +80,19 @@ impl RuntimeApi {
         Ok(previous)
     }
 
-    /// Sets the administrative state of `servers`; returns the states they had.
-    pub async fn set_state(&self, backend: &str, servers: &[String], state: AdminState) -> Result<BTreeMap<String, AdminState>> {
-        let before = self.stats(backend).await?;
-        let status_of = |stats: &LbStats, s: &str| stats.servers.iter().find(|x| x.name == s).map(|x| admin_state(&x.status));
-        let mut previous = BTreeMap::new();
-        for s in servers {
-            let st = status_of(&before, s).ok_or_else(|| invalid("lb.servers", format!("{s} is not a server of backend {backend}")))?;
-            previous.insert(s.clone(), st);
-        }
-        let word = match state {
-            AdminState::Ready => "ready",
-            AdminState::Drain => "drain",
-            AdminState::Maint => "maint",
-        };
-        let commands: Vec<String> = servers.iter().map(|s| format!("set server {backend}/{s} state {word}")).collect();
-        self.write(&commands).await?;
-        let after = self.stats(backend).await?;
-        for s in servers {
-            if status_of(&after, s) != Some(state) {
-                return Err(Error::Balancer(format!("server {s}: not {word} after setting it")));
+    /// Checks that `weights` names servers of `backend` with weights HAProxy takes; returns the
+    /// weights they have. Changes nothing.
+    pub async fn check_weights(&self, backend: &str, weights: &Weights) -> Result<Weights> {
+        let before = self.stats(backend).await?.weights();
+        for (server, &w) in weights {
+            if !before.contains_key(server) {
+                return Err(invalid("lb.weights", format!("{server} is not a server of backend {backend}")));
+            }
+            if w > MAX_WEIGHT {
+                return Err(invalid("lb.weights", format!("{server}: weight {w} is above {MAX_WEIGHT}")));
             }
         }
-        Ok(previous)
+        Ok(weights.keys().map(|s| (s.clone(), before[s])).collect())
     }
 
     /// Runs write commands in one exchange. HAProxy answers a successful `set` with nothing;

@@ -21,6 +21,16 @@ const READY_DEADLINE: Duration = Duration::from_secs(20);
 /// How long a stopping instance may take to drain before it is killed.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
+/// A fleet's halt mark: the deploy that froze it, and why. Changes stop before their next
+/// instance while it is there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaltMark {
+    /// The deploy that set it.
+    pub deploy_id: String,
+    /// Why (`halted by alice: ...`).
+    pub reason: String,
+}
+
 /// One line of the fleet's operation log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpLogEntry {
@@ -134,6 +144,20 @@ impl LocalFleet {
         self.dir.join("halt")
     }
 
+    /// The fleet's halt mark, if it has one. A mark written before marks named their deploy
+    /// reads as nobody's (an empty `deploy_id`): any deploy may lift it.
+    pub fn halted_by(&self) -> Result<Option<HaltMark>> {
+        let path = self.halt_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).unwrap_or_else(|_| HaltMark {
+                deploy_id: String::new(),
+                reason: String::from_utf8_lossy(&bytes).into_owned(),
+            }))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
     /// Asks instance `id` what it serves; `None` when it does not answer.
     pub async fn probe(&self, id: &str) -> Option<Ready> {
         let spec = self.inventory.instance(id).ok()?;
@@ -186,10 +210,11 @@ impl LocalFleet {
             let bytes = self.home.region_cache(&spec.region)?.get(digest).await?;
             inst.install_release(digest, &bytes)?;
         }
+        // Before the switch: an instance is never seen on a release without its owner, and a
+        // retry after a crash between the two still knows this deploy switched it.
+        inst.set_owner(deploy_id)?;
         inst.stop(DRAIN_GRACE).await?;
         inst.switch_to(digest)?;
-        // Before the start: an instance is never seen serving a release without its owner.
-        inst.set_owner(deploy_id)?;
         let pid = inst.start(&self.inventory.service_binary, &spec.id, spec.port)?;
         log("restart")?;
         debug!(instance = %spec.id, pid, %digest, "restarted");
@@ -253,10 +278,11 @@ impl Substrate for LocalFleet {
                 async move {
                     let spec = self.inventory.instance(&id)?;
                     let inst = self.instance_dir(&id);
-                    // What the instance ran before: current, or previous if an earlier attempt
-                    // already switched it.
+                    // What the instance ran before: current, or previous if an earlier attempt of
+                    // this deploy already switched it (its owner says so). One that already ran
+                    // the build before this deploy stays as it is, and so does its undo.
                     let before = match inst.current() {
-                        Some(cur) if cur == target.digest => inst.previous().unwrap_or(cur),
+                        Some(cur) if cur == target.digest && inst.owner().as_deref() == Some(deploy_id) => inst.previous().unwrap_or(cur),
                         Some(cur) => cur,
                         None => target.digest.clone(),
                     };
@@ -316,12 +342,21 @@ impl Substrate for LocalFleet {
     }
 
     async fn halt(&self, deploy_id: &str, reason: &str) -> Result<()> {
+        // A retry finds its own mark and records nothing twice.
+        if self.halted_by()?.is_some_and(|mark| mark.deploy_id == deploy_id) {
+            return Ok(());
+        }
         let path = self.halt_path();
-        std::fs::write(&path, reason).map_err(|e| Error::io(&path, e))?;
+        let mark = HaltMark { deploy_id: deploy_id.to_owned(), reason: reason.to_owned() };
+        std::fs::write(&path, serde_json::to_vec(&mark).expect("a halt mark serializes")).map_err(|e| Error::io(&path, e))?;
         self.audit(deploy_id, "halt", vec![], reason.to_owned())
     }
 
     async fn release(&self, deploy_id: &str) -> Result<()> {
+        // Another deploy's freeze is its own to lift.
+        if self.halted_by()?.is_some_and(|mark| !mark.deploy_id.is_empty() && mark.deploy_id != deploy_id) {
+            return Ok(());
+        }
         let path = self.halt_path();
         match std::fs::remove_file(&path) {
             Ok(()) => self.audit(deploy_id, "release", vec![], String::new()),

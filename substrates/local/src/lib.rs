@@ -13,7 +13,7 @@ use std::sync::Arc;
 use signalbox_store::Home;
 use signalbox_substrate::{Kind, Result, Substrate};
 
-pub use fleet::{LocalFleet, OpLogEntry};
+pub use fleet::{HaltMark, LocalFleet, OpLogEntry};
 pub use instance::{InstanceDir, Ready};
 pub use inventory::{InstanceSpec, Inventory};
 

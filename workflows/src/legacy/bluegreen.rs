@@ -53,7 +53,7 @@ impl BlueGreenWorkflow {
             let whole = BatchPlan { steps: vec![BatchStep::Percent(100.0)] };
             let pre = steps::preflight(ctx, &req.service, &req.artifact, &req.fleet, &whole, "preflight: check artifact and fleet").await?;
             let plan = plan_blue_green("lb", &stats.weights()).map_err(|e| Stop(e.to_string()))?;
-            steps::check_servers(&pre, &stats, plan.original.keys())?;
+            steps::check_servers(&pre, &stats, plan.original.keys()).map_err(|signalbox_domain::Error::Invalid { rule, .. }| Stop(rule))?;
             Ok::<_, Stop>((pre, plan))
         }
         .await;
@@ -136,8 +136,8 @@ impl BlueGreenWorkflow {
             s.status.phase = TrafficPhase::Shifting;
             s.status.step = 1;
         });
-        undos.push(Compensation::weights(&req.lb, &plan.original));
-        steps::set_weights(ctx, &req.lb, &plan.flipped, format!("flip: {} green serve, {} blue idle", plan.green.len(), plan.blue.len())).await?;
+        undos.push(Compensation::weights(&req.lb, &plan.original, false));
+        steps::set_weights(ctx, &req.lb, &plan.flipped, false, format!("flip: {} green serve, {} blue idle", plan.green.len(), plan.blue.len())).await?;
         ctx.state_mut(|s| {
             s.status.weights.extend(plan.flipped.clone());
             s.status.new_share_percent = 100.0;

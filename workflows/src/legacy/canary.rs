@@ -53,7 +53,7 @@ impl CanaryWorkflow {
             let whole = BatchPlan { steps: vec![BatchStep::Percent(100.0)] };
             let pre = steps::preflight(ctx, &req.service, &req.artifact, &req.fleet, &whole, "preflight: check artifact and fleet").await?;
             let plan = plan_canary("", &stats.weights(), &req.canary, &req.steps).map_err(|e| Stop(e.to_string()))?;
-            steps::check_servers(&pre, &stats, plan.original.keys())?;
+            steps::check_servers(&pre, &stats, plan.original.keys()).map_err(|signalbox_domain::Error::Invalid { rule, .. }| Stop(rule))?;
             Ok::<_, Stop>((pre, plan))
         }
         .await;
@@ -114,8 +114,8 @@ impl CanaryWorkflow {
         let baseline: GroupFigures =
             ctx.execute_activity(SampleBaseline, baseline_input, long(summary, windows(window, policy.consecutive_bad_samples))).await?;
 
-        undos.push(Compensation::weights(&req.lb, &plan.original));
-        steps::set_weights(ctx, &req.lb, &plan.off, "take the canaries out of rotation").await?;
+        undos.push(Compensation::weights(&req.lb, &plan.original, false));
+        steps::set_weights(ctx, &req.lb, &plan.off, false, "take the canaries out of rotation").await?;
         ctx.state_mut(|s| s.status.weights.extend(plan.off.clone()));
 
         ctx.state_mut(|s| s.status.phase = TrafficPhase::Updating);
@@ -123,7 +123,7 @@ impl CanaryWorkflow {
         let deploy_id = ctx.workflow_id().to_owned();
         steps::update(ctx, undos, Update::plan(&deploy_id, pre, &req.fleet, &req.artifact, &req.canary, false), summary).await?;
         // From here on, a rollback takes traffic off the canaries before it reverts them.
-        undos.push(Compensation::weights(&req.lb, &plan.off));
+        undos.push(Compensation::weights(&req.lb, &plan.off, false));
 
         let total = plan.steps.len();
         for (i, (percent, weights)) in plan.steps.iter().enumerate() {
@@ -132,7 +132,7 @@ impl CanaryWorkflow {
                 s.status.phase = TrafficPhase::Shifting;
                 s.status.step = step as u32;
             });
-            steps::set_weights(ctx, &req.lb, weights, format!("step {step}/{total}: {percent}% of traffic to the canaries")).await?;
+            steps::set_weights(ctx, &req.lb, weights, false, format!("step {step}/{total}: {percent}% of traffic to the canaries")).await?;
             ctx.state_mut(|s| {
                 s.status.weights.extend(weights.clone());
                 s.status.new_share_percent = *percent;
@@ -164,7 +164,7 @@ impl CanaryWorkflow {
             ctx.state_mut(|s| s.status.phase = TrafficPhase::Promoting);
             let summary = format!("promote: update {} baseline instances while they take no traffic", plan.baseline.len());
             steps::update(ctx, undos, Update::plan(&deploy_id, pre, &req.fleet, &req.artifact, &plan.baseline, false), summary).await?;
-            steps::set_weights(ctx, &req.lb, &plan.original, "promote: every server back to its original weight").await?;
+            steps::set_weights(ctx, &req.lb, &plan.original, false, "promote: every server back to its original weight").await?;
             ctx.state_mut(|s| s.status.weights.extend(plan.original.clone()));
         }
         Ok(())

@@ -21,9 +21,9 @@ pub(crate) enum Compensation {
 }
 
 impl Compensation {
-    /// Setting `weights` on `lb` again.
-    pub(crate) fn weights(lb: &LbTarget, weights: &Weights) -> Self {
-        Self::Weights(SetWeightsInput { lb: lb.clone(), weights: weights.clone() })
+    /// Setting `weights` on `lb` again (a rehearsal's only checks them).
+    pub(crate) fn weights(lb: &LbTarget, weights: &Weights, dry_run: bool) -> Self {
+        Self::Weights(SetWeightsInput { lb: lb.clone(), weights: weights.clone(), dry_run })
     }
 }
 

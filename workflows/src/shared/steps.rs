@@ -35,10 +35,12 @@ pub(crate) async fn preflight<W>(
 }
 
 /// Every server the strategy touches must be an instance of the target: it is updated and read.
-pub(crate) fn check_servers<'a>(pre: &PreflightOutput, stats: &LbStats, servers: impl IntoIterator<Item = &'a String>) -> Result<(), Stop> {
+/// A server that is not is a fault of the request's backend (`strategy.lb.backend`).
+pub(crate) fn check_servers<'a>(pre: &PreflightOutput, stats: &LbStats, servers: impl IntoIterator<Item = &'a String>) -> Result<(), signalbox_domain::Error> {
     for s in servers {
         if !pre.instances.iter().any(|i| &i.id == s) {
-            return Err(Stop(format!("server {s} of backend {} is not an instance of the target", stats.backend)));
+            let rule = format!("server {s} of backend {} is not an instance of the target", stats.backend);
+            return Err(signalbox_domain::Error::invalid("strategy.lb.backend", rule));
         }
     }
     Ok(())
@@ -47,9 +49,10 @@ pub(crate) fn check_servers<'a>(pre: &PreflightOutput, stats: &LbStats, servers:
 /// Copies the artifact into the target's regional caches; undone by evicting what it added
 /// (a cache that already held the artifact keeps it).
 pub(crate) async fn push<W>(ctx: &WorkflowContext<W>, saga: &mut Saga, artifact: &Artifact, regions: &[String], dry_run: bool) -> Result<(), Stop> {
-    let evict = |regions: Vec<String>| Compensation::Evict(EvictInput { digest: artifact.digest.clone(), regions });
+    let deploy_id = ctx.workflow_id().to_owned();
+    let evict = |regions: Vec<String>| Compensation::Evict(EvictInput { deploy_id: deploy_id.clone(), digest: artifact.digest.clone(), regions, dry_run });
     let at = saga.push(evict(regions.to_vec()));
-    let push = PushInput { digest: artifact.digest.clone(), regions: regions.to_vec(), dry_run };
+    let push = PushInput { deploy_id: deploy_id.clone(), digest: artifact.digest.clone(), regions: regions.to_vec(), dry_run };
     let pushed = ctx.execute_activity(PushArtifact, push, quick(format!("push {} to {} regions", artifact.digest.short(), regions.len()))).await?;
     saga.replace(at, evict(pushed.newly_cached));
     Ok(())
@@ -107,9 +110,9 @@ pub(crate) async fn update<W>(ctx: &WorkflowContext<W>, saga: &mut Saga, update:
     Ok(())
 }
 
-/// Sets weights on the balancer.
-pub(crate) async fn set_weights<W>(ctx: &WorkflowContext<W>, lb: &LbTarget, weights: &Weights, summary: impl Into<String>) -> Result<(), Stop> {
-    let input = SetWeightsInput { lb: lb.clone(), weights: weights.clone() };
+/// Sets weights on the balancer; a rehearsal (`dry_run`) only checks them.
+pub(crate) async fn set_weights<W>(ctx: &WorkflowContext<W>, lb: &LbTarget, weights: &Weights, dry_run: bool, summary: impl Into<String>) -> Result<(), Stop> {
+    let input = SetWeightsInput { lb: lb.clone(), weights: weights.clone(), dry_run };
     ctx.execute_activity(SetWeights, input, quick(summary)).await?;
     Ok(())
 }
