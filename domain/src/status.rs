@@ -107,6 +107,10 @@ pub struct DeployStatus {
     /// does not exist or has no instances); the deploy failed before changing anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invalid: Option<InvalidField>,
+    /// The deploy was refused before it changed anything (`Failed` with the reason: a field,
+    /// the lane, or the world it reads), rather than failing to roll back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
 }
 
 fn rolling() -> String {
@@ -157,6 +161,7 @@ impl DeployStatus {
             traffic: None,
             held_by: None,
             invalid: None,
+            refused: false,
         }
     }
 

@@ -165,6 +165,7 @@ impl From<DeployStatus> for pb::DeployStatus {
             strategy: s.strategy,
             traffic: s.traffic.map(|t| pb::TrafficState { new_share_percent: t.new_share_percent, weights: t.weights, new_set: t.new_set, old_set: t.old_set }),
             held_by: s.held_by,
+            refused: s.refused,
         }
     }
 }
@@ -196,6 +197,7 @@ impl TryFrom<pb::DeployStatus> for DeployStatus {
             held_by: s.held_by,
             // The worker's refusal of a field is already in `reason`; the wire carries no more.
             invalid: None,
+            refused: s.refused,
         })
     }
 }

@@ -302,11 +302,21 @@ fn a_succeeded_deploy_rolls_back_within_its_window_and_only_once() {
 
         assert!(refusal(t.deploys.abort(&id, cmd("sre", "late")).await).contains("ask for a rollback"));
         assert!(refusal(t.deploys.rollback(&id, cmd("sre", "")).await).contains("reason"));
-        let rolling = t.deploys.rollback(&id, cmd("sre", "customer reports")).await?;
-        assert_eq!(rolling.reason.as_deref(), Some("rolled back by sre: customer reports"));
+        // Two operators at once: one rollback is checked and accepted, the other refused, and
+        // each hears its own answer.
+        let (first, second) = futures::join!(t.deploys.rollback(&id, cmd("sre", "customer reports")), t.deploys.rollback(&id, cmd("oncall", "me too")));
+        let (rolling, other) = match (first, second) {
+            (Ok(accepted), Err(refused)) => (accepted, refused),
+            (Err(refused), Ok(accepted)) => (accepted, refused),
+            both => panic!("exactly one rollback must be accepted: {both:?}"),
+        };
+        let who = rolling.reason.clone().unwrap_or_default();
+        assert!(matches!(who.as_str(), "rolled back by sre: customer reports" | "rolled back by oncall: me too"), "{who}");
+        let why = other.to_string();
+        assert!(["already being checked", "being rolled back", "already rolled back"].iter().any(|w| why.contains(w)), "{why}");
         let done = t.result(&id).await?;
         assert_eq!(done.phase, Phase::RolledBack, "{done:#?}");
-        assert_eq!(done.reason.as_deref(), Some("rolled back by sre: customer reports"));
+        assert_eq!(done.reason, Some(who), "the accepted rollback's reason");
         assert_eq!(done.instances_per_version, BTreeMap::from([("1.0.0".to_owned(), FLEET_SIZE as u32)]));
         t.assert_all_serve("1.0.0").await;
         let reverted = t.ops(&id)?.iter().filter(|e| e.op == "restart" && e.digest == t.fleet.initial.digest).count();

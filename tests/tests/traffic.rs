@@ -199,7 +199,7 @@ fn blue_green_started_with_the_cli_flips_all_requests_to_green_and_keeps_blue_id
         wrong[at] = "no-such-backend";
         let (code, _, err) = signalbox(&wrong).await?;
         assert_eq!(code, Some(2), "{err}");
-        assert!(err.starts_with("error: strategy.lb.backend: HAProxy has no backend no-such-backend"), "{err}");
+        assert!(err.starts_with("error: strategy.blue_green.lb.backend: HAProxy has no backend no-such-backend"), "the wire path: {err}");
         assert!(fleet.fleet.oplog()?.iter().all(|e| e.deploy_id == "provision"), "nothing changed");
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (code, out, err) = signalbox(&args).await?;
@@ -333,6 +333,108 @@ fn a_canary_waits_for_approval_before_its_second_step_and_a_halt_freezes_its_wei
         assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
         assert_eq!(done.gates[0].approvals.iter().map(|a| a.by.as_str()).collect::<Vec<_>>(), ["bob"]);
         assert_eq!(fleet.served_through(20).await?, only("5.1.0", 20));
+        api.stop().await
+    });
+}
+
+/// The activities a history scheduled, in order, with their inputs.
+fn scheduled(history: &str) -> anyhow::Result<Vec<(String, serde_json::Value)>> {
+    use base64::Engine as _;
+    let history: serde_json::Value = serde_json::from_str(history)?;
+    let mut out = Vec::new();
+    for event in history["events"].as_array().into_iter().flatten() {
+        let Some(a) = event["attributes"].get("ActivityTaskScheduledEventAttributes") else { continue };
+        let name = a["activity_type"]["name"].as_str().unwrap_or_default().to_owned();
+        let data = a["input"]["payloads"][0]["data"].as_str().unwrap_or_default();
+        let input = serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(data)?)?;
+        out.push((name, input));
+    }
+    Ok(out)
+}
+
+#[test]
+fn a_dry_run_canary_moves_no_weight_and_a_promoted_canary_holds_for_a_late_halt_and_rolls_back_baseline_first() {
+    run(async {
+        let s = stack().await;
+        let mut api = GrpcApi::start(s).await?;
+        let base = publish(&s.home, demo_build("relay", "9.0.0", 0.002, 5)).await?;
+        // Slow to start, so the promotion's update of the baseline takes a while.
+        let mut slow = signalbox_localstack::demo_artifact("relay", "9.1.0", 0.002, 5);
+        slow.startup_delay_ms = 2_000;
+        let next = publish(&s.home, serde_json::to_vec(&slow)?).await?;
+        let options = BalancedOptions { rps: 300, ..BalancedOptions::new("relay", "canary-late", 6) };
+        let fleet = BalancedFleet::start(&s.home, options, base, &s.options.dir).await?;
+        let original = fleet.stats().await?.weights();
+        let canary = fleet.ids()[..1].to_vec();
+        let baseline: Vec<String> = fleet.ids()[1..].to_vec();
+        let deploys = s.deploys().await?;
+        let two_steps = |mut req: DeployRequest| {
+            if let Strategy::Canary(spec) = &mut req.strategy {
+                spec.steps = vec![50.0, 100.0];
+            }
+            req
+        };
+
+        // A rehearsal reads the balancer and checks every weight it would set, and sets none.
+        let mut rehearsal = two_steps(canary_request("relay", &fleet, next.clone(), canary.clone()));
+        rehearsal.dry_run = true;
+        let dry = start_through_api(&mut api, rehearsal).await?;
+        let rehearsed = wait_for("the rehearsal to end", DEPLOY_DEADLINE, || async {
+            assert_eq!(fleet.stats().await?.weights(), original, "a rehearsal moves no weight");
+            let st = deploys.status(&dry).await?;
+            Ok(st.phase.is_final().then_some(st))
+        })
+        .await?;
+        assert_eq!(rehearsed.phase, Phase::Succeeded, "{rehearsed:#?}");
+        assert!(fleet.fleet.oplog()?.iter().all(|e| e.deploy_id == "provision"), "a rehearsal changes no instance");
+        let weights_set: Vec<bool> =
+            scheduled(&deploys.history_json(&dry).await?)?.into_iter().filter(|(n, _)| n == "lb.set_weights").map(|(_, i)| i["dry_run"] == true).collect();
+        assert!(!weights_set.is_empty() && weights_set.iter().all(|d| *d), "every weight it would set, only checked: {weights_set:?}");
+
+        // A halt that comes while the promotion updates the baseline holds the deploy before it
+        // succeeds, however late in the step it lands.
+        let mut req = two_steps(canary_request("relay", &fleet, next, canary.clone()));
+        req.rollback_window_ms = 10 * 60 * 1000;
+        let id = start_through_api(&mut api, req).await?;
+        wait_for("the promotion", DEPLOY_DEADLINE, || async {
+            let st = deploys.status(&id).await?;
+            anyhow::ensure!(!st.phase.is_final(), "ended before the promotion: {st:#?}");
+            Ok((st.current_batch == 2 && st.phase == Phase::Rolling).then_some(()))
+        })
+        .await?;
+        let halted = deploys.halt(&id, Command::new("oncall", "hold the promotion")).await?;
+        assert!(halted.halted, "{halted:#?}");
+        let until = tokio::time::Instant::now() + HOLD_WINDOW;
+        while tokio::time::Instant::now() < until {
+            let st = deploys.status(&id).await?;
+            assert!(st.halted && st.phase != Phase::Succeeded, "a halted deploy does not succeed: {st:#?}");
+        }
+        deploys.resume(&id, Command::new("oncall", "go on")).await?;
+        let done = wait_for("the promoted canary", DEPLOY_DEADLINE, || async {
+            let st = deploys.status(&id).await?;
+            Ok(st.phase.is_final().then_some(st))
+        })
+        .await?;
+        assert_eq!((done.phase, done.halted), (Phase::Succeeded, false), "{done:#?}");
+        assert_eq!(fleet.fleet.halted_by()?, None, "the freeze was lifted");
+        assert_eq!(fleet.stats().await?.weights(), original);
+
+        // Rolled back in its window: the baseline leaves rotation before it returns to the old
+        // build, and the canary after it.
+        let before = scheduled(&deploys.history_json(&id).await?)?.len();
+        deploys.rollback(&id, Command::new("sre", "relay errors")).await?;
+        let back = deploys.result(&id).await?;
+        assert_eq!(back.phase, Phase::RolledBack, "{back:#?}");
+        let undo: Vec<(String, serde_json::Value)> = scheduled(&deploys.history_json(&id).await?)?.split_off(before);
+        let names: Vec<&str> = undo.iter().map(|(n, _)| n.as_str()).filter(|n| *n != "lane.holder" && *n != "fleet.owners").collect();
+        assert_eq!(names[..4], ["lb.set_weights", "fleet.rollback", "lb.set_weights", "fleet.rollback"], "{names:?}");
+        let first_weights = &undo.iter().find(|(n, _)| n == "lb.set_weights").expect("weights first").1["weights"];
+        for server in &baseline {
+            assert_eq!(first_weights[server], 0, "{server} out of rotation before its rollback: {first_weights}");
+        }
+        assert_eq!(fleet.stats().await?.weights(), original);
+        assert_eq!(fleet.served_through(30).await?, only("9.0.0", 30));
+        record_history(&deploys, &id, "canary_promoted_rollback").await?;
         api.stop().await
     });
 }

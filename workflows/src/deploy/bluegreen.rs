@@ -18,7 +18,7 @@ use crate::shared::stop::{Refused, Stop};
 pub(crate) async fn prepare(run: &Run<'_>, spec: &BlueGreenSpec) -> Result<BlueGreenPlan, Refused> {
     let stats = steps::read_stats(run.ctx, &spec.lb).await.map_err(|e| Refused::of(&e, "strategy."))?;
     let plan = plan_blue_green("strategy.lb", &stats.weights()).map_err(Refused::field)?;
-    steps::check_servers(&run.pre, &stats, plan.original.keys()).map_err(|Stop(reason)| Refused { reason, invalid: None })?;
+    steps::check_servers(&run.pre, &stats, plan.original.keys()).map_err(Refused::field)?;
     Ok(plan)
 }
 
@@ -30,6 +30,7 @@ pub(crate) async fn roll_out(run: &mut Run<'_>, spec: &BlueGreenSpec, plan: Blue
     });
 
     run.push().await?;
+    run.checkpoint(Boundary::BeforeStep).await?;
     run.enter(Phase::Rolling);
     run.update(&plan.green, format!("update {} green instances to {}", plan.green.len(), run.req.artifact.version)).await?;
     run.hold(Boundary::WithinStep).await?;

@@ -13,8 +13,13 @@ use signalbox_domain::traffic::{CanaryPlan, Promotion, default_canaries, plan_ca
 use signalbox_domain::{CanarySpec, Phase, TrafficState};
 
 use super::run::Run;
+use crate::shared::saga::Compensation;
 use crate::shared::steps;
 use crate::shared::stop::{Refused, Stop};
+
+/// Patch id of the promotion's own undo (the last step's weights, so a rollback in the window
+/// takes the baseline out of rotation before it reverts it). Histories recorded before had none.
+const PROMOTION_UNDO: &str = "signalbox-promotion-undo";
 
 /// A canary planned from the balancer as it is, before anything changes.
 pub(crate) struct Prepared {
@@ -29,7 +34,7 @@ pub(crate) async fn prepare(run: &Run<'_>, spec: &CanarySpec) -> Result<Prepared
     let current = stats.weights();
     let canary = if spec.canary.is_empty() { default_canaries(&current) } else { spec.canary.clone() };
     let plan = plan_canary("strategy", &current, &canary, &spec.steps).map_err(Refused::field)?;
-    steps::check_servers(&run.pre, &stats, plan.original.keys()).map_err(|Stop(reason)| Refused { reason, invalid: None })?;
+    steps::check_servers(&run.pre, &stats, plan.original.keys()).map_err(Refused::field)?;
     Ok(Prepared { canary, plan })
 }
 
@@ -45,11 +50,12 @@ pub(crate) async fn roll_out(run: &mut Run<'_>, spec: &CanarySpec, prepared: Pre
     let serving: Vec<String> = plan.original.keys().cloned().collect();
     let baseline = run.baseline(serving, "sample the serving servers before anything changes").await?;
 
+    run.checkpoint(Boundary::BeforeStep).await?;
     run.shift(&spec.lb, &plan.off, Some(&plan.original), "take the canaries out of rotation".into()).await?;
     run.enter(Phase::Rolling);
     run.update(&canary, format!("update {} canaries to {}", canary.len(), run.req.artifact.version)).await?;
     // From here on, a rollback takes traffic off the canaries before it reverts them.
-    run.saga.push(crate::shared::saga::Compensation::weights(&spec.lb, &plan.off));
+    run.saga.push(Compensation::weights(&spec.lb, &plan.off, run.req.dry_run));
 
     let total = plan.steps.len();
     for (i, (percent, weights)) in plan.steps.iter().enumerate() {
@@ -73,8 +79,11 @@ pub(crate) async fn roll_out(run: &mut Run<'_>, spec: &CanarySpec, prepared: Pre
         run.enter(Phase::Rolling);
         let summary = format!("promote: update {} baseline instances while they take no traffic", plan.baseline.len());
         run.update(&plan.baseline, summary).await?;
+        run.checkpoint(Boundary::WithinStep).await?;
         run.enter(Phase::Shifting);
-        run.shift(&spec.lb, &plan.original, None, "promote: every server back to its original weight".into()).await?;
+        // Undone first: the baseline out of rotation again before it returns to the old build.
+        let last = plan.steps.last().map(|(_, weights)| weights).filter(|_| run.ctx.patched(PROMOTION_UNDO));
+        run.shift(&spec.lb, &plan.original, last, "promote: every server back to its original weight".into()).await?;
     }
     Ok(())
 }

@@ -23,17 +23,18 @@ mod window;
 
 use std::collections::BTreeMap;
 
-use signalbox_contract::Received;
-use signalbox_contract::activities::InstanceState;
+use signalbox_contract::{Received, search};
+use signalbox_contract::activities::{InstanceState, PreflightOutput};
 use signalbox_contract::deploy::{Abort, ApproveGate, Bypass, DeployRun, Halt, Pause, Resume, Rollback, Status};
 use signalbox_domain::approval::{self, Approve};
-use signalbox_domain::control::{self, Action, AuditEntry, Command, timestamp};
+use signalbox_domain::control::{self, Action, AuditEntry, Boundary, Command, timestamp};
 use signalbox_domain::{BatchPlan, BatchStep, DeployRequest, DeployStatus, InvalidField, Phase, Strategy, bounds};
 use temporalio_macros::workflow_methods;
 use temporalio_sdk::{SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult};
 
 use self::run::{Run, enter};
 pub use self::state::DeployWorkflow;
+use self::state::RollbackCheck;
 use crate::shared::saga::{Compensation, Saga};
 use crate::shared::steps;
 use crate::shared::stop::{Refused, Stop, refuse};
@@ -42,15 +43,12 @@ use crate::shared::stop::{Refused, Stop, refuse};
 /// none, and accepted any rollback in their window.
 const LANES: &str = "signalbox-lanes";
 
+/// Patch id of indexing the git SHA the store records, when the request named none. Histories
+/// recorded before kept the request's.
+const RESOLVED_GIT_SHA: &str = "signalbox-resolved-git-sha";
+
 /// The answer of a validator: the domain rule's refusal, in its words.
 type Validation = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-
-/// A strategy's plan, made before anything changes.
-enum Prepared {
-    Rolling,
-    Canary(canary::Prepared),
-    BlueGreen(signalbox_domain::traffic::BlueGreenPlan),
-}
 
 /// Per-version counts of a target as preflight found it.
 fn versions(instances: &[InstanceState]) -> BTreeMap<String, u32> {
@@ -66,9 +64,78 @@ fn refused(ctx: &WorkflowContext<DeployWorkflow>, reason: String, invalid: Optio
     ctx.state_mut(|s| {
         s.status.reason = Some(reason.clone());
         s.status.invalid = invalid;
+        s.status.refused = true;
     });
     enter(ctx, Phase::Failed);
     refuse(reason)
+}
+
+/// How a deploy's steps ended.
+enum Ended {
+    /// Refused before anything changed.
+    Refused(Refused),
+    /// Stopped (a failure, a bad verdict, an abort) with the reason: what changed is undone.
+    Stopped(String),
+    /// Every step done.
+    Done,
+}
+
+/// A deploy's steps, from its lane to the strategy's last one: preflight, the strategy's plan
+/// (refused when the world cannot take it), and its rollout.
+async fn steps_of(run: &mut Run<'_>) -> Ended {
+    // Out of the queue; a deploy halted or paused while it was queued holds here, before it
+    // reads anything.
+    if run.ctx.state(|s| s.status.phase == Phase::Queued) && run.holds_everywhere() {
+        run.enter(Phase::Preflight);
+    }
+    if let Err(Stop(reason)) = run.checkpoint(Boundary::BeforeStep).await {
+        return Ended::Stopped(reason);
+    }
+    // Nothing has changed yet: a refused preflight fails the deploy without a rollback.
+    let ctx = run.ctx;
+    let plan = match run.req.strategy {
+        Strategy::Rolling => run.req.batch_plan.clone(),
+        _ => BatchPlan { steps: vec![BatchStep::Percent(100.0)] },
+    };
+    let req = &run.req;
+    let pre = match steps::preflight(ctx, &req.service, &req.artifact, &req.target, &plan, "preflight: check artifact, fleet and plan").await {
+        Ok(pre) => pre,
+        Err(e) => return Ended::Refused(Refused::of(&e, "")),
+    };
+    // Version and git SHA as the store records them (results recorded before the store kept
+    // records carry none: the request's artifact was complete then).
+    if let Some(artifact) = pre.artifact.clone() {
+        // A request that named only the digest learns its commit here; the UI filters by it.
+        if artifact.git_sha != run.req.artifact.git_sha && ctx.patched(RESOLVED_GIT_SHA) {
+            ctx.upsert_search_attributes([search::GIT_SHA.value_set(artifact.git_sha.clone())]);
+        }
+        run.req.artifact = artifact;
+    }
+    ctx.state_mut(|s| {
+        s.status.fleet_size = pre.instances.len() as u32;
+        s.status.total_batches = pre.batches.len() as u32;
+        s.status.instances_per_version = versions(&pre.instances);
+    });
+    run.pre = pre;
+
+    // Still nothing changed: a traffic strategy plans from the balancer as it is, and a plan it
+    // cannot take is refused like a failed preflight.
+    let strategy = run.req.strategy.clone();
+    let outcome = match &strategy {
+        Strategy::Rolling => rolling::roll_out(run).await,
+        Strategy::Canary(spec) => match canary::prepare(run, spec).await {
+            Ok(prepared) => canary::roll_out(run, spec, prepared).await,
+            Err(refused) => return Ended::Refused(refused),
+        },
+        Strategy::BlueGreen(spec) => match bluegreen::prepare(run, spec).await {
+            Ok(plan) => bluegreen::roll_out(run, spec, plan).await,
+            Err(refused) => return Ended::Refused(refused),
+        },
+    };
+    match outcome {
+        Ok(()) => Ended::Done,
+        Err(Stop(reason)) => Ended::Stopped(reason),
+    }
 }
 
 #[workflow_methods]
@@ -104,78 +171,43 @@ impl DeployWorkflow {
             }
         }
 
-        // Nothing has changed yet: a refused preflight fails the deploy without a rollback.
-        let plan = match req.strategy {
-            Strategy::Rolling => req.batch_plan.clone(),
-            _ => BatchPlan { steps: vec![BatchStep::Percent(100.0)] },
-        };
-        let pre = match steps::preflight(ctx, &req.service, &req.artifact, &req.target, &plan, "preflight: check artifact, fleet and plan").await {
-            Ok(pre) => pre,
-            Err(e) => {
-                let Refused { reason, invalid } = Refused::of(&e, "");
+        let mut run = Run { ctx, req, id: deploy_id, pre: PreflightOutput::default(), saga: Saga::default() };
+        let reason = match steps_of(&mut run).await {
+            Ended::Refused(Refused { reason, invalid }) => {
                 let failure = refused(ctx, reason, invalid);
                 if let Some(lane) = held {
                     lane.leave().await;
                 }
                 return Err(failure);
             }
-        };
-        // Version and git SHA as the store records them (results recorded before the store kept
-        // records carry none: the request's artifact was complete then).
-        let req = match pre.artifact.clone() {
-            Some(artifact) => DeployRequest { artifact, ..req },
-            None => req,
-        };
-        ctx.state_mut(|s| {
-            s.status.fleet_size = pre.instances.len() as u32;
-            s.status.total_batches = pre.batches.len() as u32;
-            s.status.instances_per_version = versions(&pre.instances);
-        });
-
-        let strategy = req.strategy.clone();
-        let mut run = Run { ctx, req, id: deploy_id, pre, saga: Saga::default() };
-        // Still nothing changed: a traffic strategy plans from the balancer as it is, and a plan
-        // it cannot take is refused like a failed preflight.
-        let prepared = match &strategy {
-            Strategy::Rolling => Ok(Prepared::Rolling),
-            Strategy::Canary(spec) => canary::prepare(&run, spec).await.map(Prepared::Canary),
-            Strategy::BlueGreen(spec) => bluegreen::prepare(&run, spec).await.map(Prepared::BlueGreen),
-        };
-        let prepared = match prepared {
-            Ok(p) => p,
-            Err(Refused { reason, invalid }) => {
-                let failure = refused(ctx, reason, invalid);
-                if let Some(lane) = held {
-                    lane.leave().await;
-                }
-                return Err(failure);
-            }
-        };
-        let outcome = match (&strategy, prepared) {
-            (Strategy::Canary(spec), Prepared::Canary(p)) => canary::roll_out(&mut run, spec, p).await,
-            (Strategy::BlueGreen(spec), Prepared::BlueGreen(p)) => bluegreen::roll_out(&mut run, spec, p).await,
-            _ => rolling::roll_out(&mut run).await,
-        };
-        let reason = match outcome {
             // An abort accepted as the last step ended still rolls back.
-            Ok(()) if ctx.state(|s| s.stop.is_some()) => ctx.state(|s| s.stop.clone()).unwrap_or_default(),
-            Ok(()) => {
-                ctx.state_mut(|s| s.status.paused = false);
-                enter(ctx, Phase::Succeeded);
-                let window = window::open(&run);
-                if let Some(lane) = held.take() {
-                    lane.leave().await;
-                }
-                let Some(window) = window else { return Ok(ctx.state(|s| s.status.clone())) };
-                match window::rollback_window(&run, window).await {
-                    None => return Ok(ctx.state(|s| s.status.clone())),
-                    Some((reason, lane)) => {
-                        held = lane;
-                        reason
+            Ended::Done if ctx.state(|s| s.stop.is_some()) => ctx.state(|s| s.stop.clone()).unwrap_or_default(),
+            // A halt that came during the last step holds the deploy before it succeeds.
+            Ended::Done => match run.checkpoint(Boundary::WithinStep).await {
+                Err(Stop(reason)) => reason,
+                Ok(()) => {
+                    ctx.state_mut(|s| {
+                        s.status.paused = false;
+                        s.status.halted = false;
+                    });
+                    enter(ctx, Phase::Succeeded);
+                    let window = window::open(&run);
+                    if let Some(lane) = held.take() {
+                        lane.leave().await;
+                    }
+                    if !window {
+                        return Ok(ctx.state(|s| s.status.clone()));
+                    }
+                    match window::rollback_window(&run).await {
+                        None => return Ok(ctx.state(|s| s.status.clone())),
+                        Some((reason, lane)) => {
+                            held = lane;
+                            reason
+                        }
                     }
                 }
-            }
-            Err(Stop(reason)) => reason,
+            },
+            Ended::Stopped(reason) => reason,
         };
         ctx.state_mut(|s| s.status.reason = Some(reason.clone()));
         enter(ctx, Phase::RollingBack);
@@ -183,11 +215,7 @@ impl DeployWorkflow {
         let rolled_back = saga
             .compensate(ctx, |undo| {
                 if let Compensation::Weights(w) = undo {
-                    ctx.state_mut(|s| {
-                        if let Some(t) = s.status.traffic.as_mut() {
-                            t.weights.extend(w.weights.clone());
-                        }
-                    });
+                    run.traffic(|t| t.weights.extend(w.weights.clone()));
                 }
             })
             .await;
@@ -202,12 +230,8 @@ impl DeployWorkflow {
         });
         match rolled_back {
             Ok(()) => {
-                ctx.state_mut(|s| {
-                    s.status.instances_per_version = versions(&run.pre.instances);
-                    if let Some(t) = s.status.traffic.as_mut() {
-                        t.new_share_percent = 0.0;
-                    }
-                });
+                ctx.state_mut(|s| s.status.instances_per_version = versions(&run.pre.instances));
+                run.traffic(|t| t.new_share_percent = 0.0);
                 enter(ctx, Phase::RolledBack);
             }
             Err(e) => {
@@ -260,7 +284,8 @@ impl DeployWorkflow {
 
     /// Freezes the deploy where it stands: the target's halt mark stops a change in flight
     /// before its next instance, nothing else changes and nothing rolls back until `resume` or
-    /// `abort`. Answers once the target is frozen.
+    /// `abort`. Answers once the target is frozen; a queued deploy, which has changed nothing,
+    /// answers at once and holds as soon as it takes the lane.
     #[update(name = Halt::NAME)]
     pub async fn halt(ctx: &mut WorkflowContext<Self>, cmd: Command) -> DeployStatus {
         let at = timestamp(ctx.workflow_time());
@@ -268,7 +293,9 @@ impl DeployWorkflow {
             s.status.halted = true;
             s.status.audit.push(AuditEntry::of(Action::Halt, &cmd, at));
         });
-        let _ = ctx.wait_condition(|s| s.frozen || !s.status.halted || s.status.stopping() || s.status.phase.is_final()).await;
+        let _ = ctx
+            .wait_condition(|s| s.frozen || !s.status.halted || s.status.stopping() || s.status.phase.is_final() || s.status.phase == Phase::Queued)
+            .await;
         ctx.state(|s| s.status.clone())
     }
 
@@ -286,7 +313,7 @@ impl DeployWorkflow {
 
     #[update_validator(rollback)]
     fn validate_rollback(&self, _ctx: &WorkflowContextView, cmd: &Command) -> Validation {
-        if self.rollback_asked.is_some() {
+        if self.rollback.is_some() {
             return Err("a rollback is already being checked; wait for its answer".into());
         }
         Ok(control::check_rollback(&self.status, cmd)?)
@@ -302,15 +329,17 @@ impl DeployWorkflow {
             let at = timestamp(ctx.workflow_time());
             return Ok(ctx.state_mut(|s| s.accept_stop(Action::Rollback, control::rolled_back(&cmd), &cmd, at)));
         }
-        ctx.state_mut(|s| {
-            s.rollback_answer = None;
-            s.rollback_asked = Some(cmd);
-        });
-        let _ = ctx.wait_condition(|s| s.rollback_answer.is_some()).await;
-        match ctx.state_mut(|s| s.rollback_answer.take()) {
-            Some(Ok(())) => Ok(ctx.state(|s| s.status.clone())),
-            Some(Err(why)) => Err(why.into()),
-            None => Err("the deploy ended before the rollback could be checked".into()),
+        // Two rollbacks delivered together both pass the validator before either handler runs:
+        // the second to get here is refused like the validator refuses one that comes later.
+        if ctx.state(|s| s.rollback.is_some()) {
+            return Err("a rollback is already being checked; wait for its answer".into());
+        }
+        ctx.state_mut(|s| s.rollback = Some(RollbackCheck::Asked(cmd)));
+        let _ = ctx.wait_condition(|s| matches!(s.rollback, Some(RollbackCheck::Answered(_)))).await;
+        match ctx.state_mut(|s| s.rollback.take()) {
+            Some(RollbackCheck::Answered(Ok(()))) => Ok(ctx.state(|s| s.status.clone())),
+            Some(RollbackCheck::Answered(Err(why))) => Err(why.into()),
+            _ => Err("the deploy ended before the rollback could be checked".into()),
         }
     }
 

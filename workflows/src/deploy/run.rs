@@ -53,6 +53,11 @@ const ANALYSIS_ENGINE: &str = "signalbox-analysis-engine";
 /// Histories recorded before judge batches without a policy with `health.evaluate`.
 const ONE_HEALTH_PATH: &str = "signalbox-one-health-path";
 
+/// Patch id of holding wherever a change is about to start or the run is about to end (see
+/// [`Run::checkpoint`]). Histories recorded before held only around steps, so a halt or a pause
+/// that came while queued, before a canary's first weights, or during a last step went unheld.
+const HOLDS: &str = "signalbox-holds";
+
 /// One run of a deploy: the workflow's context, the request (its artifact resolved from the
 /// store's record), what preflight read, and the compensations registered so far.
 pub(crate) struct Run<'a> {
@@ -62,15 +67,15 @@ pub(crate) struct Run<'a> {
     pub(crate) req: DeployRequest,
     /// The deploy's id (its workflow id).
     pub(crate) id: String,
-    /// The target as preflight read it.
+    /// The target as preflight read it (empty until preflight ran).
     pub(crate) pre: PreflightOutput,
     /// What undoes what the run changed so far.
     pub(crate) saga: Saga,
 }
 
 /// A wait that only operator requests end: workflow cancellation (the older abort) reaches
-/// the step itself, which then ends as before.
-fn requests_only() -> WaitConditionOptions {
+/// the step itself, which then ends as before (and closes a rollback window early).
+pub(crate) fn requests_only() -> WaitConditionOptions {
     WaitConditionOptions::builder().cancellation_token(WorkflowCancellationToken::new()).build()
 }
 
@@ -156,6 +161,17 @@ impl Run<'_> {
         }
     }
 
+    /// [`Run::hold`] where runs recorded before held nothing: before preflight, before a
+    /// traffic strategy's first change, after a canary's promotion, before success.
+    pub(crate) async fn checkpoint(&self, at: Boundary) -> Result<(), Stop> {
+        if self.holds_everywhere() { self.hold(at).await } else { Ok(()) }
+    }
+
+    /// Whether this run holds at every checkpoint (it was not recorded before they were).
+    pub(crate) fn holds_everywhere(&self) -> bool {
+        self.ctx.patched(HOLDS)
+    }
+
     /// Drives `fut` (a step of kind `step`) to its end while answering operator requests that
     /// cannot wait for it. Returns its output, `None` when the bypass skipped it, or [`Stop`]
     /// when an abort cancelled it.
@@ -191,11 +207,16 @@ impl Run<'_> {
         if !policy.gated_batches(total).contains(&step) || self.ctx.state(|s| s.status.bypass.is_some() || s.stop.is_some()) {
             return Ok(());
         }
+        // A rolling deploy's steps are batches; a canary's, traffic steps; blue/green's, the flip.
+        let word = match self.req.strategy {
+            signalbox_domain::Strategy::Rolling => "batch",
+            _ => "step",
+        };
         let opened = timestamp(self.ctx.workflow_time());
         self.ctx.state_mut(|s| s.status.gates.push(Gate::open(step, opened, policy)));
         self.enter(Phase::AwaitingApproval);
         let expiry = TimerOptions::builder(Duration::from_millis(policy.expiry_ms))
-            .summary(format!("approval before batch {step}/{total} expires"))
+            .summary(format!("approval before {word} {step}/{total} expires"))
             .build();
         let mut expiry = pin!(self.ctx.timer(expiry));
         let outcome = loop {
@@ -228,14 +249,14 @@ impl Run<'_> {
                     OnExpiry::Abort => "rolling back",
                     OnExpiry::Proceed => "proceeding",
                 };
-                let reason = format!("no quorum before batch {step} within {} ms; {then}", policy.expiry_ms);
+                let reason = format!("no quorum before {word} {step} within {} ms; {then}", policy.expiry_ms);
                 s.status.audit.push(AuditEntry { action: Action::ApprovalExpired, by: control::SYSTEM.into(), at, reason });
             }
         });
         self.hold(Boundary::WithinStep).await?;
         match outcome {
             GateOutcome::Approved | GateOutcome::Bypassed | GateOutcome::Expired(OnExpiry::Proceed) => Ok(()),
-            GateOutcome::Expired(OnExpiry::Abort) => Err(Stop(format!("approval before batch {step} expired without quorum after {} ms", policy.expiry_ms))),
+            GateOutcome::Expired(OnExpiry::Abort) => Err(Stop(format!("approval before {word} {step} expired without quorum after {} ms", policy.expiry_ms))),
             GateOutcome::Aborted => Err(Stop(self.ctx.state(|s| s.stop.clone()).unwrap_or_else(|| "aborted while awaiting approval".into()))),
         }
     }
@@ -368,9 +389,9 @@ impl Run<'_> {
     /// registers the weights that undo it.
     pub(crate) async fn shift(&mut self, lb: &LbTarget, weights: &Weights, undo: Option<&Weights>, summary: String) -> Result<(), Stop> {
         if let Some(undo) = undo {
-            self.saga.push(Compensation::weights(lb, undo));
+            self.saga.push(Compensation::weights(lb, undo, self.req.dry_run));
         }
-        steps::set_weights(self.ctx, lb, weights, summary).await?;
+        steps::set_weights(self.ctx, lb, weights, self.req.dry_run, summary).await?;
         self.traffic(|t| t.weights.extend(weights.clone()));
         Ok(())
     }

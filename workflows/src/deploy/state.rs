@@ -23,11 +23,20 @@ pub struct DeployWorkflow {
     /// This deploy takes its lane (one deploy per service and target); false for dry runs and
     /// for runs recorded before lanes.
     pub(crate) lanes: bool,
-    /// A rollback asked for in the rollback window, waiting for the run to check that what it
-    /// would undo is still this deploy's.
-    pub(crate) rollback_asked: Option<Command>,
-    /// The run's answer to [`Self::rollback_asked`]: accepted, or refused with the reason.
-    pub(crate) rollback_answer: Option<Result<(), String>>,
+    /// The one rollback asked for in the rollback window, from the request to its answer read.
+    pub(crate) rollback: Option<RollbackCheck>,
+}
+
+/// A rollback asked for in the rollback window, while the run checks that what it would undo is
+/// still this deploy's. One at a time: the validator refuses another until the answer was read.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RollbackCheck {
+    /// Asked; the run has not looked yet.
+    Asked(Command),
+    /// The run is checking it.
+    Checking,
+    /// The run's answer: accepted, or refused with the reason.
+    Answered(Result<(), String>),
 }
 
 impl Default for DeployWorkflow {
@@ -39,8 +48,7 @@ impl Default for DeployWorkflow {
             stop: None,
             frozen: false,
             lanes: false,
-            rollback_asked: None,
-            rollback_answer: None,
+            rollback: None,
         }
     }
 }

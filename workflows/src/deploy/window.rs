@@ -10,41 +10,33 @@ use std::time::Duration;
 use signalbox_contract::activities::{OwnersInput, ReadOwners};
 use signalbox_domain::control::{self, Action, timestamp};
 use temporalio_sdk::workflows::select;
-use temporalio_sdk::{CancellableFuture, TimerOptions, WaitConditionOptions, WorkflowCancellationToken};
+use temporalio_sdk::{CancellableFuture, TimerOptions};
 
 use super::lane::{self, Lane};
-use super::run::Run;
-use super::state::DeployWorkflow;
+use super::run::{Run, requests_only};
+use super::state::{DeployWorkflow, RollbackCheck};
 use crate::shared::options::detached;
 use crate::shared::stop::failure_message;
 
 /// Patch id of the rollback window after success.
 const ROLLBACK_WINDOW_PATCH: &str = "signalbox-rollback-window";
 
-/// A wait that only operator requests end: a workflow cancellation closes the window early.
-fn requests_only() -> WaitConditionOptions {
-    WaitConditionOptions::builder().cancellation_token(WorkflowCancellationToken::new()).build()
-}
-
-/// An open rollback window.
-pub(crate) struct Window(());
-
 /// Opens the succeeded deploy's rollback window, in the same moment it succeeded (so a rollback
-/// asked for at once finds it open): `None` when the request has none.
-pub(crate) fn open(run: &Run<'_>) -> Option<Window> {
+/// asked for at once finds it open); `false` when the request has none.
+pub(crate) fn open(run: &Run<'_>) -> bool {
     let (ctx, req) = (run.ctx, &run.req);
     if req.rollback_window_ms == 0 || !ctx.patched(ROLLBACK_WINDOW_PATCH) {
-        return None;
+        return false;
     }
     let until = control::after_ms(timestamp(ctx.workflow_time()), req.rollback_window_ms);
     ctx.state_mut(|s| s.status.rollback_window_until = Some(until));
-    Some(Window(()))
+    true
 }
 
-/// Keeps the succeeded deploy open for its rollback window. Returns the reason of a rollback
+/// Keeps the succeeded deploy open for the rollback window [`open`] opened. Returns the reason of a rollback
 /// accepted in it, with the lane it took to roll back in, or `None` when the window closed
 /// without one. A workflow cancellation closes the window early; the deploy stays `Succeeded`.
-pub(crate) async fn rollback_window(run: &Run<'_>, _open: Window) -> Option<(String, Option<Lane>)> {
+pub(crate) async fn rollback_window(run: &Run<'_>) -> Option<(String, Option<Lane>)> {
     let (ctx, req) = (run.ctx, &run.req);
     let window = TimerOptions::builder(Duration::from_millis(req.rollback_window_ms)).summary("rollback window".to_owned()).build();
     let mut window = pin!(ctx.timer(window));
@@ -52,21 +44,31 @@ pub(crate) async fn rollback_window(run: &Run<'_>, _open: Window) -> Option<(Str
     loop {
         // The request first: a rollback accepted in the window's last moment is honoured.
         let closed = select! {
-            _ = ctx.wait_condition_with_options(|s: &DeployWorkflow| s.stop.is_some() || s.rollback_asked.is_some(), requests_only()) => false,
+            _ = ctx.wait_condition_with_options(|s: &DeployWorkflow| s.stop.is_some() || matches!(s.rollback, Some(RollbackCheck::Asked(_))), requests_only()) => false,
             _ = window.as_mut() => true,
         };
         if ctx.state(|s| s.stop.is_some()) {
             window.cancel();
             break;
         }
-        if let Some(cmd) = ctx.state_mut(|s| s.rollback_asked.take()) {
+        let asked = ctx.state_mut(|s| match s.rollback.take() {
+            Some(RollbackCheck::Asked(cmd)) => {
+                s.rollback = Some(RollbackCheck::Checking);
+                Some(cmd)
+            }
+            other => {
+                s.rollback = other;
+                None
+            }
+        });
+        if let Some(cmd) = asked {
             let answer = claim(run).await.map(|claimed| lane = Some(claimed));
             let at = timestamp(ctx.workflow_time());
             ctx.state_mut(|s| {
                 if answer.is_ok() {
                     s.accept_stop(Action::Rollback, control::rolled_back(&cmd), &cmd, at);
                 }
-                s.rollback_answer = Some(answer);
+                s.rollback = Some(RollbackCheck::Answered(answer));
             });
             if lane.is_some() {
                 window.cancel();
@@ -79,8 +81,8 @@ pub(crate) async fn rollback_window(run: &Run<'_>, _open: Window) -> Option<(Str
     }
     ctx.state_mut(|s| {
         s.status.rollback_window_until = None;
-        if s.rollback_asked.take().is_some() {
-            s.rollback_answer = Some(Err("the rollback window closed".into()));
+        if matches!(s.rollback, Some(RollbackCheck::Asked(_))) {
+            s.rollback = Some(RollbackCheck::Answered(Err("the rollback window closed".into())));
         }
         s.stop.clone()
     })
@@ -91,7 +93,11 @@ pub(crate) async fn rollback_window(run: &Run<'_>, _open: Window) -> Option<(Str
 /// refused, with the reason, otherwise.
 async fn claim(run: &Run<'_>) -> Result<Lane, String> {
     let (ctx, req) = (run.ctx, &run.req);
-    let lane = lane::take(ctx, req, false).await.map_err(|busy| format!("cannot roll back: {}", busy.reason(req)))?;
+    let lane = lane::take(ctx, req, false).await.map_err(|busy| {
+        // The refusal names the holder; the succeeded deploy waits for nobody.
+        ctx.state_mut(|s| s.status.held_by = None);
+        format!("cannot roll back: {}", busy.reason(req))
+    })?;
     let changed = run.saga.changed_instances();
     if changed.is_empty() {
         return Ok(lane);
