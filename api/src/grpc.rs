@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::Stream;
 use signalbox_client::{Deploys, Error};
 use signalbox_domain::{Approve, Command, DeployStatus};
-use signalbox_proto::{StartDeploy, pb};
+use signalbox_proto::{StartDeploy, pb, wire_field};
 use signalbox_proto::pb::deploy_service_server::{DeployService, DeployServiceServer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -77,7 +77,12 @@ impl DeployService for Api {
     #[instrument(skip_all, fields(service = %request.get_ref().service))]
     async fn start_deploy(&self, request: Request<pb::StartDeployRequest>) -> Result<Response<pb::StartDeployResponse>, Status> {
         let StartDeploy { request, request_id } = StartDeploy::try_from(request.into_inner()).map_err(|e| status_of(e.into()))?;
-        let started = self.deploys.start(request, request_id).await.map_err(status_of)?;
+        // The domain names a field by its path in the domain's request; the caller sent the wire's.
+        let wire = |e| match e {
+            Error::Invalid { field, rule } => Error::Invalid { field: wire_field(&field, &request), rule },
+            other => other,
+        };
+        let started = self.deploys.start(request.clone(), request_id).await.map_err(|e| status_of(wire(e)))?;
         info!(deploy_id = %started.id, queued_behind = ?started.queued_behind, "deploy started");
         Ok(Response::new(pb::StartDeployResponse { deploy_id: started.id, queued_behind: started.queued_behind }))
     }

@@ -171,7 +171,8 @@ pub struct Start {
     /// server's default is an hour, 0 ends the deploy at success.
     #[arg(long)]
     rollback_window_ms: Option<u64>,
-    /// Batches (1-based) that wait for approval before they roll out, e.g. `2,3`.
+    /// Steps (1-based) that wait for approval before they start, e.g. `2,3`: rolling batches,
+    /// canary traffic steps, or the blue/green flip (step 1).
     #[arg(long, value_delimiter = ',', requires = "approvers")]
     approve_before: Option<Vec<u32>>,
     /// Who may approve, e.g. `alice,bob`.
@@ -189,8 +190,8 @@ pub struct Start {
     /// What an expired gate does; the server's default is abort.
     #[arg(long, value_enum, requires = "approve_before")]
     on_expiry: Option<Expiry>,
-    /// Judge each batch with the analysis engine under this policy (JSON, the `policy` of a
-    /// backtest input; see analysis/README.md) instead of the first-version health gate.
+    /// Judge each step under this analysis policy (JSON, the `policy` of a backtest input; see
+    /// analysis/README.md) instead of the default gate preset built from the --health-* flags.
     #[arg(long, value_name = "FILE")]
     analysis_policy: Option<PathBuf>,
     /// Follow the deploy until it ends; exits 0 only if it succeeded.

@@ -8,7 +8,7 @@ use signalbox_contract::search;
 use signalbox_domain::{Approve, Command, DeployRequest, DeployStatus, Phase, control, deploy_id};
 use temporalio_client::errors::{WorkflowInteractionError, WorkflowQueryError, WorkflowStartError, WorkflowUpdateError};
 use temporalio_client::{
-    Client, WorkflowExecuteUpdateOptions, WorkflowFetchHistoryOptions, WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
+    Client, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions, WorkflowFetchHistoryOptions, WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
     WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
 };
 use temporalio_common::MemoValues;
@@ -18,6 +18,15 @@ use crate::lanes;
 /// How long [`Deploys::start`] waits for the worker to admit a deploy before answering with
 /// its id anyway (no worker may be running yet; the deploy starts when one is).
 const ADMISSION_WAIT: Duration = Duration::from_secs(30);
+/// The memo key of a deploy's request fingerprint ([`fingerprint`]).
+const REQUEST_MEMO: &str = "request";
+
+/// What identifies a request under a request id: the SHA-256 of its JSON, in hex.
+fn fingerprint(req: &DeployRequest) -> String {
+    use sha2::Digest as _;
+    let json = serde_json::to_vec(req).expect("a request serializes");
+    sha2::Sha256::digest(&json).iter().map(|b| format!("{b:02x}")).collect()
+}
 /// How often the admission is looked at.
 const ADMISSION_POLL: Duration = Duration::from_millis(100);
 
@@ -106,7 +115,8 @@ impl Deploys {
             None => uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
         };
         let id = deploy_id(&req.service, &req.target, &suffix);
-        if request_id.is_some() && self.status(&id).await.is_ok() {
+        let fingerprint = fingerprint(&req);
+        if request_id.is_some() && self.started_as(&id, &fingerprint).await? {
             return self.admission(&id).await;
         }
         if !req.dry_run && !req.queue {
@@ -119,6 +129,7 @@ impl Deploys {
         let summary = format!("{}{version} ({}) by {}", req.service, req.artifact.digest.short(), req.deployer);
         let mut memo = MemoValues::new();
         memo.insert("config", search::ConfigSummary::of(&req));
+        memo.insert(REQUEST_MEMO, fingerprint.clone());
         let options = WorkflowStartOptions::new(self.task_queue.clone(), id.clone())
             .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
             .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
@@ -127,8 +138,31 @@ impl Deploys {
             .memo(memo)
             .build();
         match self.client.start_workflow(DeployRun, req, options).await {
-            Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => self.admission(&id).await,
+            Ok(_) => self.admission(&id).await,
+            // Started a moment ago by a retry of the same call, or by another request.
+            Err(WorkflowStartError::AlreadyStarted { .. }) => {
+                self.started_as(&id, &fingerprint).await?;
+                self.admission(&id).await
+            }
             Err(e) => Err(Error::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Whether deploy `id` was started, by a request whose fingerprint is `fingerprint`; a
+    /// deploy started by another request under the same request id is refused, naming it.
+    async fn started_as(&self, id: &str, fingerprint: &str) -> Result<bool> {
+        let handle = self.client.get_workflow_handle::<DeployRun>(id);
+        let described = match handle.describe(WorkflowDescribeOptions::default()).await {
+            Ok(d) => d,
+            Err(WorkflowInteractionError::NotFound(_)) => return Ok(false),
+            Err(e) => return Err(Error::Unavailable(e.to_string())),
+        };
+        // Deploys started before the fingerprint was kept answer as the same request.
+        match described.memo().get::<String>(REQUEST_MEMO) {
+            Ok(Some(theirs)) if theirs != fingerprint => {
+                Err(Error::Invalid { field: "request_id".into(), rule: format!("already used by deploy {id} for a different request") })
+            }
+            _ => Ok(true),
         }
     }
 
@@ -143,12 +177,14 @@ impl Deploys {
                 Ok(s) => s,
                 // The first workflow task may not have run yet.
                 Err(_) if tokio::time::Instant::now() < deadline => continue,
+                // Started, but no worker answers yet: it runs when one does.
+                Err(Error::Unavailable(_)) => return Ok(Started { id: id.to_owned(), queued_behind: None }),
                 Err(e) => return Err(e),
             };
             match status.phase {
-                // Refused before anything changed: a field the world refused, the lane, or
-                // preflight failing outright.
-                Phase::Failed if status.invalid.is_some() || status.held_by.is_some() || status.fleet_size == 0 => {
+                // Refused before anything changed: a field the world refused, the lane, or the
+                // world failing to answer (runs recorded before the mark: preflight failing).
+                Phase::Failed if status.refused || status.invalid.is_some() || status.held_by.is_some() || status.fleet_size == 0 => {
                     let reason = status.reason.clone().unwrap_or_default();
                     return Err(match (status.invalid, status.held_by) {
                         (Some(invalid), _) => Error::Invalid { field: invalid.field, rule: invalid.rule },

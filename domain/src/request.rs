@@ -99,9 +99,13 @@ impl DeployRequest {
 
 /// The workflow id of a deploy of `service` to `target`: `deploy/<service>/<target>/<suffix>`,
 /// unique per deploy (`suffix` is the caller's request id, or a random one), so an artifact can
-/// be deployed again once an earlier deploy of it ended.
+/// be deployed again once an earlier deploy of it ended. `<target>` is the name of a local
+/// target and `<kind>:<name>` of any other, so one request id never names two kinds' deploys.
 pub fn deploy_id(service: &str, target: &Target, suffix: &str) -> String {
-    format!("deploy/{service}/{}/{suffix}", target.name)
+    match target.kind.as_str() {
+        crate::target::LOCAL => format!("deploy/{service}/{}/{suffix}", target.name),
+        kind => format!("deploy/{service}/{kind}:{}/{suffix}", target.name),
+    }
 }
 
 /// Checks a caller's request id, the suffix of [`deploy_id`]: 1 to 40 of `a-z`, `0-9`, `-`.
@@ -183,7 +187,7 @@ mod tests {
         let req: DeployRequest = serde_json::from_str(&minimal).unwrap();
         assert_eq!((req.target.clone(), req.strategy.clone(), req.batch_plan.clone()), (Target::local("demo"), Strategy::Rolling, BatchPlan::default()));
         assert_eq!((req.rollback_window_ms, req.approval.clone(), req.analysis.clone(), req.queue), (DEFAULT_ROLLBACK_WINDOW_MS, None, None, false));
-        assert!(!req.artifact.is_resolved(), "version and git SHA come from the store");
+        assert!(req.artifact.version.is_empty() && req.artifact.git_sha.is_empty(), "version and git SHA come from the store");
         req.validate().unwrap();
         let typo = minimal.replace(r#""deployer""#, r#""bake": 5, "deployer""#);
         assert!(serde_json::from_str::<DeployRequest>(&typo).unwrap_err().to_string().contains("unknown field `bake`"));
@@ -208,6 +212,8 @@ mod tests {
     fn deploy_ids_are_per_deploy() {
         let r = request();
         assert_eq!(deploy_id(&r.service, &r.target, "a1b2"), "deploy/checkout/local/a1b2");
+        let elsewhere = Target { kind: "k8s".into(), ..r.target.clone() };
+        assert_eq!(deploy_id(&r.service, &elsewhere, "a1b2"), "deploy/checkout/k8s:local/a1b2", "another kind's target of the same name");
         check_request_id("request_id", "retry-7").unwrap();
         assert_eq!(check_request_id("request_id", "Retry 7").unwrap_err().field(), "request_id");
     }

@@ -11,7 +11,7 @@
 mod control;
 mod request;
 
-pub use request::StartDeploy;
+pub use request::{StartDeploy, wire_field};
 mod status;
 
 /// Types generated from `signalbox/v1/deploy.proto`, with the tonic client and server.

@@ -103,9 +103,24 @@ impl TryFrom<pb::StartDeployRequest> for StartDeploy {
     }
 }
 
-fn lb(lb: Option<pb::LoadBalancer>) -> Result<LbTarget> {
-    let lb = lb.ok_or_else(|| required("strategy.lb"))?;
+fn lb(lb: Option<pb::LoadBalancer>, kind: &str) -> Result<LbTarget> {
+    let lb = lb.ok_or_else(|| required(&format!("strategy.{kind}.lb")))?;
     Ok(LbTarget { stats_socket: lb.stats_socket, backend: lb.backend })
+}
+
+/// The wire path of a field the domain names in `request`: its strategy's fields sit in the
+/// `strategy` oneof's case on the wire (`strategy.canary.lb.backend` where the domain, whose
+/// JSON tags the strategy by `kind`, says `strategy.lb.backend`).
+pub fn wire_field(field: &str, request: &DeployRequest) -> String {
+    let case = match request.strategy {
+        Strategy::Rolling => return field.to_owned(),
+        Strategy::Canary(_) => "canary",
+        Strategy::BlueGreen(_) => "blue_green",
+    };
+    match field.strip_prefix("strategy.") {
+        Some(inside) if !inside.starts_with(case) => format!("strategy.{case}.{inside}"),
+        _ => field.to_owned(),
+    }
 }
 
 fn strategy(s: pb::Strategy) -> Result<Strategy> {
@@ -114,9 +129,9 @@ fn strategy(s: pb::Strategy) -> Result<Strategy> {
         None | Some(Kind::Rolling(_)) => Strategy::Rolling,
         Some(Kind::Canary(c)) => {
             let promotion = pb::Promotion::try_from(c.promotion)
-                .map_err(|u| Error::invalid("strategy.promotion", format!("must be UPDATE_REST or KEEP_CANARY, not {}", u.0)))?;
+                .map_err(|u| Error::invalid("strategy.canary.promotion", format!("must be UPDATE_REST or KEEP_CANARY, not {}", u.0)))?;
             Strategy::Canary(CanarySpec {
-                lb: lb(c.lb)?,
+                lb: lb(c.lb, "canary")?,
                 canary: c.canary,
                 steps: if c.steps.is_empty() { default_canary_steps() } else { c.steps },
                 promotion: match promotion {
@@ -125,7 +140,7 @@ fn strategy(s: pb::Strategy) -> Result<Strategy> {
                 },
             })
         }
-        Some(Kind::BlueGreen(b)) => Strategy::BlueGreen(BlueGreenSpec { lb: lb(b.lb)?, verify_rps: b.verify_rps.unwrap_or(20) }),
+        Some(Kind::BlueGreen(b)) => Strategy::BlueGreen(BlueGreenSpec { lb: lb(b.lb, "blue_green")?, verify_rps: b.verify_rps.unwrap_or(signalbox_domain::strategy::DEFAULT_VERIFY_RPS) }),
     })
 }
 
@@ -403,7 +418,19 @@ mod tests {
         };
         assert_eq!((c.steps, c.canary.len(), c.promotion), (default_canary_steps(), 0, Promotion::UpdateRest));
         let no_lb = pb::Strategy { kind: Some(pb::strategy::Kind::BlueGreen(pb::BlueGreenStrategy::default())) };
-        assert_eq!(field_of(pb::StartDeployRequest { strategy: Some(no_lb), ..request().into() }), "strategy.lb");
+        assert_eq!(field_of(pb::StartDeployRequest { strategy: Some(no_lb), ..request().into() }), "strategy.blue_green.lb");
+    }
+
+    #[test]
+    fn a_domain_field_of_the_strategy_is_named_by_its_wire_path() {
+        let lb = LbTarget { stats_socket: "s".into(), backend: "b".into() };
+        let canary = DeployRequest { strategy: Strategy::Canary(CanarySpec { lb: lb.clone(), canary: vec![], steps: vec![], promotion: Promotion::UpdateRest }), ..request() };
+        assert_eq!(wire_field("strategy.lb.backend", &canary), "strategy.canary.lb.backend");
+        assert_eq!(wire_field("strategy.canary.lb", &canary), "strategy.canary.lb", "already a wire path");
+        assert_eq!(wire_field("artifact.digest", &canary), "artifact.digest");
+        let blue_green = DeployRequest { strategy: Strategy::BlueGreen(BlueGreenSpec { lb, verify_rps: 7 }), ..request() };
+        assert_eq!(wire_field("strategy.lb", &blue_green), "strategy.blue_green.lb");
+        assert_eq!(wire_field("strategy.lb", &request()), "strategy.lb", "a rolling deploy has no strategy fields");
     }
 
     #[test]

@@ -62,6 +62,17 @@ fn a_build_deploys_again_once_its_earlier_deploy_ended() {
         }
         ids.dedup();
         assert_eq!(ids.len(), 3, "each deploy has its own id: {ids:?}");
+
+        // A request id names one request: the same call again answers with its deploy, another
+        // request under it is refused naming the field.
+        let once = deploys.start(deploy("again", &base, 0), Some("again-1".into())).await?.id;
+        assert_eq!(tokio::time::timeout(DEPLOY_DEADLINE, deploys.result(&once)).await??.phase, Phase::Succeeded);
+        assert_eq!(deploys.start(deploy("again", &base, 0), Some("again-1".into())).await?.id, once, "a retried call is harmless");
+        let other = deploys.start(deploy("again", &one, 0), Some("again-1".into())).await;
+        let Err(Error::Invalid { field, rule }) = other else { panic!("another request under the same id must be refused: {other:?}") };
+        assert_eq!(field, "request_id");
+        assert!(rule.contains(&once), "{rule}");
+        assert!(all_serve(&fleet, "1.0.0").await, "the refused request changed nothing");
         record_history(&deploys, &ids[2], "lane_redeploy").await
     });
 }
@@ -98,7 +109,20 @@ fn a_second_deploy_to_a_held_target_is_refused_naming_the_first_and_a_queued_one
         assert_eq!(started.queued_behind.as_deref(), Some(first.as_str()));
         let waiting = deploys.status(&started.deploy_id).await?;
         assert_eq!((waiting.phase, waiting.held_by.as_deref()), (Phase::Queued, Some(first.as_str())), "{waiting:#?}");
+        // A halt of the queued deploy answers at once (nothing of it runs yet) ...
+        let halted = tokio::time::timeout(Duration::from_secs(20), deploys.halt(&started.deploy_id, Command::new("sre", "hold the queue"))).await??;
+        assert_eq!((halted.phase, halted.halted), (Phase::Queued, true), "{halted:#?}");
         assert_eq!(tokio::time::timeout(DEPLOY_DEADLINE, deploys.result(&first)).await??.phase, Phase::Succeeded);
+        // ... and once it has the lane it holds there, the target frozen, before it reads anything.
+        let holding = until(s, &started.deploy_id, "the queued deploy to take the lane", |st| st.phase == Phase::Preflight).await?;
+        assert!(holding.halted && holding.held_by.is_none(), "{holding:#?}");
+        let until_at = tokio::time::Instant::now() + Duration::from_secs(3);
+        while tokio::time::Instant::now() < until_at {
+            assert_eq!(deploys.status(&started.deploy_id).await?.phase, Phase::Preflight, "held before preflight");
+            assert!(fleet.fleet.oplog()?.iter().all(|e| e.deploy_id != started.deploy_id), "a held deploy changes nothing");
+        }
+        assert_eq!(fleet.fleet.halted_by()?.map(|m| m.deploy_id), Some(started.deploy_id.clone()), "the target is frozen");
+        deploys.resume(&started.deploy_id, Command::new("sre", "go on")).await?;
         let second = tokio::time::timeout(DEPLOY_DEADLINE, deploys.result(&started.deploy_id)).await??;
         assert_eq!(second.phase, Phase::Succeeded, "{second:#?}");
         assert!(all_serve(&fleet, "1.2.0").await, "the queued deploy ran after the first");

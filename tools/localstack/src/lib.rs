@@ -76,7 +76,7 @@ impl Stack {
     /// A Temporal client of this stack's server (envconfig, with this server's address and
     /// namespace).
     pub async fn client(&self) -> anyhow::Result<Client> {
-        signalbox_client::connect_with(Some(&self.server.address()), Some(&self.options.namespace)).await
+        signalbox_client::connect_with(Some(&self.server.address()), Some(&self.options.namespace)).await.map_err(Into::into)
     }
 
     /// The deploy client of this stack.
