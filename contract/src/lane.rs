@@ -18,7 +18,8 @@ signal!(
     Release = "release" on LaneRun: ()
 );
 
-/// What a lane workflow is started with.
+/// What a lane workflow is started with: what the lane is of, and by whom, for a reader of the
+/// Temporal UI (the lane itself needs none of it; the holder Temporal knows is its parent).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaneHold {
     /// The service.

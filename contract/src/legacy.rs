@@ -5,7 +5,8 @@
 //! field, steered and judged like every other deploy.
 
 use serde::{Deserialize, Serialize};
-use signalbox_domain::bounds::{check_name, check_principal};
+use signalbox_domain::bounds::{MAX_WAIT_MS, check_name, check_principal};
+use signalbox_domain::strategy::{DEFAULT_VERIFY_RPS, MAX_VERIFY_RPS};
 use signalbox_domain::traffic::{LbTarget, Promotion, Weights, validate_steps};
 use signalbox_domain::{Artifact, HealthPolicy, HealthReport, Result, Target};
 
@@ -55,7 +56,7 @@ pub struct BlueGreenRequest {
     #[serde(default)]
     pub health: HealthPolicy,
     /// Verification requests per second sent to each green and blue instance.
-    #[serde(default = "twenty")]
+    #[serde(default = "default_verify_rps")]
     pub verify_rps: u32,
     /// How long blue stays ready for an instant flip back after the flip, in milliseconds.
     #[serde(default)]
@@ -64,12 +65,9 @@ pub struct BlueGreenRequest {
     pub deployer: String,
 }
 
-fn twenty() -> u32 {
-    20
+fn default_verify_rps() -> u32 {
+    DEFAULT_VERIFY_RPS
 }
-
-/// Longest bake or keep-blue delay accepted: a day.
-const MAX_WAIT_MS: u64 = 24 * 60 * 60 * 1000;
 
 fn check_common(service: &str, artifact: &Artifact, fleet: &Target, lb: &LbTarget, health: &HealthPolicy, deployer: &str) -> Result<()> {
     check_name("service", service)?;
@@ -91,26 +89,16 @@ impl CanaryRequest {
         validate_steps("steps", &self.steps)?;
         signalbox_domain::bounds::check_ms("bake_ms", self.bake_ms, MAX_WAIT_MS, "one day")
     }
-
-    /// The workflow id: one canary of an artifact per service.
-    pub fn workflow_id(&self) -> String {
-        format!("canary/{}/{}", self.service, self.artifact.digest.hex())
-    }
 }
 
 impl BlueGreenRequest {
     /// Checks every field that can be checked without looking at the world.
     pub fn validate(&self) -> Result<()> {
         check_common(&self.service, &self.artifact, &self.fleet, &self.lb, &self.health, &self.deployer)?;
-        if !(1..=10_000).contains(&self.verify_rps) {
+        if !(1..=MAX_VERIFY_RPS).contains(&self.verify_rps) {
             return Err(signalbox_domain::Error::invalid("verify_rps", "must be 1 to 10000: a set nobody asked anything is not verified"));
         }
         signalbox_domain::bounds::check_ms("keep_blue_ms", self.keep_blue_ms, MAX_WAIT_MS, "one day")
-    }
-
-    /// The workflow id: one blue/green deploy of an artifact per service.
-    pub fn workflow_id(&self) -> String {
-        format!("bluegreen/{}/{}", self.service, self.artifact.digest.hex())
     }
 }
 

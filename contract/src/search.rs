@@ -10,7 +10,7 @@ use signalbox_domain::{BatchStep, DeployRequest, Phase, Strategy};
 pub const SERVICE: SearchAttributeKey<String> = SearchAttributeKey::keyword("SignalboxService");
 /// The target environment: the target deployed to (for the local kind, the fleet).
 pub const ENVIRONMENT: SearchAttributeKey<String> = SearchAttributeKey::keyword("SignalboxEnvironment");
-/// The strategy: `rolling`, `canary`, `bluegreen`.
+/// The strategy: `rolling`, `canary`, `blue_green`.
 pub const STRATEGY: SearchAttributeKey<String> = SearchAttributeKey::keyword("SignalboxStrategy");
 /// The artifact's content digest.
 pub const ARTIFACT_DIGEST: SearchAttributeKey<String> = SearchAttributeKey::keyword("SignalboxArtifactDigest");

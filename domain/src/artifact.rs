@@ -102,11 +102,6 @@ impl Artifact {
         crate::bounds::check_text(&format!("{prefix}.version"), &self.version, 64)
     }
 
-    /// Whether version and git SHA are both known.
-    pub fn is_resolved(&self) -> bool {
-        !self.version.is_empty() && !self.git_sha.is_empty()
-    }
-
     /// This artifact with the store's `recorded` version and git SHA filled in where the request
     /// left them empty; a given value that disagrees with the record is refused, naming it.
     pub fn resolve(&self, recorded: &Artifact, prefix: &str) -> Result<Artifact> {

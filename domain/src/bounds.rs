@@ -12,7 +12,7 @@ pub const MAX_PRINCIPAL: usize = 128;
 pub const MAX_ID: usize = 128;
 /// Longest file path (a balancer's admin socket), in bytes.
 pub const MAX_PATH: usize = 4096;
-/// Most entries in a list a request carries (plan steps, approvers, gated batches, canaries).
+/// Most entries in a list a request carries (plan steps, approvers, gated batches).
 pub const MAX_ITEMS: usize = 100;
 /// Most instances a request may name (canaries).
 pub const MAX_INSTANCES: usize = 10_000;
@@ -25,7 +25,8 @@ pub const MAX_WAIT_MS: u64 = 24 * 60 * 60 * 1000;
 /// Longest rollback window: a week.
 pub const MAX_ROLLBACK_WINDOW_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 
-/// `value` is 1 to `max` characters, none of them a control character.
+/// `value` is at most `max` characters, none of them a control character other than newline and
+/// tab (it may be empty: a field that must not be is checked as such where it is read).
 pub fn check_text(field: &str, value: &str, max: usize) -> Result<()> {
     let n = value.chars().count();
     if n > max {

@@ -122,7 +122,8 @@ pub struct SampleJudgement {
 /// the engine judged every step; it still reads from their histories and statuses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthReport {
-    /// Pass, fail or inconclusive (recorded as `Pass`, `Fail`, `Inconclusive`).
+    /// Pass, fail or inconclusive: written `pass`, `fail`, `inconclusive`; the first version's
+    /// `Pass`, `Fail`, `Inconclusive` still read.
     pub verdict: Decision,
     /// One line saying why.
     pub summary: String,

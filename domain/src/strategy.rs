@@ -56,11 +56,13 @@ pub struct BlueGreenSpec {
 }
 
 fn default_verify_rps() -> u32 {
-    20
+    DEFAULT_VERIFY_RPS
 }
 
+/// Verification requests per second per instance unless the request says.
+pub const DEFAULT_VERIFY_RPS: u32 = 20;
 /// Most verification requests per second per instance.
-const MAX_VERIFY_RPS: u32 = 10_000;
+pub const MAX_VERIFY_RPS: u32 = 10_000;
 
 impl Strategy {
     /// The strategy's name as the status and the `SignalboxStrategy` search attribute say it.

@@ -1,5 +1,5 @@
-//! A recorded deploy, re-judged: the golden history of the rolling test's bad build (30%
-//! errors on one instance of twenty, caught in batch 1) exported and judged again.
+//! A recorded deploy, re-judged: the first version's golden history of the rolling test's bad
+//! build (30% errors on one instance of twenty, caught in batch 1) exported and judged again.
 
 use std::path::PathBuf;
 
@@ -15,7 +15,7 @@ fn golden(name: &str) -> Vec<u8> {
 
 #[test]
 fn the_bad_rolling_deploy_fails_again_under_the_default_policy() {
-    let found = evaluations(&golden("rolling_bad.json")).unwrap();
+    let found = evaluations(&golden("v1/rolling_bad.json")).unwrap();
     assert_eq!(
         found.len(),
         1,
@@ -32,7 +32,7 @@ fn the_bad_rolling_deploy_fails_again_under_the_default_policy() {
 
 #[test]
 fn a_good_deploy_has_one_evaluation_per_batch_and_none_fails() {
-    let found = evaluations(&golden("rolling_good.json")).unwrap();
+    let found = evaluations(&golden("v1/rolling_good.json")).unwrap();
     assert_eq!(found.len(), 4);
     assert!(
         found
