@@ -3,7 +3,9 @@
 //!
 //! `tests/histories/v1/` holds histories recorded by the first versions (before lanes, before
 //! canary and blue/green were strategies of the deploy workflow, before the engine judged every
-//! step); `tests/histories/` those of the current code. Both must replay.
+//! step); `tests/histories/v2/` those recorded once they were, before the checkpoints, the
+//! promotion's undo and the resolved git SHA (`signalbox-holds`, `signalbox-promotion-undo`,
+//! `signalbox-resolved-git-sha`); `tests/histories/` those of the current code. All must replay.
 
 use std::path::{Path, PathBuf};
 
@@ -56,20 +58,30 @@ const V1: [&str; 18] = [
     "control_rollback_window", "control_approval", "control_expiry_abort", "control_bypass",
 ];
 
-/// Recorded by the current code: the same deploys (canary and blue/green now strategies of the
-/// deploy workflow), and lanes.
-const CURRENT: [&str; 22] = [
+/// Recorded once canary and blue/green were strategies of the deploy workflow, with lanes.
+const V2: [&str; 22] = [
     "rolling_good", "rolling_bad", "rolling_abort", "worker_crash", "server_restart", "canary_good", "canary_bad", "bluegreen_flip",
     "bluegreen_flip_back", "analysis_engine_good", "analysis_engine_bad", "analysis_engine_exported", "control_pause", "control_halt_abort",
     "control_rollback_window", "control_approval", "control_expiry_abort", "control_bypass", "lane_redeploy", "lane_queued",
     "lane_rollback_refused", "rolling_slow_windows",
 ];
 
+/// Recorded by the current code: the same deploys (a queued one halted), and a promoted canary
+/// held by a late halt and rolled back in its window.
+const CURRENT: [&str; 23] = [
+    "rolling_good", "rolling_bad", "rolling_abort", "worker_crash", "server_restart", "canary_good", "canary_bad", "bluegreen_flip",
+    "bluegreen_flip_back", "analysis_engine_good", "analysis_engine_bad", "analysis_engine_exported", "control_pause", "control_halt_abort",
+    "control_rollback_window", "control_approval", "control_expiry_abort", "control_bypass", "lane_redeploy", "lane_queued",
+    "lane_rollback_refused", "rolling_slow_windows", "canary_promoted_rollback",
+];
+
 #[tokio::test]
 async fn every_recorded_history_replays_on_the_current_code() {
     let histories = golden();
     let names: Vec<&str> = histories.iter().map(|(n, _)| n.as_str()).collect();
-    for required in V1.iter().map(|n| format!("v1/{n}.json")).chain(CURRENT.iter().map(|n| format!("{n}.json"))) {
+    let v1 = V1.iter().map(|n| format!("v1/{n}.json"));
+    let v2 = V2.iter().map(|n| format!("v2/{n}.json"));
+    for required in v1.chain(v2).chain(CURRENT.iter().map(|n| format!("{n}.json"))) {
         assert!(names.contains(&required.as_str()), "golden history {required} is missing; have {names:?}");
     }
     let replayer = replayer();
@@ -83,7 +95,7 @@ async fn every_recorded_history_replays_on_the_current_code() {
 /// the code does now (an activity renamed in history) is refused.
 #[tokio::test]
 async fn a_history_that_disagrees_with_the_code_is_refused() {
-    for name in ["v1/rolling_good.json", "rolling_good.json"] {
+    for name in ["v1/rolling_good.json", "v2/rolling_good.json", "rolling_good.json"] {
         let (_, json) = golden().into_iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{name}"));
         let tampered = json.replacen("fleet.advance_batch", "fleet.advance_batch_v0", 1);
         assert_ne!(tampered, json, "{name} schedules fleet.advance_batch");
