@@ -211,8 +211,12 @@ impl LocalFleet {
             inst.install_release(digest, &bytes)?;
         }
         // Before the switch: an instance is never seen on a release without its owner, and a
-        // retry after a crash between the two still knows this deploy switched it.
-        inst.set_owner(deploy_id)?;
+        // retry after a crash between the two still knows this deploy switched it. Off the
+        // async threads: replacing a file by rename makes ext4 write its data out first, which
+        // would hold up every other instance's restart in the batch (a 1,000-instance rollout
+        // took 25% longer per batch).
+        let (owned, by) = (inst.clone(), deploy_id.to_owned());
+        tokio::task::spawn_blocking(move || owned.set_owner(&by)).await.map_err(|e| Error::Target(format!("recording the owner of {}: {e}", spec.id)))??;
         inst.stop(DRAIN_GRACE).await?;
         inst.switch_to(digest)?;
         let pid = inst.start(&self.inventory.service_binary, &spec.id, spec.port)?;

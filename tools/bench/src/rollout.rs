@@ -1,5 +1,6 @@
 //! A large rollout: equal batches, zero bake, the health judgement (the gate preset) after every batch. Reports
-//! wall time (against the 30-minute goal) and the worker's peak resident memory (VmHWM).
+//! wall time (against the 30-minute goal) and the worker's peak resident memory (VmHWM). With
+//! `SIGNALBOX_BENCH_HISTORY=<file>`, writes the deploy's history there.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -35,6 +36,10 @@ pub(crate) async fn run(dir: PathBuf, instances: usize, batches: u32) -> anyhow:
     let id = deploys.start(req, None).await?.id;
     let status = deploys.result(&id).await?;
     let wall = t.elapsed();
+    // For a look at where the time went, activity by activity.
+    if let Some(path) = std::env::var_os("SIGNALBOX_BENCH_HISTORY") {
+        std::fs::write(path, deploys.history_json(&id).await?)?;
+    }
     anyhow::ensure!(status.phase == Phase::Succeeded, "deploy ended {:?}: {:?}", status.phase, status.reason);
     let served = fleet.served_versions().await;
     anyhow::ensure!(served.iter().all(|v| v.as_deref() == Some("1.1.0")), "not every instance serves 1.1.0");
