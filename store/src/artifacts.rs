@@ -4,6 +4,7 @@
 //! its bytes. A build's record (what it is: service, version, git SHA) lives at
 //! `records/sha256/<hex>.json`, written with the build.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -61,6 +62,50 @@ impl ArtifactStore {
             self.inner.put(&Self::record_key(&digest), PutPayload::from(json)).await.map_err(Error::Backend)?;
         }
         Ok(digest)
+    }
+
+    /// Stores a pushed build: checks what the pusher said and, for a tarball, its manifest;
+    /// records its size and format. Pushing bytes the store already holds changes nothing and
+    /// answers the first record with `false`, so a retried push is safe.
+    pub async fn push(&self, bytes: Vec<u8>, mut record: Record) -> Result<(Digest, Record, bool)> {
+        record.check().map_err(Error::Invalid)?;
+        let digest = digest_of(&bytes);
+        if let Some(first) = self.record(&digest).await?
+            && self.contains(&digest).await?
+        {
+            return Ok((digest, first, false));
+        }
+        record.format = if signalbox_bundle::is_bundle(&bytes) {
+            signalbox_bundle::Bundle::read(&bytes).map_err(Error::Bundle)?;
+            Format::Bundle
+        } else {
+            Format::Demo
+        };
+        record.size = bytes.len() as u64;
+        // The bytes before the record: a listed build can always be fetched.
+        self.put(bytes).await?;
+        let json = serde_json::to_vec_pretty(&record).expect("a record serializes");
+        self.inner.put(&Self::record_key(&digest), PutPayload::from(json)).await.map_err(Error::Backend)?;
+        Ok((digest, record, true))
+    }
+
+    /// Every recorded build, of `service` only if given, newest push first.
+    pub async fn list(&self, service: Option<&str>) -> Result<Vec<(Digest, Record)>> {
+        use futures::TryStreamExt;
+        let prefix = ObjectPath::from("records/sha256");
+        let metas: Vec<_> = self.inner.list(Some(&prefix)).try_collect().await.map_err(Error::Backend)?;
+        let mut builds = Vec::with_capacity(metas.len());
+        for meta in metas {
+            let Some(hex) = meta.location.filename().and_then(|f| f.strip_suffix(".json")) else { continue };
+            let Ok(digest) = format!("sha256:{hex}").parse::<Digest>() else { continue };
+            if let Some(record) = self.record(&digest).await?
+                && service.is_none_or(|s| s == record.service)
+            {
+                builds.push((digest, record));
+            }
+        }
+        builds.sort_by(|(da, a), (db, b)| b.pushed_at.cmp(&a.pushed_at).then_with(|| da.hex().cmp(db.hex())));
+        Ok(builds)
     }
 
     /// The record of `digest`, if it was stored with one.
@@ -171,12 +216,102 @@ pub struct Record {
     pub version: String,
     /// The commit it was built from.
     pub git_sha: String,
+    /// Its size in bytes (0 in records written before sizes were kept).
+    #[serde(default)]
+    pub size: u64,
+    /// When it was built (RFC 3339), as its pusher said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built_at: Option<String>,
+    /// When it was pushed (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_at: Option<String>,
+    /// Who pushed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_by: Option<String>,
+    /// Free labels (`team=payments`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// What kind of build it is: a bundle with a manifest, or a demo service build.
+    #[serde(default)]
+    pub format: Format,
 }
 
+/// The kinds of build a store holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// A tarball with a `signalbox.json` manifest: any program.
+    Bundle,
+    /// A build of signalbox's own demo service (a JSON file saying how it behaves).
+    #[default]
+    Demo,
+}
+
+/// Most labels a build may carry.
+pub const MAX_LABELS: usize = 32;
+
 impl Record {
+    /// A record of `service` at `version` from `git_sha`, everything else unset.
+    pub fn new(service: impl Into<String>, version: impl Into<String>, git_sha: impl Into<String>) -> Self {
+        Self {
+            service: service.into(),
+            version: version.into(),
+            git_sha: git_sha.into(),
+            size: 0,
+            built_at: None,
+            pushed_at: None,
+            pushed_by: None,
+            labels: BTreeMap::new(),
+            format: Format::Demo,
+        }
+    }
+
     /// The deployable artifact this record describes.
     pub fn artifact(&self, digest: &Digest) -> Artifact {
         Artifact { digest: digest.clone(), git_sha: self.git_sha.clone(), version: self.version.clone() }
+    }
+
+    /// Checks what a pusher said about a build; an error names the field.
+    pub fn check(&self) -> signalbox_domain::Result<()> {
+        use signalbox_domain::Error as Invalid;
+        use signalbox_domain::bounds::{check_count, check_name, check_principal, check_text};
+        check_name("service", &self.service)?;
+        if self.version.trim().is_empty() {
+            return Err(Invalid::invalid("version", "is required"));
+        }
+        if self.git_sha.is_empty() {
+            return Err(Invalid::invalid("git_sha", "is required"));
+        }
+        let version_ok = self.version.chars().count() <= 64 && !self.version.contains(['\n', '\t']);
+        if !version_ok {
+            return Err(Invalid::invalid("version", "must be 1 to 64 characters on one line"));
+        }
+        check_text("version", &self.version, 64)?;
+        let sha = &self.git_sha;
+        if !(7..=40).contains(&sha.len()) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Invalid::invalid("git_sha", "must be 7 to 40 hex digits"));
+        }
+        if let Some(at) = &self.built_at
+            && chrono::DateTime::parse_from_rfc3339(at).is_err()
+        {
+            return Err(Invalid::invalid("built_at", "must be an RFC 3339 time, e.g. 2026-12-01T09:30:00Z"));
+        }
+        if let Some(by) = &self.pushed_by {
+            check_principal("pushed_by", by)?;
+        }
+        check_count("labels", self.labels.len(), MAX_LABELS)?;
+        for (key, value) in &self.labels {
+            let field = format!("labels.{key}");
+            let ok = (1..=63).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+            if !ok {
+                return Err(Invalid::invalid(field, "a label key is 1 to 63 of A-Z, a-z, 0-9, '-', '_', '.', '/'"));
+            }
+            check_text(&field, value, 256)?;
+            if value.contains(['\n', '\t']) {
+                return Err(Invalid::invalid(field, "must be one line"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -228,12 +363,47 @@ mod tests {
     async fn a_build_keeps_its_first_record() {
         let dir = tempfile::tempdir().unwrap();
         let store = ArtifactStore::local(dir.path()).unwrap();
-        let record = Record { service: "checkout".into(), version: "1.0.0".into(), git_sha: "abc1234".into() };
+        let record = Record::new("checkout", "1.0.0", "abc1234");
         let d = store.put_build(b"build".to_vec(), record.clone()).await.unwrap();
         let again = Record { version: "9.9.9".into(), ..record.clone() };
         assert_eq!(store.put_build(b"build".to_vec(), again).await.unwrap(), d);
         assert_eq!(store.record(&d).await.unwrap(), Some(record));
         assert_eq!(store.record(&digest_of(b"other")).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_push_is_checked_recorded_listed_and_safe_to_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::local(dir.path()).unwrap();
+        let mut record = Record::new("checkout", "1.0.0", "abc1234");
+        record.pushed_by = Some("dave".into());
+        record.pushed_at = Some("2026-12-01T09:00:00Z".into());
+        record.labels.insert("team".into(), "payments".into());
+        let (d, stored, new) = store.push(br#"{"version":"1.0.0"}"#.to_vec(), record.clone()).await.unwrap();
+        assert!(new);
+        assert_eq!((stored.size, stored.format), (19, Format::Demo));
+        let again = Record { version: "9.9.9".into(), ..record.clone() };
+        let (d2, first, new) = store.push(br#"{"version":"1.0.0"}"#.to_vec(), again).await.unwrap();
+        assert_eq!((d2, first.version.as_str(), new), (d.clone(), "1.0.0", false), "the same bytes keep their first record");
+
+        let bad = Record { git_sha: "xyz".into(), ..record.clone() };
+        assert_eq!(store.push(b"other".to_vec(), bad).await.unwrap_err().to_string(), "git_sha: must be 7 to 40 hex digits");
+        let bad = Record { service: "Check Out".into(), ..record.clone() };
+        assert_eq!(store.push(b"other".to_vec(), bad).await.unwrap_err().field_name(), Some("service"));
+        let mut bad = record.clone();
+        bad.labels.insert("bad key".into(), "x".into());
+        assert_eq!(store.push(b"other".to_vec(), bad).await.unwrap_err().field_name(), Some("labels.bad key"));
+        let bad = Record { built_at: Some("yesterday".into()), ..record.clone() };
+        assert_eq!(store.push(b"other".to_vec(), bad).await.unwrap_err().field_name(), Some("built_at"));
+        assert!(!store.contains(&digest_of(b"other")).await.unwrap(), "a refused push stores nothing");
+
+        let later = Record { version: "1.1.0".into(), pushed_at: Some("2026-12-01T10:00:00Z".into()), ..record.clone() };
+        let (d3, _, _) = store.push(br#"{"version":"1.1.0"}"#.to_vec(), later).await.unwrap();
+        let other = Record::new("search", "3.0.0", "def5678");
+        store.push(b"search".to_vec(), other).await.unwrap();
+        let listed: Vec<Digest> = store.list(Some("checkout")).await.unwrap().into_iter().map(|(d, _)| d).collect();
+        assert_eq!(listed, vec![d3, d], "newest push first, only the service asked for");
+        assert_eq!(store.list(None).await.unwrap().len(), 3);
     }
 
     #[tokio::test]

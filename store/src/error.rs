@@ -26,6 +26,12 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// What a pusher said about a build breaks a rule.
+    #[error("{0}")]
+    Invalid(signalbox_domain::Error),
+    /// A pushed tarball is not a bundle signalbox can run.
+    #[error("{0}")]
+    Bundle(signalbox_bundle::Error),
     /// File system trouble.
     #[error("{path}: {source}")]
     Io {
@@ -45,9 +51,18 @@ impl Error {
         Self::Io { path: path.to_owned(), source }
     }
 
+    /// The input field a refusal names (`git_sha`, `signalbox.json: start.command`), if it is one.
+    pub fn field_name(&self) -> Option<&str> {
+        match self {
+            Self::Invalid(e) => Some(e.field()),
+            Self::Bundle(signalbox_bundle::Error::Invalid { field, .. }) => Some(field),
+            _ => None,
+        }
+    }
+
     /// Whether retrying the same call could succeed: an unknown or corrupt artifact stays so.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, Self::UnknownArtifact(_) | Self::Corrupt { .. } | Self::Record { .. })
+        !matches!(self, Self::UnknownArtifact(_) | Self::Corrupt { .. } | Self::Record { .. } | Self::Invalid(_) | Self::Bundle(_))
     }
 }
 

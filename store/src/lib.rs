@@ -7,6 +7,6 @@ mod artifacts;
 mod error;
 mod home;
 
-pub use artifacts::{ArtifactStore, Record, digest_of};
+pub use artifacts::{ArtifactStore, Record, digest_of, Format, MAX_LABELS};
 pub use error::{Error, Result};
 pub use home::Home;

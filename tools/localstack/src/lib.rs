@@ -122,7 +122,7 @@ pub async fn publish(home: &Home, bytes: Vec<u8>) -> anyhow::Result<Artifact> {
     let build = serde_json::from_slice::<signalbox_demo::Artifact>(&bytes)?;
     // The demo builds are not from a repository; their git SHA is derived from their content.
     let git_sha = digest_of(&bytes).hex()[..12].to_owned();
-    let record = Record { service: build.service, version: build.version.clone(), git_sha: git_sha.clone() };
+    let record = Record::new(build.service, build.version.clone(), git_sha.clone());
     let digest = home.store()?.put_build(bytes, record).await?;
     Ok(Artifact { digest, git_sha, version: build.version })
 }
