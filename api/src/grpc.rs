@@ -10,12 +10,15 @@ use futures::Stream;
 use signalbox_client::{Deploys, Error};
 use signalbox_domain::{Approve, Command, DeployStatus};
 use signalbox_proto::{StartDeploy, pb, wire_field};
+use signalbox_proto::pb::artifact_service_server::ArtifactServiceServer;
 use signalbox_proto::pb::deploy_service_server::{DeployService, DeployServiceServer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
+
+use crate::artifacts::Artifacts;
 
 
 /// How often a watch asks the deploy for its status. Statuses change per batch step (seconds),
@@ -200,9 +203,12 @@ fn watch_changes(deploys: Deploys, id: String, first: DeployStatus, stopping: wa
     })
 }
 
-/// Serves the deploy API on `listener` until `shutdown` completes; then stops accepting calls,
+/// Largest message of an artifact push: a chunk of up to 4 MiB and its framing.
+const MAX_CHUNK_MESSAGE: usize = 4 * 1024 * 1024 + 1024;
+
+/// Serves the deploy and artifact APIs on `listener` until `shutdown` completes; then stops accepting calls,
 /// ends open watches with `UNAVAILABLE`, and returns once the calls in flight are answered.
-pub async fn serve(listener: TcpListener, deploys: Deploys, shutdown: impl Future<Output = ()>) -> Result<(), tonic::transport::Error> {
+pub async fn serve(listener: TcpListener, deploys: Deploys, artifacts: Artifacts, shutdown: impl Future<Output = ()>) -> Result<(), tonic::transport::Error> {
     let (stop, stopping) = watch::channel(false);
     let signal = async move {
         shutdown.await;
@@ -210,6 +216,7 @@ pub async fn serve(listener: TcpListener, deploys: Deploys, shutdown: impl Futur
     };
     tonic::transport::Server::builder()
         .add_service(DeployServiceServer::new(Api::new(deploys, stopping)))
+        .add_service(ArtifactServiceServer::new(artifacts).max_decoding_message_size(MAX_CHUNK_MESSAGE))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
         .await
 }

@@ -1,6 +1,9 @@
 //! The signalbox API: the `signalbox.v1.DeployService` gRPC server ([`grpc`]) over the deploy
-//! client of `signalbox-client`, and the `signalbox-api` server process ([`server`]). It talks
-//! to Temporal only: checks that need the worker's world are the worker's to answer.
+//! client of `signalbox-client`, the `signalbox.v1.ArtifactService` ([`artifacts`]) over the
+//! origin store, and the `signalbox-api` server process ([`server`]). Deploys go through
+//! Temporal only: checks that need the worker's world are the worker's to answer. Builds go to
+//! the origin store, an object store the workers read too (never a worker's own disk).
 
+pub mod artifacts;
 pub mod grpc;
 pub mod server;

@@ -6,6 +6,9 @@ use anyhow::Context;
 use signalbox_client::{DEFAULT_TASK_QUEUE, Deploys};
 use tracing::info;
 
+use signalbox_store::{ArtifactStore, Home};
+
+use crate::artifacts::{Artifacts, DEFAULT_MAX_ARTIFACT_BYTES};
 use crate::grpc;
 
 /// Where the API listens unless configured otherwise.
@@ -22,15 +25,28 @@ pub struct Options {
     /// Task queue the deploy workflows run on (the workers' queue).
     #[arg(long, env = "SIGNALBOX_TASK_QUEUE", default_value = DEFAULT_TASK_QUEUE)]
     pub task_queue: String,
+    /// Directory of the origin artifact store the workers read (default: `store` under
+    /// `$SIGNALBOX_HOME`).
+    #[arg(long, env = "SIGNALBOX_STORE")]
+    pub store: Option<std::path::PathBuf>,
+    /// Largest build a push may carry, in bytes.
+    #[arg(long, env = "SIGNALBOX_MAX_ARTIFACT_BYTES", default_value_t = DEFAULT_MAX_ARTIFACT_BYTES)]
+    pub max_artifact_bytes: u64,
 }
 
 /// Serves until SIGTERM or Ctrl-C, then answers the calls in flight and returns.
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let client = signalbox_client::connect().await?;
     let deploys = Deploys::new(client, options.task_queue.clone());
+    let store = match &options.store {
+        Some(dir) => ArtifactStore::local(dir),
+        None => Home::from_env().store(),
+    }
+    .context("opening the origin artifact store")?;
+    let artifacts = Artifacts::new(store, options.max_artifact_bytes);
     let listener = tokio::net::TcpListener::bind(options.listen).await.with_context(|| format!("listening on {}", options.listen))?;
     info!(listen = %options.listen, task_queue = %options.task_queue, "deploy API serving");
-    grpc::serve(listener, deploys, terminated()).await?;
+    grpc::serve(listener, deploys, artifacts, terminated()).await?;
     info!("deploy API stopped");
     Ok(())
 }

@@ -1,10 +1,12 @@
-//! `signalbox`: starts and follows deploys through the deploy API, judges recorded analyses
-//! again, and runs the local demo (`signalbox demo` runs the `signalbox-demo` binary of the
-//! harness, built next to this one; the production CLI links none of it).
+//! `signalbox`: pushes builds through the artifact API, starts and follows deploys through the
+//! deploy API, judges recorded analyses again, and runs the local demo (`signalbox demo` runs
+//! the `signalbox-demo` binary of the harness, built next to this one; the production CLI links
+//! none of it).
 //!
 //! Exit codes: 0 when the command did what it was asked (a watched deploy succeeded), 1 when a
 //! watched deploy ended otherwise, 2 when the request was refused or could not be made.
 
+mod artifact;
 mod backtest;
 mod control;
 mod deploy;
@@ -23,6 +25,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Push builds to the origin store and read what it holds, through the artifact API.
+    #[command(subcommand)]
+    Artifact(artifact::Command),
     /// Start, inspect, follow and steer deploys through the deploy API.
     #[command(subcommand)]
     Deploy(deploy::Command),
@@ -58,6 +63,7 @@ async fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let outcome = match Cli::parse().command {
+        Command::Artifact(command) => artifact::run(command).await,
         Command::Deploy(command) => deploy::run(command).await,
         Command::Demo { args } => demo(args),
         Command::Backtest(args) => backtest::run(args).await,

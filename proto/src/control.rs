@@ -32,13 +32,13 @@ pub(crate) fn within(prefix: impl std::fmt::Display) -> impl Fn(Error) -> Error 
 }
 
 /// `t` on the wire. Leap seconds (chrono's nanoseconds past a billion) read as the second's end.
-pub(crate) fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     let nanos = t.timestamp_subsec_nanos().min(999_999_999);
     prost_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(nanos).expect("below a billion") }
 }
 
 /// The instant in `field`, which must be set and in range.
-pub(crate) fn instant(field: &str, t: Option<prost_types::Timestamp>) -> Result<DateTime<Utc>> {
+pub fn instant(field: &str, t: Option<prost_types::Timestamp>) -> Result<DateTime<Utc>> {
     let t = t.ok_or_else(|| Error::invalid(field, "is required"))?;
     u32::try_from(t.nanos)
         .ok()

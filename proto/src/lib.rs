@@ -11,6 +11,7 @@
 mod control;
 mod request;
 
+pub use control::{instant, timestamp};
 pub use request::{StartDeploy, wire_field};
 mod status;
 

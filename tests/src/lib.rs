@@ -73,9 +73,10 @@ impl GrpcApi {
     pub async fn start(s: &Stack) -> anyhow::Result<Self> {
         // Port 0: the kernel picks a free port, and nobody can take it between pick and bind.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let artifacts = signalbox_api::artifacts::Artifacts::new(s.home.store()?, signalbox_api::artifacts::DEFAULT_MAX_ARTIFACT_BYTES);
         let url = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(signalbox_api::grpc::serve(listener, s.deploys().await?, async {
+        let server = tokio::spawn(signalbox_api::grpc::serve(listener, s.deploys().await?, artifacts, async {
             let _ = stopped.await;
         }));
         Ok(Self { client: DeployServiceClient::connect(url.clone()).await?, url, stop, server })

@@ -105,8 +105,9 @@ async fn rollout(args: &Args) -> anyhow::Result<(Running, DeployStatus)> {
     println!("signalbox demo in {}", dir.display());
     let stack = Stack::start(StackOptions { port: Some(FRONTEND_PORT), ui_port: Some(UI_PORT), ..StackOptions::in_dir(&dir) }).await?;
     println!("  temporal  {} (UI http://localhost:{UI_PORT}), worker on task queue {}", stack.server.address(), stack.options.task_queue);
+    let artifacts = signalbox_api::artifacts::Artifacts::new(stack.home.store()?, signalbox_api::artifacts::DEFAULT_MAX_ARTIFACT_BYTES);
     let (stop_api, stopped) = oneshot::channel::<()>();
-    let api = tokio::spawn(signalbox_api::grpc::serve(listener, stack.deploys().await?, async {
+    let api = tokio::spawn(signalbox_api::grpc::serve(listener, stack.deploys().await?, artifacts, async {
         let _ = stopped.await;
     }));
     println!("  api       grpc://{API_ADDR}");
