@@ -13,6 +13,14 @@ pub const LOG_LINES_TOTAL: &str = "signalbox_demo_log_lines_total";
 /// Constant 1, labelled with the `service`, `version` and `digest` an instance runs.
 pub const BUILD_INFO: &str = "signalbox_demo_build_info";
 
+/// The conventional names a user's build may expose instead (the Prometheus client libraries'
+/// HTTP metrics): requests by status in `code` or `status`, latency in seconds, log lines.
+pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
+/// Request latency histogram of a user's build, in seconds.
+pub const HTTP_REQUEST_DURATION: &str = "http_request_duration_seconds";
+/// Log lines a user's build wrote.
+pub const HTTP_LOG_LINES_TOTAL: &str = "log_lines_total";
+
 /// Cumulative counters of one instance at one moment, or what happened between two moments.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counters {
@@ -34,20 +42,23 @@ pub fn parse(text: &str) -> Result<Counters> {
     let mut c = Counters::default();
     for s in scrape.samples {
         match (s.metric.as_str(), &s.value) {
-            (REQUESTS_TOTAL, Value::Counter(v) | Value::Untyped(v)) => {
+            (REQUESTS_TOTAL | HTTP_REQUESTS_TOTAL, Value::Counter(v) | Value::Untyped(v)) => {
                 c.requests += v;
                 if s.labels
                     .get("code")
+                    .or_else(|| s.labels.get("status"))
                     .is_some_and(|code| code.starts_with('5'))
                 {
                     c.errors += v;
                 }
             }
-            (REQUEST_DURATION, Value::Histogram(hs)) => {
-                c.buckets = hs.iter().map(|h| (h.less_than, h.count)).collect();
-                c.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (REQUEST_DURATION | HTTP_REQUEST_DURATION, Value::Histogram(hs)) => {
+                // Series of one histogram by label (path, method) add up bucket by bucket.
+                let mut buckets: Vec<(f64, f64)> = hs.iter().map(|h| (h.less_than, h.count)).collect();
+                buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+                c.buckets = if c.buckets.is_empty() { buckets } else { add_buckets(&c.buckets, &buckets) };
             }
-            (LOG_LINES_TOTAL, Value::Counter(v) | Value::Untyped(v)) => c.log_lines += v,
+            (LOG_LINES_TOTAL | HTTP_LOG_LINES_TOTAL, Value::Counter(v) | Value::Untyped(v)) => c.log_lines += v,
             _ => {}
         }
     }
@@ -104,6 +115,19 @@ pub fn sum<'a>(counters: impl IntoIterator<Item = &'a Counters>) -> Counters {
         }
     }
     total.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    total
+}
+
+/// Two cumulative histograms added bucket by bucket (bounds either lacks count as 0 there).
+fn add_buckets(a: &[(f64, f64)], b: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut total = a.to_vec();
+    for &(le, n) in b {
+        match total.iter_mut().find(|t| t.0 == le) {
+            Some(t) => t.1 += n,
+            None => total.push((le, n)),
+        }
+    }
+    total.sort_by(|x, y| x.0.total_cmp(&y.0));
     total
 }
 
@@ -177,6 +201,14 @@ mod tests {
         );
         let restarted = c(7.0, 1.0, 1.0);
         assert_eq!(delta(&after, &restarted), restarted);
+    }
+
+    #[test]
+    fn a_user_build_is_read_by_the_conventional_http_names() {
+        let text = "# TYPE http_requests_total counter\nhttp_requests_total{status=\"200\",path=\"/\"} 80\nhttp_requests_total{status=\"503\",path=\"/\"} 20\n# TYPE http_request_duration_seconds histogram\nhttp_request_duration_seconds_bucket{path=\"/\",le=\"0.05\"} 60\nhttp_request_duration_seconds_bucket{path=\"/\",le=\"+Inf\"} 70\nhttp_request_duration_seconds_sum{path=\"/\"} 1\nhttp_request_duration_seconds_count{path=\"/\"} 70\nhttp_request_duration_seconds_bucket{path=\"/a\",le=\"0.05\"} 20\nhttp_request_duration_seconds_bucket{path=\"/a\",le=\"+Inf\"} 30\nhttp_request_duration_seconds_sum{path=\"/a\"} 1\nhttp_request_duration_seconds_count{path=\"/a\"} 30\n";
+        let c = parse(text).unwrap();
+        assert_eq!((c.requests, c.errors), (100.0, 20.0));
+        assert_eq!(c.buckets, vec![(0.05, 80.0), (f64::INFINITY, 100.0)], "the paths' histograms add up");
     }
 
     #[test]

@@ -25,6 +25,8 @@ ensure_debian_packages() {
     command -v haproxy >/dev/null || missing+=(haproxy)
     command -v prometheus >/dev/null || missing+=(prometheus)
     command -v chromium >/dev/null || missing+=(chromium)
+    # The example bundle the tests deploy is a Python program: nothing is special about Rust.
+    command -v python3 >/dev/null || missing+=(python3)
     if [ "${#missing[@]}" -gt 0 ]; then
         say "installing Debian packages: ${missing[*]}"
         as_root apt-get update -qq

@@ -13,6 +13,9 @@ use signalbox_store::Home;
 use signalbox_substrate::{AuditEvent, Error, HealthEndpoint, Progress, Result, Substrate};
 use tracing::{debug, info};
 
+use nix::sys::signal::Signal;
+use signalbox_bundle::{Manifest, Vars};
+
 use crate::journal;
 use crate::{InstanceDir, InstanceSpec, Inventory, Ready};
 
@@ -20,6 +23,18 @@ use crate::{InstanceDir, InstanceSpec, Inventory, Ready};
 const READY_DEADLINE: Duration = Duration::from_secs(20);
 /// How long a stopping instance may take to drain before it is killed.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// The signal a manifest's drain names (checked when the bundle was pushed).
+fn signal_named(name: &str) -> Signal {
+    match name {
+        "INT" => Signal::SIGINT,
+        "QUIT" => Signal::SIGQUIT,
+        "HUP" => Signal::SIGHUP,
+        "USR1" => Signal::SIGUSR1,
+        "USR2" => Signal::SIGUSR2,
+        _ => Signal::SIGTERM,
+    }
+}
 
 /// A fleet's halt mark: the deploy that froze it, and why. Changes stop before their next
 /// instance while it is there.
@@ -103,10 +118,11 @@ impl LocalFleet {
         let fleet = Self::from_parts(home.clone(), dir, inventory);
         let store = home.store()?;
         let bytes = store.get(initial).await?;
+        let recorded = store.record(initial).await?.map(|r| r.version).unwrap_or_default();
         let version = fleet.instances().first().map(|i| fleet.instance_dir(&i.id)).map(|d| {
-            d.install_release(initial, &bytes).and_then(|()| d.version_of(initial))
+            d.install_release(initial, &bytes, &recorded).and_then(|()| d.version_of(initial))
         });
-        let version = version.transpose()?.unwrap_or_default();
+        let version = version.transpose()?.unwrap_or(recorded);
         let target = Artifact { digest: initial.clone(), git_sha: "0000000".into(), version };
         let ids: Vec<String> = fleet.instances().iter().map(|i| i.id.clone()).collect();
         for region in regions {
@@ -158,9 +174,22 @@ impl LocalFleet {
         }
     }
 
-    /// Asks instance `id` what it serves; `None` when it does not answer.
+    /// Asks instance `id` what it serves; `None` when it does not answer. A bundle serves the
+    /// release its process runs from once its manifest's readiness check passes; the demo
+    /// service says what it serves on `/ready`.
     pub async fn probe(&self, id: &str) -> Option<Ready> {
         let spec = self.inventory.instance(id).ok()?;
+        let inst = self.instance_dir(id);
+        if let Some(digest) = inst.running_release()
+            && let Ok(Some(manifest)) = inst.manifest(&digest)
+        {
+            let pid = inst.running_pid()?;
+            let ready = match manifest.ready_path() {
+                Some(path) => self.http.get(format!("http://127.0.0.1:{}{path}", spec.port)).send().await.is_ok_and(|r| r.status().is_success()),
+                None => self.ready_command(&inst, &digest, &manifest, spec).await,
+            };
+            return ready.then(|| Some(Ready { version: inst.version_of(&digest).ok()?, digest, pid })).flatten();
+        }
         let resp = self.http.get(format!("http://127.0.0.1:{}/ready", spec.port)).send().await.ok()?;
         if !resp.status().is_success() {
             return None;
@@ -168,8 +197,35 @@ impl LocalFleet {
         resp.json().await.ok()
     }
 
-    async fn wait_ready(&self, spec: &InstanceSpec, digest: &Digest) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + READY_DEADLINE;
+    /// Runs a bundle's readiness command in its release directory; ready when it exits 0
+    /// within two seconds.
+    async fn ready_command(&self, inst: &InstanceDir, digest: &Digest, manifest: &Manifest, spec: &InstanceSpec) -> bool {
+        let release = inst.release_dir(digest);
+        let vars = Vars {
+            port: spec.port,
+            instance_id: spec.id.clone(),
+            instance_dir: inst.path().display().to_string(),
+            release_dir: release.display().to_string(),
+        };
+        let Some(command) = manifest.ready_command(&vars) else { return false };
+        let program = match command[0].strip_prefix("./") {
+            Some(file) => release.join(file),
+            None => PathBuf::from(&command[0]),
+        };
+        let run = tokio::process::Command::new(program)
+            .args(&command[1..])
+            .envs(vars.env())
+            .current_dir(&release)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .status();
+        matches!(tokio::time::timeout(Duration::from_secs(2), run).await, Ok(Ok(status)) if status.success())
+    }
+
+    async fn wait_ready(&self, spec: &InstanceSpec, digest: &Digest, within: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         loop {
             tick.tick().await;
@@ -178,7 +234,7 @@ impl LocalFleet {
                 _ if tokio::time::Instant::now() >= deadline => {
                     return Err(Error::Instance {
                         instance: spec.id.clone(),
-                        message: format!("not serving {digest} within {READY_DEADLINE:?}"),
+                        message: format!("not serving {digest} within {within:?}"),
                     });
                 }
                 _ => {}
@@ -186,11 +242,20 @@ impl LocalFleet {
         }
     }
 
+    /// How the instance's running process drains: its bundle's manifest, or the demo's.
+    fn drain_of(&self, inst: &InstanceDir) -> (Signal, Duration) {
+        let manifest = inst.running_release().and_then(|d| inst.manifest(&d).ok().flatten());
+        match manifest {
+            Some(m) => (signal_named(&m.drain.signal), m.grace()),
+            None => (Signal::SIGTERM, DRAIN_GRACE),
+        }
+    }
+
     /// Brings one instance to `digest`: pull into a cold directory and verify, drain, switch,
     /// restart, wait until ready. An instance already serving `digest` is not touched; an
     /// instance switched but not restarted (a crash in between) is only started.
     /// A rollback ignores a halt: undoing a change is always allowed.
-    async fn converge(&self, deploy_id: &str, spec: &InstanceSpec, digest: &Digest, rollback: bool) -> Result<bool> {
+    async fn converge(&self, deploy_id: &str, spec: &InstanceSpec, digest: &Digest, version: &str, rollback: bool) -> Result<bool> {
         let inst = self.instance_dir(&spec.id);
         let serving = self.probe(&spec.id).await;
         let log = |op: &str| {
@@ -208,7 +273,7 @@ impl LocalFleet {
         }
         if !inst.has_release(digest) {
             let bytes = self.home.region_cache(&spec.region)?.get(digest).await?;
-            inst.install_release(digest, &bytes)?;
+            inst.install_release(digest, &bytes, version)?;
         }
         // Before the switch: an instance is never seen on a release without its owner, and a
         // retry after a crash between the two still knows this deploy switched it. Off the
@@ -217,12 +282,17 @@ impl LocalFleet {
         // took 25% longer per batch).
         let (owned, by) = (inst.clone(), deploy_id.to_owned());
         tokio::task::spawn_blocking(move || owned.set_owner(&by)).await.map_err(|e| Error::Target(format!("recording the owner of {}: {e}", spec.id)))??;
-        inst.stop(DRAIN_GRACE).await?;
+        let (signal, grace) = self.drain_of(&inst);
+        inst.stop(signal, grace).await?;
         inst.switch_to(digest)?;
-        let pid = inst.start(&self.inventory.service_binary, &spec.id, spec.port)?;
+        let manifest = inst.manifest(digest)?;
+        let pid = match &manifest {
+            Some(m) => inst.start_bundle(digest, m, &spec.id, spec.port)?,
+            None => inst.start(&self.inventory.service_binary, &spec.id, spec.port)?,
+        };
         log("restart")?;
         debug!(instance = %spec.id, pid, %digest, "restarted");
-        self.wait_ready(spec, digest).await?;
+        self.wait_ready(spec, digest, manifest.as_ref().map_or(READY_DEADLINE, Manifest::ready_timeout)).await?;
         Ok(true)
     }
 
@@ -251,7 +321,9 @@ impl LocalFleet {
     pub async fn shutdown(&self) {
         stream::iter(self.instances())
             .for_each_concurrent(64, |spec| async move {
-                let _ = self.instance_dir(&spec.id).stop(DRAIN_GRACE).await;
+                let inst = self.instance_dir(&spec.id);
+                let (signal, grace) = self.drain_of(&inst);
+                let _ = inst.stop(signal, grace).await;
             })
             .await;
     }
@@ -291,7 +363,7 @@ impl Substrate for LocalFleet {
                         None => target.digest.clone(),
                     };
                     let from_version = if inst.has_release(&before) { inst.version_of(&before)? } else { target.version.clone() };
-                    let restarted = self.converge(deploy_id, spec, &target.digest, false).await?;
+                    let restarted = self.converge(deploy_id, spec, &target.digest, &target.version, false).await?;
                     progress(done.fetch_add(1, Ordering::Relaxed) + 1);
                     let change = InstanceChange {
                         instance: id,
@@ -320,7 +392,7 @@ impl Substrate for LocalFleet {
                 async move {
                     let spec = self.inventory.instance(&c.instance)?;
                     // Converging is idempotent: an instance the failed batch never reached is skipped.
-                    let r = self.converge(deploy_id, spec, &c.from_digest, true).await?;
+                    let r = self.converge(deploy_id, spec, &c.from_digest, &c.from_version, true).await?;
                     progress(done.fetch_add(1, Ordering::Relaxed) + 1);
                     Ok::<_, Error>(r)
                 }
@@ -340,7 +412,13 @@ impl Substrate for LocalFleet {
             .map(|id| {
                 let spec = self.inventory.instance(id)?;
                 let base = format!("http://127.0.0.1:{}", spec.port);
-                Ok(HealthEndpoint { instance: id.clone(), metrics_url: format!("{base}/metrics"), service_url: format!("{base}/") })
+                let inst = self.instance_dir(id);
+                let manifest = match inst.current() {
+                    Some(digest) => inst.manifest(&digest)?,
+                    None => None,
+                };
+                let metrics = manifest.map_or_else(|| "/metrics".to_owned(), |m| m.metrics.path);
+                Ok(HealthEndpoint { instance: id.clone(), metrics_url: format!("{base}{metrics}"), service_url: format!("{base}/") })
             })
             .collect()
     }

@@ -3,16 +3,32 @@
 //! Releases are unpacked side by side under `releases/<hex>`; `current` and `previous` are
 //! symlinks switched by an atomic rename, so an instance is never between two versions on disk
 //! and the version it ran before is always one switch away.
+//!
+//! A release is either a bundle (a user's program, run as its `signalbox.json` says, in its
+//! release directory) or a build of the demo service (`artifact.json`, read by the fleet's
+//! service binary).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use signalbox_bundle::{Manifest, Vars};
 use signalbox_domain::Digest;
 
 use signalbox_substrate::{Error, Result};
+
+/// Written into a release directory once it is complete: what the release is.
+const RELEASE_FILE: &str = ".signalbox-release.json";
+
+#[derive(Serialize, Deserialize)]
+struct ReleaseFile {
+    version: String,
+    /// A bundle (run by its manifest) rather than a demo build.
+    #[serde(default)]
+    bundle: bool,
+}
 
 /// What a serving instance says about itself on `/ready`.
 #[derive(Debug, Clone, Deserialize)]
@@ -48,19 +64,45 @@ impl InstanceDir {
 
     /// Whether the release of `digest` is unpacked here.
     pub fn has_release(&self, digest: &Digest) -> bool {
-        self.release(digest).join("artifact.json").is_file()
+        let dir = self.release(digest);
+        dir.join(RELEASE_FILE).is_file() || dir.join("artifact.json").is_file()
     }
 
-    /// Unpacks `bytes` (already verified against `digest`) as a release, into a cold directory
-    /// first and renamed into place, so a half-written release is never visible.
-    pub fn install_release(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+    /// The directory the release of `digest` is unpacked in.
+    pub fn release_dir(&self, digest: &Digest) -> PathBuf {
+        self.release(digest)
+    }
+
+    /// Unpacks `bytes` (already verified against `digest`) as the release of `version`, into a
+    /// cold directory first and renamed into place, so a half-written release is never visible.
+    /// A bundle is unpacked as its tarball says; any other build is the demo service's.
+    pub fn install_release(&self, digest: &Digest, bytes: &[u8], version: &str) -> Result<()> {
         if self.has_release(digest) {
             return Ok(());
         }
         let cold = self.dir.join("releases").join(format!(".cold-{}-{}", digest.short(), std::process::id()));
+        let _ = std::fs::remove_dir_all(&cold);
         std::fs::create_dir_all(&cold).map_err(|e| Error::io(&cold, e))?;
-        let file = cold.join("artifact.json");
-        std::fs::write(&file, bytes).map_err(|e| Error::io(&file, e))?;
+        let bundle = signalbox_bundle::is_bundle(bytes);
+        if bundle {
+            signalbox_bundle::Bundle::unpack(bytes, &cold).map_err(|e| Error::Artifact(signalbox_store::Error::Bundle(e)))?;
+        } else {
+            let file = cold.join("artifact.json");
+            std::fs::write(&file, bytes).map_err(|e| Error::io(&file, e))?;
+        }
+        // A demo build names its own version; the demo service reports that one.
+        #[derive(Deserialize)]
+        struct Demo {
+            version: String,
+        }
+        let version = match serde_json::from_slice::<Demo>(bytes) {
+            Ok(demo) if !bundle => demo.version,
+            _ => version.to_owned(),
+        };
+        // Written last: a release directory without it is not installed.
+        let file = cold.join(RELEASE_FILE);
+        let release = ReleaseFile { version, bundle };
+        std::fs::write(&file, serde_json::to_vec(&release).expect("a release file serializes")).map_err(|e| Error::io(&file, e))?;
         let hot = self.release(digest);
         match std::fs::rename(&cold, &hot) {
             Ok(()) => Ok(()),
@@ -71,6 +113,24 @@ impl InstanceDir {
             }
             Err(e) => Err(Error::io(&hot, e)),
         }
+    }
+
+    fn release_file(&self, digest: &Digest) -> Result<Option<ReleaseFile>> {
+        let path = self.release(digest).join(RELEASE_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::io(&path, std::io::Error::other(e))),
+            // Demo releases unpacked before release files were written.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    /// The manifest of the release of `digest` if it is a bundle; `None` for a demo build.
+    pub fn manifest(&self, digest: &Digest) -> Result<Option<Manifest>> {
+        if !self.release_file(digest)?.is_some_and(|r| r.bundle) {
+            return Ok(None);
+        }
+        signalbox_bundle::Bundle::manifest_in(&self.release(digest)).map(Some).map_err(|e| Error::Artifact(signalbox_store::Error::Bundle(e)))
     }
 
     fn link_target(&self, name: &str) -> Option<Digest> {
@@ -107,15 +167,18 @@ impl InstanceDir {
         self.relink("current", digest)
     }
 
-    /// The version name inside the release of `digest`.
+    /// The version name of the release of `digest`.
     pub fn version_of(&self, digest: &Digest) -> Result<String> {
+        if let Some(release) = self.release_file(digest)? {
+            return Ok(release.version);
+        }
         #[derive(Deserialize)]
-        struct Manifest {
+        struct Demo {
             version: String,
         }
         let path = self.release(digest).join("artifact.json");
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| Error::io(&path, std::io::Error::other(e)))?;
+        let m: Demo = serde_json::from_str(&text).map_err(|e| Error::io(&path, std::io::Error::other(e)))?;
         Ok(m.version)
     }
 
@@ -142,17 +205,28 @@ impl InstanceDir {
     }
 
     /// The pid of this instance's service process, if one is alive. The pid file alone is not
-    /// trusted: pids are reused, so the process's command line must name this directory.
+    /// trusted: pids are reused, so the process must be this instance's: its command line names
+    /// this directory (the demo service), or it runs in one of its releases (a bundle).
     pub fn running_pid(&self) -> Option<u32> {
         let pid: u32 = std::fs::read_to_string(self.pid_file()).ok()?.trim().parse().ok()?;
         is_alive_with(pid, &self.dir).then_some(pid)
     }
 
-    /// Drains and stops the service process: SIGTERM, then SIGKILL after `grace`.
-    pub async fn stop(&self, grace: Duration) -> Result<()> {
+    /// The release a running bundle process was started from (its working directory); `None`
+    /// when nothing runs or the process is the demo service.
+    pub fn running_release(&self) -> Option<Digest> {
+        let pid = self.running_pid()?;
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+        let releases = std::fs::canonicalize(self.dir.join("releases")).ok()?;
+        let hex = cwd.strip_prefix(&releases).ok()?.to_str()?;
+        format!("sha256:{hex}").parse().ok()
+    }
+
+    /// Drains and stops the service process: `signal`, then SIGKILL after `grace`.
+    pub async fn stop(&self, signal: Signal, grace: Duration) -> Result<()> {
         let Some(pid) = self.running_pid() else { return Ok(()) };
         let target = Pid::from_raw(pid as i32);
-        let _ = kill(target, Signal::SIGTERM);
+        let _ = kill(target, signal);
         let deadline = tokio::time::Instant::now() + grace;
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         while is_alive_with(pid, &self.dir) {
@@ -164,25 +238,41 @@ impl InstanceDir {
         Ok(())
     }
 
-    /// Starts the service process on `port` in its own process group, so that it outlives the
-    /// worker that started it and a signal to the worker's group never reaches it.
+    /// Starts the bundle release `digest` as its manifest says, on `port`, in its release
+    /// directory and its own process group (it outlives the worker that started it).
+    pub fn start_bundle(&self, digest: &Digest, manifest: &Manifest, id: &str, port: u16) -> Result<u32> {
+        let release = std::fs::canonicalize(self.release(digest)).map_err(|e| Error::io(&self.release(digest), e))?;
+        let instance_dir = std::fs::canonicalize(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        let vars = Vars { port, instance_id: id.to_owned(), instance_dir: instance_dir.display().to_string(), release_dir: release.display().to_string() };
+        let (program, args, env) = manifest.command_line(&vars);
+        let program = match program.strip_prefix("./") {
+            Some(file) => release.join(file),
+            None => PathBuf::from(program),
+        };
+        let mut command = tokio::process::Command::new(&program);
+        command.args(args).envs(env).current_dir(&release);
+        self.spawn(command, &program)
+    }
+
+    /// Starts the demo service process on `port` in its own process group, so that it outlives
+    /// the worker that started it and a signal to the worker's group never reaches it.
     pub fn start(&self, binary: &Path, id: &str, port: u16) -> Result<u32> {
+        let mut command = tokio::process::Command::new(binary);
+        command.arg("--instance-dir").arg(&self.dir).arg("--port").arg(port.to_string()).arg("--instance-id").arg(id);
+        self.spawn(command, binary)
+    }
+
+    fn spawn(&self, mut command: tokio::process::Command, program: &Path) -> Result<u32> {
         let log_path = self.dir.join("service.log");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| Error::io(&log_path, e))?;
         let err = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
-        let mut child = tokio::process::Command::new(binary)
-            .arg("--instance-dir")
-            .arg(&self.dir)
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--instance-id")
-            .arg(id)
+        let mut child = command
             .stdin(std::process::Stdio::null())
             .stdout(log)
             .stderr(err)
             .process_group(0)
             .spawn()
-            .map_err(|e| Error::io(binary, e))?;
+            .map_err(|e| Error::Instance { instance: self.dir.display().to_string(), message: format!("cannot start {}: {e}", program.display()) })?;
         let pid = child.id().expect("a just-spawned child has a pid");
         let pid_file = self.pid_file();
         std::fs::write(&pid_file, pid.to_string()).map_err(|e| Error::io(&pid_file, e))?;
@@ -198,8 +288,16 @@ fn is_alive_with(pid: u32, dir: &Path) -> bool {
     let proc = PathBuf::from(format!("/proc/{pid}"));
     let Ok(cmdline) = std::fs::read(proc.join("cmdline")) else { return false };
     let zombie = std::fs::read_to_string(proc.join("stat")).is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')));
+    if zombie {
+        return false;
+    }
     let needle = dir.as_os_str().as_encoded_bytes();
-    !zombie && cmdline.split(|&b| b == 0).any(|arg| arg == needle)
+    let names_dir = cmdline.split(|&b| b == 0).any(|arg| arg == needle);
+    names_dir
+        || std::fs::read_link(proc.join("cwd"))
+            .ok()
+            .zip(std::fs::canonicalize(dir.join("releases")).ok())
+            .is_some_and(|(cwd, releases)| cwd.starts_with(releases))
 }
 
 #[cfg(test)]
@@ -213,9 +311,9 @@ mod tests {
         let inst = InstanceDir::new(tmp.path().to_owned());
         let (a, b) = (br#"{"version":"1"}"#.as_slice(), br#"{"version":"2"}"#.as_slice());
         let (da, db) = (digest_of(a), digest_of(b));
-        inst.install_release(&da, a).unwrap();
-        inst.install_release(&db, b).unwrap();
-        inst.install_release(&db, b).unwrap();
+        inst.install_release(&da, a, "1").unwrap();
+        inst.install_release(&db, b, "2").unwrap();
+        inst.install_release(&db, b, "2").unwrap();
         inst.switch_to(&da).unwrap();
         assert_eq!((inst.current(), inst.previous()), (Some(da.clone()), None));
         inst.switch_to(&db).unwrap();
