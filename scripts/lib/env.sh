@@ -7,6 +7,7 @@ SIGNALBOX_CACHE="${SIGNALBOX_CACHE:-$HOME/.cache/signalbox}"
 # Build caches live outside the checkout, so a fresh clone on the same machine reuses them.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SIGNALBOX_CACHE/target}"
 export SIGNALBOX_TEMPORAL_BIN="${SIGNALBOX_TEMPORAL_BIN:-$SIGNALBOX_CACHE/bin/temporal}"
+export SIGNALBOX_ETCD_BIN="${SIGNALBOX_ETCD_BIN:-$SIGNALBOX_CACHE/bin/etcd-3.6.16}"
 # v1.5.1 is the newest tag `go install` accepts; later tags carry a replace directive.
 TEMPORAL_CLI_VERSION="v1.5.1"
 
@@ -27,6 +28,9 @@ ensure_debian_packages() {
     command -v chromium >/dev/null || missing+=(chromium)
     # The example bundle the tests deploy is a Python program: nothing is special about Rust.
     command -v python3 >/dev/null || missing+=(python3)
+    # Regional artifact caches are nginx proxy caches; agent hosts are network namespaces.
+    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+    command -v ip >/dev/null || [ -x /usr/sbin/ip ] || missing+=(iproute2)
     if [ "${#missing[@]}" -gt 0 ]; then
         say "installing Debian packages: ${missing[*]}"
         as_root apt-get update -qq
@@ -40,15 +44,32 @@ ensure_temporal_cli() {
     fi
     command -v go >/dev/null || { echo "Go is needed to install the Temporal CLI (go install)" >&2; exit 1; }
     say "installing the Temporal CLI $TEMPORAL_CLI_VERSION with go install (a few minutes, once)"
-    # Without the checksum database the module proxy still serves the modules; the install then
-    # trusts the proxy instead of failing unattended.
-    if ! curl -fsS --max-time 5 -o /dev/null "https://sum.golang.org/lookup/github.com/google/uuid@v1.6.0" 2>/dev/null; then
-        say "Go checksum database unreachable: installing with GOSUMDB=off"
-        export GOSUMDB=off GONOSUMCHECK=1 GONOSUMDB='*'
-    fi
+    go_without_sumdb_if_unreachable
     mkdir -p "$(dirname "$SIGNALBOX_TEMPORAL_BIN")"
     GOBIN="$(dirname "$SIGNALBOX_TEMPORAL_BIN")" GOTOOLCHAIN=local GOFLAGS=-mod=mod \
         go install "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_CLI_VERSION"
+}
+
+# Go's checksum database may be unreachable from a build machine; the module proxy still serves
+# the modules, and the install then trusts the proxy instead of failing unattended.
+go_without_sumdb_if_unreachable() {
+    if ! curl -fsS --max-time 5 -o /dev/null "https://sum.golang.org/lookup/github.com/google/uuid@v1.6.0" 2>/dev/null; then
+        say "Go checksum database unreachable: building with GOSUMDB=off"
+        export GOSUMDB=off GONOSUMCHECK=1 GONOSUMDB='*'
+    fi
+}
+
+# etcd 3.6 (the agents' key-value store), built from the Go module proxy as a tiny main calling
+# etcdmain.Main (tools/etcd); Debian's etcd 3.4 lacks what current clients expect.
+ensure_etcd() {
+    if [ -x "$SIGNALBOX_ETCD_BIN" ]; then
+        return
+    fi
+    command -v go >/dev/null || { echo "Go is needed to build etcd (go build)" >&2; exit 1; }
+    say "building etcd 3.6.16 from the Go module proxy (a minute or two, once)"
+    go_without_sumdb_if_unreachable
+    mkdir -p "$(dirname "$SIGNALBOX_ETCD_BIN")"
+    (cd tools/etcd && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o "$SIGNALBOX_ETCD_BIN" .)
 }
 
 ensure_rust() {
@@ -59,6 +80,7 @@ ensure_all() {
     ensure_rust
     ensure_debian_packages
     ensure_temporal_cli
+    ensure_etcd
 }
 
 build_all() {

@@ -33,6 +33,9 @@ pub enum Error {
     /// An artifact could not be read from the store or a cache.
     #[error(transparent)]
     Artifact(#[from] signalbox_store::Error),
+    /// An instance's disk or process: a release that cannot run, a start that failed.
+    #[error(transparent)]
+    Host(#[from] signalbox_host::Error),
     /// File system trouble.
     #[error("{path}: {source}")]
     Io {
@@ -54,6 +57,7 @@ impl Error {
         match self {
             Self::Invalid(_) | Self::UnknownKind { .. } | Self::Target(_) | Self::Halted(_) => false,
             Self::Artifact(e) => e.is_retryable(),
+            Self::Host(e) => e.is_retryable(),
             Self::Instance { .. } | Self::Io { .. } => true,
         }
     }

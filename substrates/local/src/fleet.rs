@@ -13,28 +13,14 @@ use signalbox_store::Home;
 use signalbox_substrate::{AuditEvent, Error, HealthEndpoint, Progress, Result, Substrate};
 use tracing::{debug, info};
 
-use nix::sys::signal::Signal;
-use signalbox_bundle::{Manifest, Vars};
+use signalbox_bundle::Manifest;
+use signalbox_host::{InstanceDir, Ready};
 
 use crate::journal;
-use crate::{InstanceDir, InstanceSpec, Inventory, Ready};
+use crate::{InstanceSpec, Inventory};
 
 /// How long a started instance may take to answer `/ready`.
 const READY_DEADLINE: Duration = Duration::from_secs(20);
-/// How long a stopping instance may take to drain before it is killed.
-const DRAIN_GRACE: Duration = Duration::from_secs(5);
-
-/// The signal a manifest's drain names (checked when the bundle was pushed).
-fn signal_named(name: &str) -> Signal {
-    match name {
-        "INT" => Signal::SIGINT,
-        "QUIT" => Signal::SIGQUIT,
-        "HUP" => Signal::SIGHUP,
-        "USR1" => Signal::SIGUSR1,
-        "USR2" => Signal::SIGUSR2,
-        _ => Signal::SIGTERM,
-    }
-}
 
 /// A fleet's halt mark: the deploy that froze it, and why. Changes stop before their next
 /// instance while it is there.
@@ -184,10 +170,7 @@ impl LocalFleet {
             && let Ok(Some(manifest)) = inst.manifest(&digest)
         {
             let pid = inst.running_pid()?;
-            let ready = match manifest.ready_path() {
-                Some(path) => self.http.get(format!("http://127.0.0.1:{}{path}", spec.port)).send().await.is_ok_and(|r| r.status().is_success()),
-                None => self.ready_command(&inst, &digest, &manifest, spec).await,
-            };
+            let ready = inst.is_ready(&digest, &manifest, &spec.id, "127.0.0.1", spec.port, &self.http).await;
             return ready.then(|| Some(Ready { version: inst.version_of(&digest).ok()?, digest, pid })).flatten();
         }
         let resp = self.http.get(format!("http://127.0.0.1:{}/ready", spec.port)).send().await.ok()?;
@@ -195,33 +178,6 @@ impl LocalFleet {
             return None;
         }
         resp.json().await.ok()
-    }
-
-    /// Runs a bundle's readiness command in its release directory; ready when it exits 0
-    /// within two seconds.
-    async fn ready_command(&self, inst: &InstanceDir, digest: &Digest, manifest: &Manifest, spec: &InstanceSpec) -> bool {
-        let release = inst.release_dir(digest);
-        let vars = Vars {
-            port: spec.port,
-            instance_id: spec.id.clone(),
-            instance_dir: inst.path().display().to_string(),
-            release_dir: release.display().to_string(),
-        };
-        let Some(command) = manifest.ready_command(&vars) else { return false };
-        let program = match command[0].strip_prefix("./") {
-            Some(file) => release.join(file),
-            None => PathBuf::from(&command[0]),
-        };
-        let run = tokio::process::Command::new(program)
-            .args(&command[1..])
-            .envs(vars.env())
-            .current_dir(&release)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .status();
-        matches!(tokio::time::timeout(Duration::from_secs(2), run).await, Ok(Ok(status)) if status.success())
     }
 
     async fn wait_ready(&self, spec: &InstanceSpec, digest: &Digest, within: Duration) -> Result<()> {
@@ -239,15 +195,6 @@ impl LocalFleet {
                 }
                 _ => {}
             }
-        }
-    }
-
-    /// How the instance's running process drains: its bundle's manifest, or the demo's.
-    fn drain_of(&self, inst: &InstanceDir) -> (Signal, Duration) {
-        let manifest = inst.running_release().and_then(|d| inst.manifest(&d).ok().flatten());
-        match manifest {
-            Some(m) => (signal_named(&m.drain.signal), m.grace()),
-            None => (Signal::SIGTERM, DRAIN_GRACE),
         }
     }
 
@@ -282,7 +229,7 @@ impl LocalFleet {
         // took 25% longer per batch).
         let (owned, by) = (inst.clone(), deploy_id.to_owned());
         tokio::task::spawn_blocking(move || owned.set_owner(&by)).await.map_err(|e| Error::Target(format!("recording the owner of {}: {e}", spec.id)))??;
-        let (signal, grace) = self.drain_of(&inst);
+        let (signal, grace) = inst.drain();
         inst.stop(signal, grace).await?;
         inst.switch_to(digest)?;
         let manifest = inst.manifest(digest)?;
@@ -322,7 +269,7 @@ impl LocalFleet {
         stream::iter(self.instances())
             .for_each_concurrent(64, |spec| async move {
                 let inst = self.instance_dir(&spec.id);
-                let (signal, grace) = self.drain_of(&inst);
+                let (signal, grace) = inst.drain();
                 let _ = inst.stop(signal, grace).await;
             })
             .await;

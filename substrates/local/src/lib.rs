@@ -4,7 +4,6 @@
 //! build for an instant rollback.
 
 mod fleet;
-mod instance;
 mod inventory;
 mod journal;
 
@@ -14,7 +13,7 @@ use signalbox_store::Home;
 use signalbox_substrate::{Kind, Result, Substrate};
 
 pub use fleet::{HaltMark, LocalFleet, OpLogEntry};
-pub use instance::{InstanceDir, Ready};
+pub use signalbox_host::{InstanceDir, Ready};
 pub use inventory::{InstanceSpec, Inventory};
 
 /// The kind name of the local fleet.

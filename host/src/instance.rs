@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use signalbox_bundle::{Manifest, Vars};
 use signalbox_domain::Digest;
 
-use signalbox_substrate::{Error, Result};
+use crate::{Error, Result};
 
 /// Written into a release directory once it is complete: what the release is.
 const RELEASE_FILE: &str = ".signalbox-release.json";
@@ -85,7 +85,7 @@ impl InstanceDir {
         std::fs::create_dir_all(&cold).map_err(|e| Error::io(&cold, e))?;
         let bundle = signalbox_bundle::is_bundle(bytes);
         if bundle {
-            signalbox_bundle::Bundle::unpack(bytes, &cold).map_err(|e| Error::Artifact(signalbox_store::Error::Bundle(e)))?;
+            signalbox_bundle::Bundle::unpack(bytes, &cold).map_err(Error::Bundle)?;
         } else {
             let file = cold.join("artifact.json");
             std::fs::write(&file, bytes).map_err(|e| Error::io(&file, e))?;
@@ -130,7 +130,7 @@ impl InstanceDir {
         if !self.release_file(digest)?.is_some_and(|r| r.bundle) {
             return Ok(None);
         }
-        signalbox_bundle::Bundle::manifest_in(&self.release(digest)).map(Some).map_err(|e| Error::Artifact(signalbox_store::Error::Bundle(e)))
+        signalbox_bundle::Bundle::manifest_in(&self.release(digest)).map(Some).map_err(Error::Bundle)
     }
 
     fn link_target(&self, name: &str) -> Option<Digest> {
@@ -238,12 +238,53 @@ impl InstanceDir {
         Ok(())
     }
 
+    /// How the running process drains: its bundle's manifest, or the demo service's SIGTERM
+    /// and five seconds.
+    pub fn drain(&self) -> (Signal, Duration) {
+        let manifest = self.running_release().and_then(|d| self.manifest(&d).ok().flatten());
+        match manifest {
+            Some(m) => (signal_named(&m.drain.signal), m.grace()),
+            None => (Signal::SIGTERM, Duration::from_secs(5)),
+        }
+    }
+
+    /// What the placeholders of a bundle's manifest stand for on this instance.
+    pub fn vars(&self, digest: &Digest, id: &str, port: u16) -> Result<Vars> {
+        let release = std::fs::canonicalize(self.release(digest)).map_err(|e| Error::io(&self.release(digest), e))?;
+        let instance_dir = std::fs::canonicalize(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        Ok(Vars { port, instance_id: id.to_owned(), instance_dir: instance_dir.display().to_string(), release_dir: release.display().to_string() })
+    }
+
+    /// Whether the bundle release `digest`, serving on `address:port`, passes its manifest's
+    /// readiness check: its HTTP path answers 2xx, or its command exits 0 within two seconds.
+    pub async fn is_ready(&self, digest: &Digest, manifest: &Manifest, id: &str, address: &str, port: u16, http: &reqwest::Client) -> bool {
+        if let Some(path) = manifest.ready_path() {
+            return http.get(format!("http://{address}:{port}{path}")).send().await.is_ok_and(|r| r.status().is_success());
+        }
+        let Ok(vars) = self.vars(digest, id, port) else { return false };
+        let Some(command) = manifest.ready_command(&vars) else { return false };
+        let release = PathBuf::from(&vars.release_dir);
+        let program = match command[0].strip_prefix("./") {
+            Some(file) => release.join(file),
+            None => PathBuf::from(&command[0]),
+        };
+        let run = tokio::process::Command::new(program)
+            .args(&command[1..])
+            .envs(vars.env())
+            .current_dir(&release)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .status();
+        matches!(tokio::time::timeout(Duration::from_secs(2), run).await, Ok(Ok(status)) if status.success())
+    }
+
     /// Starts the bundle release `digest` as its manifest says, on `port`, in its release
     /// directory and its own process group (it outlives the worker that started it).
     pub fn start_bundle(&self, digest: &Digest, manifest: &Manifest, id: &str, port: u16) -> Result<u32> {
-        let release = std::fs::canonicalize(self.release(digest)).map_err(|e| Error::io(&self.release(digest), e))?;
-        let instance_dir = std::fs::canonicalize(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        let vars = Vars { port, instance_id: id.to_owned(), instance_dir: instance_dir.display().to_string(), release_dir: release.display().to_string() };
+        let vars = self.vars(digest, id, port)?;
+        let release = PathBuf::from(&vars.release_dir);
         let (program, args, env) = manifest.command_line(&vars);
         let program = match program.strip_prefix("./") {
             Some(file) => release.join(file),
@@ -272,7 +313,7 @@ impl InstanceDir {
             .stderr(err)
             .process_group(0)
             .spawn()
-            .map_err(|e| Error::Instance { instance: self.dir.display().to_string(), message: format!("cannot start {}: {e}", program.display()) })?;
+            .map_err(|source| Error::Start { program: program.to_owned(), source })?;
         let pid = child.id().expect("a just-spawned child has a pid");
         let pid_file = self.pid_file();
         std::fs::write(&pid_file, pid.to_string()).map_err(|e| Error::io(&pid_file, e))?;
@@ -281,6 +322,18 @@ impl InstanceDir {
             let _ = child.wait().await;
         });
         Ok(pid)
+    }
+}
+
+/// The signal a manifest's drain names (checked when the bundle was pushed).
+pub fn signal_named(name: &str) -> Signal {
+    match name {
+        "INT" => Signal::SIGINT,
+        "QUIT" => Signal::SIGQUIT,
+        "HUP" => Signal::SIGHUP,
+        "USR1" => Signal::SIGUSR1,
+        "USR2" => Signal::SIGUSR2,
+        _ => Signal::SIGTERM,
     }
 }
 
@@ -303,13 +356,16 @@ fn is_alive_with(pid: u32, dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use signalbox_store::digest_of;
 
     #[test]
     fn switching_keeps_the_previous_release_and_is_idempotent() {
         let tmp = tempfile::tempdir().unwrap();
         let inst = InstanceDir::new(tmp.path().to_owned());
         let (a, b) = (br#"{"version":"1"}"#.as_slice(), br#"{"version":"2"}"#.as_slice());
+        let digest_of = |b: &[u8]| {
+            use sha2::Digest as _;
+            Digest::from_sha256_bytes(&sha2::Sha256::digest(b).into())
+        };
         let (da, db) = (digest_of(a), digest_of(b));
         inst.install_release(&da, a, "1").unwrap();
         inst.install_release(&db, b, "2").unwrap();
