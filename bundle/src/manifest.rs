@@ -9,7 +9,7 @@
 //! }
 //! ```
 //!
-//! Only `start.command` is required. A command starting with `./` is a file of the bundle;
+//! Only `start.command` is required. A build should listen on `$SIGNALBOX_ADDRESS:$PORT`. A command starting with `./` is a file of the bundle;
 //! any other is looked up on the host's `PATH`. Arguments and environment values may use the
 //! placeholders of [`PLACEHOLDERS`]; the process also gets them as environment variables
 //! (`PORT`, `SIGNALBOX_INSTANCE_ID`, ...), and runs in its release directory.
@@ -27,8 +27,9 @@ const MAX_WAIT_MS: u64 = 10 * 60 * 1000;
 
 /// The placeholders arguments and environment values may hold, and the environment variable
 /// each is also passed as.
-pub const PLACEHOLDERS: [(&str, &str); 4] = [
+pub const PLACEHOLDERS: [(&str, &str); 5] = [
     ("${PORT}", "PORT"),
+    ("${ADDRESS}", "SIGNALBOX_ADDRESS"),
     ("${INSTANCE_ID}", "SIGNALBOX_INSTANCE_ID"),
     ("${INSTANCE_DIR}", "SIGNALBOX_INSTANCE_DIR"),
     ("${RELEASE_DIR}", "SIGNALBOX_RELEASE_DIR"),
@@ -144,6 +145,8 @@ const SIGNALS: [&str; 6] = ["TERM", "INT", "QUIT", "HUP", "USR1", "USR2"];
 pub struct Vars {
     /// The port the instance serves on.
     pub port: u16,
+    /// The address it serves on (its host's address; loopback on the local fleet).
+    pub address: String,
     /// The instance's id.
     pub instance_id: String,
     /// The instance's directory (kept across releases).
@@ -153,8 +156,8 @@ pub struct Vars {
 }
 
 impl Vars {
-    fn values(&self) -> [String; 4] {
-        [self.port.to_string(), self.instance_id.clone(), self.instance_dir.clone(), self.release_dir.clone()]
+    fn values(&self) -> [String; 5] {
+        [self.port.to_string(), self.address.clone(), self.instance_id.clone(), self.instance_dir.clone(), self.release_dir.clone()]
     }
 
     fn expand(&self, text: &str) -> String {
@@ -324,7 +327,7 @@ mod tests {
     #[test]
     fn placeholders_are_replaced_and_passed_as_environment() {
         let m = Manifest::read(br#"{"start": {"command": "python3", "args": ["app.py", "--port=${PORT}"], "env": {"DATA": "${INSTANCE_DIR}/data"}}}"#).unwrap();
-        let vars = Vars { port: 8080, instance_id: "i-0001".into(), instance_dir: "/srv/i-0001".into(), release_dir: "/srv/i-0001/releases/ab".into() };
+        let vars = Vars { port: 8080, address: "10.0.0.7".into(), instance_id: "i-0001".into(), instance_dir: "/srv/i-0001".into(), release_dir: "/srv/i-0001/releases/ab".into() };
         let (program, args, env) = m.command_line(&vars);
         assert_eq!((program.as_str(), args), ("python3", vec!["app.py".to_owned(), "--port=8080".to_owned()]));
         assert!(env.contains(&("DATA".into(), "/srv/i-0001/data".into())));
@@ -340,7 +343,7 @@ mod tests {
         assert!(refused(r#"{"start": {"command": "x", "args": [1]}}"#).starts_with("signalbox.json: start.args[0]: invalid type"));
         assert_eq!(refused(r#"{"start": {"command": "/bin/sh"}}"#), "signalbox.json: start.command: must be ./<file of the bundle> or a program name looked up on PATH");
         assert_eq!(refused(r#"{"start": {"command": "./../x"}}"#), "signalbox.json: start.command: must be ./<file of the bundle> or a program name looked up on PATH");
-        assert_eq!(refused(r#"{"start": {"command": "x", "args": ["${PROT}"]}}"#), "signalbox.json: start.args[0]: unknown placeholder ${PROT}; known: ${PORT}, ${INSTANCE_ID}, ${INSTANCE_DIR}, ${RELEASE_DIR}");
+        assert_eq!(refused(r#"{"start": {"command": "x", "args": ["${PROT}"]}}"#), "signalbox.json: start.args[0]: unknown placeholder ${PROT}; known: ${PORT}, ${ADDRESS}, ${INSTANCE_ID}, ${INSTANCE_DIR}, ${RELEASE_DIR}");
         assert_eq!(refused(r#"{"start": {"command": "x", "env": {"PORT": "1"}}}"#), "signalbox.json: start.env.PORT: PORT and SIGNALBOX_* are set by signalbox");
         assert_eq!(refused(r#"{"start": {"command": "x"}, "ready": {"http": "/a", "command": ["b"]}}"#), "signalbox.json: ready: give http or command, not both");
         assert_eq!(refused(r#"{"start": {"command": "x"}, "ready": {"http": "healthz"}}"#), "signalbox.json: ready.http: must be an HTTP path starting with '/', printable ASCII without spaces");

@@ -75,7 +75,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         observe(status, time.monotonic() - started)
 
 
-server = http.server.ThreadingHTTPServer((os.environ.get("HELLO_HOST", "127.0.0.1"), PORT), Handler)
+server = http.server.ThreadingHTTPServer((os.environ.get("SIGNALBOX_ADDRESS", "127.0.0.1"), PORT), Handler)
 server.daemon_threads = True
 
 

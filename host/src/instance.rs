@@ -249,10 +249,10 @@ impl InstanceDir {
     }
 
     /// What the placeholders of a bundle's manifest stand for on this instance.
-    pub fn vars(&self, digest: &Digest, id: &str, port: u16) -> Result<Vars> {
+    pub fn vars(&self, digest: &Digest, id: &str, address: &str, port: u16) -> Result<Vars> {
         let release = std::fs::canonicalize(self.release(digest)).map_err(|e| Error::io(&self.release(digest), e))?;
         let instance_dir = std::fs::canonicalize(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        Ok(Vars { port, instance_id: id.to_owned(), instance_dir: instance_dir.display().to_string(), release_dir: release.display().to_string() })
+        Ok(Vars { port, address: address.to_owned(), instance_id: id.to_owned(), instance_dir: instance_dir.display().to_string(), release_dir: release.display().to_string() })
     }
 
     /// Whether the bundle release `digest`, serving on `address:port`, passes its manifest's
@@ -261,7 +261,7 @@ impl InstanceDir {
         if let Some(path) = manifest.ready_path() {
             return http.get(format!("http://{address}:{port}{path}")).send().await.is_ok_and(|r| r.status().is_success());
         }
-        let Ok(vars) = self.vars(digest, id, port) else { return false };
+        let Ok(vars) = self.vars(digest, id, address, port) else { return false };
         let Some(command) = manifest.ready_command(&vars) else { return false };
         let release = PathBuf::from(&vars.release_dir);
         let program = match command[0].strip_prefix("./") {
@@ -280,10 +280,10 @@ impl InstanceDir {
         matches!(tokio::time::timeout(Duration::from_secs(2), run).await, Ok(Ok(status)) if status.success())
     }
 
-    /// Starts the bundle release `digest` as its manifest says, on `port`, in its release
+    /// Starts the bundle release `digest` as its manifest says, on `address:port`, in its release
     /// directory and its own process group (it outlives the worker that started it).
-    pub fn start_bundle(&self, digest: &Digest, manifest: &Manifest, id: &str, port: u16) -> Result<u32> {
-        let vars = self.vars(digest, id, port)?;
+    pub fn start_bundle(&self, digest: &Digest, manifest: &Manifest, id: &str, address: &str, port: u16) -> Result<u32> {
+        let vars = self.vars(digest, id, address, port)?;
         let release = PathBuf::from(&vars.release_dir);
         let (program, args, env) = manifest.command_line(&vars);
         let program = match program.strip_prefix("./") {

@@ -2,7 +2,7 @@
 //! Temporal server per binary, not per test), and golden-history recording.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use futures::StreamExt;
@@ -11,6 +11,7 @@ use signalbox_proto::pb::deploy_service_client::DeployServiceClient;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
+use signalbox_localstack::agents::AgentWorld;
 use signalbox_localstack::{Stack, StackOptions};
 use tokio::sync::OnceCell;
 
@@ -37,6 +38,29 @@ pub async fn stack() -> &'static Stack {
         .get_or_init(|| async {
             let name = std::env::current_exe().ok().and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned())).unwrap_or_default();
             Stack::start(StackOptions::in_dir(scratch(&name))).await.expect("the local stack starts")
+        })
+        .await
+}
+
+static AGENT_STACK: OnceCell<(Stack, tokio::sync::Mutex<AgentWorld>)> = OnceCell::const_new();
+
+/// Regions of the agent world.
+pub const AGENT_REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
+
+/// The shared stack of this test binary with an agent world around it (etcd, origin, a cache
+/// per region of [`AGENT_REGIONS`]); the worker reaches agent targets through that etcd.
+pub async fn agent_stack() -> &'static (Stack, tokio::sync::Mutex<AgentWorld>) {
+    AGENT_STACK
+        .get_or_init(|| async {
+            let name = std::env::current_exe().ok().and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned())).unwrap_or_default();
+            let dir = scratch(&name);
+            // The stack's home, made here first: the origin serves its store.
+            let home = signalbox_store::Home::new(dir.join("home"));
+            let world = AgentWorld::start(&dir.join("world"), &home, &AGENT_REGIONS).await.expect("the agent world starts");
+            let mut options = StackOptions::in_dir(dir);
+            options.worker_env.push(("SIGNALBOX_ETCD".into(), world.etcd.url()));
+            let stack = Stack::start(options).await.expect("the local stack starts");
+            (stack, tokio::sync::Mutex::new(world))
         })
         .await
 }
@@ -118,4 +142,40 @@ pub async fn temporal(s: &signalbox_localstack::Stack, args: &[&str]) -> anyhow:
 pub async fn signalbox(args: &[&str]) -> anyhow::Result<(Option<i32>, String, String)> {
     let out = tokio::process::Command::new(signalbox_devstack::workspace_binary("signalbox")?).args(args).env_remove("SIGNALBOX_API").output().await?;
     Ok((out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
+/// The example bundle's directory in the checkout.
+pub fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello-py")
+}
+
+/// The example `examples/hello-py` packed as a `.tar.gz` of `version` whose requests fail at `error_rate`.
+pub fn pack_hello(dir: &Path, version: &str, error_rate: f64) -> anyhow::Result<PathBuf> {
+    let manifest = std::fs::read_to_string(example().join("signalbox.json"))?.replace(r#""HELLO_ERROR_RATE": "0""#, &format!(r#""HELLO_ERROR_RATE": "{error_rate}""#));
+    let files: [(&str, Vec<u8>, u32); 3] = [
+        ("signalbox.json", manifest.into_bytes(), 0o644),
+        ("server.py", std::fs::read(example().join("server.py"))?, 0o755),
+        ("VERSION", format!("{version}\n").into_bytes(), 0o644),
+    ];
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    for (name, data, mode) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_cksum();
+        tar.append_data(&mut header, name, data.as_slice())?;
+    }
+    let path = dir.join(format!("hello-py-{version}.tar.gz"));
+    std::fs::write(&path, tar.into_inner()?.finish()?)?;
+    Ok(path)
+}
+
+/// `signalbox artifact push` of a build of `service`; returns the digest it printed and what it said on stderr.
+pub async fn push_bundle(api: &GrpcApi, service: &str, file: &Path, version: &str) -> anyhow::Result<(String, String)> {
+    let file = file.to_str().expect("a UTF-8 path");
+    let args = ["artifact", "push", "--api", &api.url, file, "--service", service, "--version", version, "--git-sha", "0a1b2c3d", "--label", "team=web", "--by", "ci@example"];
+    let (code, out, err) = signalbox(&args).await?;
+    anyhow::ensure!(code == Some(0), "push of {file} exited {code:?}: {out}{err}");
+    Ok((out.trim().to_owned(), err))
 }

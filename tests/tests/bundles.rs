@@ -5,49 +5,12 @@
 //! answers with the good one again.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
 use signalbox_domain::{Artifact, Phase};
 use signalbox_localstack::{DEPLOY_DEADLINE, LoadedFleet};
-use signalbox_tests::{GrpcApi, run, signalbox, stack};
+use signalbox_tests::{GrpcApi, pack_hello, push_bundle, run, signalbox, stack};
 
 const SERVICE: &str = "hello-py";
-
-/// The example bundle's directory in the checkout.
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello-py")
-}
-
-/// The example packed as a `.tar.gz` of `version` whose requests fail at `error_rate`.
-fn pack(dir: &Path, version: &str, error_rate: f64) -> anyhow::Result<PathBuf> {
-    let manifest = std::fs::read_to_string(example().join("signalbox.json"))?.replace(r#""HELLO_ERROR_RATE": "0""#, &format!(r#""HELLO_ERROR_RATE": "{error_rate}""#));
-    let files: [(&str, Vec<u8>, u32); 3] = [
-        ("signalbox.json", manifest.into_bytes(), 0o644),
-        ("server.py", std::fs::read(example().join("server.py"))?, 0o755),
-        ("VERSION", format!("{version}\n").into_bytes(), 0o644),
-    ];
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    let mut tar = tar::Builder::new(gz);
-    for (name, data, mode) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(mode);
-        header.set_cksum();
-        tar.append_data(&mut header, name, data.as_slice())?;
-    }
-    let path = dir.join(format!("{SERVICE}-{version}.tar.gz"));
-    std::fs::write(&path, tar.into_inner()?.finish()?)?;
-    Ok(path)
-}
-
-/// `signalbox artifact push`; returns the digest it printed and what it said on stderr.
-async fn push(api: &GrpcApi, file: &Path, version: &str) -> anyhow::Result<(String, String)> {
-    let file = file.to_str().expect("a UTF-8 path");
-    let args = ["artifact", "push", "--api", &api.url, file, "--service", SERVICE, "--version", version, "--git-sha", "0a1b2c3d", "--label", "team=web", "--by", "ci@example"];
-    let (code, out, err) = signalbox(&args).await?;
-    anyhow::ensure!(code == Some(0), "push of {file} exited {code:?}: {out}{err}");
-    Ok((out.trim().to_owned(), err))
-}
 
 /// What every instance answers on `/`, asked over HTTP.
 async fn answers(fleet: &LoadedFleet) -> anyhow::Result<Vec<String>> {
@@ -68,14 +31,14 @@ fn a_python_bundle_pushed_with_the_cli_rolls_out_and_a_bad_one_rolls_back() {
         let dir = tempfile::tempdir()?;
 
         // Pushed through the API: the digest is the bytes', the record what the pusher said.
-        let v1 = pack(dir.path(), "1.0.0", 0.0)?;
-        let (d1, _) = push(&api, &v1, "1.0.0").await?;
+        let v1 = pack_hello(dir.path(), "1.0.0", 0.0)?;
+        let (d1, _) = push_bundle(&api, SERVICE, &v1, "1.0.0").await?;
         assert_eq!(d1, format!("sha256:{}", signalbox_store::digest_of(&std::fs::read(&v1)?).hex()));
-        let (again, said) = push(&api, &v1, "1.0.0").await?;
+        let (again, said) = push_bundle(&api, SERVICE, &v1, "1.0.0").await?;
         assert_eq!(again, d1, "the same bytes are the same build");
         assert!(said.contains("already in the store"), "a second push sends nothing: {said}");
-        let (d2, _) = push(&api, &pack(dir.path(), "2.0.0", 0.0)?, "2.0.0").await?;
-        let (d3, _) = push(&api, &pack(dir.path(), "3.0.0", 0.5)?, "3.0.0").await?;
+        let (d2, _) = push_bundle(&api, SERVICE, &pack_hello(dir.path(), "2.0.0", 0.0)?, "2.0.0").await?;
+        let (d3, _) = push_bundle(&api, SERVICE, &pack_hello(dir.path(), "3.0.0", 0.5)?, "3.0.0").await?;
 
         let (code, out, err) = signalbox(&["artifact", "show", "--api", &api.url, &d2]).await?;
         assert_eq!(code, Some(0), "{err}");
@@ -124,7 +87,7 @@ fn a_bundle_that_cannot_run_is_refused_at_push_naming_the_field() {
         let s = stack().await;
         let api = GrpcApi::start(s).await?;
         let dir = tempfile::tempdir()?;
-        let good = pack(dir.path(), "1.0.0", 0.0)?;
+        let good = pack_hello(dir.path(), "1.0.0", 0.0)?;
         let bad_manifest = dir.path().join("bad.tar.gz");
         let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
         let manifest = br#"{"start": {"command": "python3", "args": ["server.py", "--port=${PROT}"]}}"#;

@@ -8,6 +8,7 @@ use signalbox_activities::{DeployActivities, LaneActivities, TrafficActivities};
 use signalbox_client::DEFAULT_TASK_QUEUE;
 use signalbox_store::Home;
 use signalbox_substrate::Registry;
+use signalbox_substrate_agent::AgentTargets;
 use signalbox_substrate_local::LocalFleets;
 use signalbox_workflows::{BlueGreenWorkflow, CanaryWorkflow, DeployWorkflow, LaneWorkflow, NoopChainWorkflow};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
@@ -23,11 +24,17 @@ pub struct Options {
     /// Signalbox home: artifact store, regional caches, local fleets, audit log.
     #[arg(long, env = "SIGNALBOX_HOME", default_value = ".signalbox")]
     pub home: PathBuf,
+    /// etcd endpoints of agent targets, comma-separated (connected on first use).
+    #[arg(long, env = "SIGNALBOX_ETCD", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    pub etcd: Vec<String>,
 }
 
-/// The substrate kinds this worker serves: the local process fleet under `home`.
-pub fn substrates(home: &Home) -> Registry {
-    Registry::default().with(signalbox_substrate_local::KIND, LocalFleets::new(home.clone()))
+/// The substrate kinds this worker serves: the local process fleet under `home`, and hosts
+/// running `signalbox-agent` whose keys are in the etcd at `etcd`.
+pub fn substrates(home: &Home, etcd: &[String]) -> Registry {
+    Registry::default()
+        .with(signalbox_substrate_local::KIND, LocalFleets::new(home.clone()))
+        .with(signalbox_substrate_agent::KIND, AgentTargets::new(etcd.to_vec()))
 }
 
 /// Runs the worker until SIGTERM or Ctrl-C, then lets in-flight tasks finish.
@@ -41,7 +48,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .register_workflow::<NoopChainWorkflow>()?
         .register_workflow::<CanaryWorkflow>()?
         .register_workflow::<BlueGreenWorkflow>()?
-        .register_activities(DeployActivities::new(home.clone(), substrates(&home)))
+        .register_activities(DeployActivities::new(home.clone(), substrates(&home, &options.etcd)))
         .register_activities(LaneActivities::new(client.clone()))
         .register_activities(TrafficActivities)
         .build();

@@ -234,7 +234,7 @@ impl LocalFleet {
         inst.switch_to(digest)?;
         let manifest = inst.manifest(digest)?;
         let pid = match &manifest {
-            Some(m) => inst.start_bundle(digest, m, &spec.id, spec.port)?,
+            Some(m) => inst.start_bundle(digest, m, &spec.id, "127.0.0.1", spec.port)?,
             None => inst.start(&self.inventory.service_binary, &spec.id, spec.port)?,
         };
         log("restart")?;

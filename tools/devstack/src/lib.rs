@@ -13,8 +13,11 @@
 //! hooks; binaries should catch Ctrl-C (`tokio::signal::ctrl_c`) and return from `main` normally.
 
 pub mod browser;
+pub mod etcd;
 pub mod haproxy;
 mod locate;
+pub mod netns;
+pub mod nginx;
 mod process;
 pub mod prometheus;
 mod sys;

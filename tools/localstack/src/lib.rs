@@ -3,6 +3,7 @@
 //! service processes and a load generator sending them real requests. The demo, the
 //! integration tests and the benchmarks all start from here.
 
+pub mod agents;
 pub mod traffic;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,22 @@
+//! `signalbox-agent`: keeps one host on the build its desired state in etcd names.
+
+use clap::Parser;
+use signalbox_agent::agent::{Agent, Options};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let agent = Agent::new(Options::parse())?;
+    agent.run(terminated()).await
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

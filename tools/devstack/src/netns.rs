@@ -1,0 +1,105 @@
+//! Separate hosts on one machine: each a network namespace joined to this one by a veth pair,
+//! with its own address, so a test can cut one host off the network and bring it back.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip").args(args).output().context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// One host: a network namespace with the address `address`, reaching this machine (etcd,
+/// caches) at `gateway`. Removed when dropped.
+#[derive(Debug)]
+pub struct NetHost {
+    /// The namespace's name.
+    pub namespace: String,
+    /// The host's address.
+    pub address: String,
+    /// This machine's address as the host sees it.
+    pub gateway: String,
+    veth: String,
+}
+
+impl NetHost {
+    /// Makes host `index` (0 to 249) of a set named by `tag` (unique per process).
+    pub fn create(tag: u16, index: u16) -> Result<Self> {
+        anyhow::ensure!(index < 250, "at most 250 hosts per set");
+        let namespace = format!("sb-{tag:04x}-{index}");
+        let veth = format!("sb{tag:04x}{index:03}");
+        // Two sets made at once by different processes stay apart by their tag.
+        let subnet = format!("10.{}.{index}", 20 + tag % 200);
+        let host = Self { address: format!("{subnet}.2"), gateway: format!("{subnet}.1"), namespace, veth };
+        let _ = ip(&["netns", "del", &host.namespace]);
+        let _ = ip(&["link", "del", &host.veth]);
+        let peer = format!("{}h", host.veth);
+        ip(&["netns", "add", &host.namespace])?;
+        ip(&["link", "add", &host.veth, "type", "veth", "peer", "name", &peer])?;
+        ip(&["link", "set", &peer, "netns", &host.namespace])?;
+        ip(&["addr", "add", &format!("{}/24", host.gateway), "dev", &host.veth])?;
+        ip(&["link", "set", &host.veth, "up"])?;
+        let ns = host.namespace.clone();
+        ip(&["netns", "exec", &ns, "ip", "addr", "add", &format!("{}/24", host.address), "dev", &peer])?;
+        ip(&["netns", "exec", &ns, "ip", "link", "set", &peer, "up"])?;
+        ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"])?;
+        // Everything else (the service address of etcd and the caches) is through this machine.
+        ip(&["netns", "exec", &ns, "ip", "route", "add", "default", "via", &host.gateway])?;
+        Ok(host)
+    }
+
+    /// A command that runs `program` inside the host.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.namespace]).arg(program);
+        cmd
+    }
+
+    /// Cuts the host off the network (its link goes down).
+    pub fn cut(&self) -> Result<()> {
+        ip(&["link", "set", &self.veth, "down"])
+    }
+
+    /// Joins it to the network again.
+    pub fn reconnect(&self) -> Result<()> {
+        ip(&["link", "set", &self.veth, "up"])
+    }
+}
+
+impl Drop for NetHost {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the pair, and with it ours.
+        let _ = ip(&["netns", "del", &self.namespace]);
+        let _ = ip(&["link", "del", &self.veth]);
+    }
+}
+
+/// An address of this machine that every host of a set reaches through its own link (held by
+/// the loopback interface), where etcd and the caches listen: a host cut off loses it, the
+/// others keep it.
+#[derive(Debug)]
+pub struct ServiceAddress {
+    /// The address.
+    pub address: String,
+}
+
+impl ServiceAddress {
+    /// The service address of the set named by `tag`.
+    pub fn create(tag: u16) -> Result<Self> {
+        let address = format!("10.{}.254.1", 20 + tag % 200);
+        let cidr = format!("{address}/32");
+        let _ = ip(&["addr", "del", &cidr, "dev", "lo"]);
+        ip(&["addr", "add", &cidr, "dev", "lo"])?;
+        Ok(Self { address })
+    }
+}
+
+impl Drop for ServiceAddress {
+    fn drop(&mut self) {
+        let _ = ip(&["addr", "del", &format!("{}/32", self.address), "dev", "lo"]);
+    }
+}
