@@ -122,6 +122,7 @@ impl Agent {
         let mut halt_changes = client.watch(self.keys.halt(), None).await?;
         info!(host = %o.host, target = %o.target, lease, "registered");
         self.converge(&mut client).await?;
+        info!("converged after registering");
         loop {
             tokio::select! {
                 ended = &mut keepalive => {

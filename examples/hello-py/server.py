@@ -13,6 +13,7 @@ import json
 import os
 import random
 import signal
+import socketserver
 import threading
 import time
 
@@ -75,7 +76,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         observe(status, time.monotonic() - started)
 
 
-server = http.server.ThreadingHTTPServer((os.environ.get("SIGNALBOX_ADDRESS", "127.0.0.1"), PORT), Handler)
+class Server(http.server.ThreadingHTTPServer):
+    def server_bind(self):
+        # HTTPServer looks its own name up in DNS here, which on a host without a resolver
+        # holds the start up for the resolver's whole timeout.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
+server = Server((os.environ.get("SIGNALBOX_ADDRESS", "127.0.0.1"), PORT), Handler)
 server.daemon_threads = True
 
 

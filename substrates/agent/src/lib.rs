@@ -18,7 +18,7 @@ use signalbox_contract::activities::{InstanceChange, InstanceState};
 use signalbox_domain::{Artifact, Digest};
 use signalbox_substrate::{AuditEvent, Error, HealthEndpoint, Kind, Progress, Result, Substrate};
 use tokio::sync::OnceCell;
-use tracing::info;
+use tracing::{info, warn};
 
 /// The kind name of agent targets.
 pub const KIND: &str = "agent";
@@ -116,6 +116,11 @@ impl AgentTarget {
         self.put_json(&self.keys.spec(), spec).await
     }
 
+    /// Every host's observed state, by name.
+    pub async fn observed(&self) -> Result<BTreeMap<String, Observed>> {
+        Ok(self.hosts().await?.observed)
+    }
+
     /// The hosts whose agents hold a live registration, by name.
     pub async fn registered(&self) -> Result<BTreeMap<String, Registration>> {
         Ok(self.hosts().await?.registration)
@@ -184,16 +189,28 @@ impl AgentTarget {
         let known = self.hosts().await?;
         let mut waiting = BTreeMap::new();
         for (host, digest, version) in moves {
-            let registration = known.registration.get(host).ok_or_else(|| Error::Instance {
-                instance: host.clone(),
-                message: "has no live registration: its agent is down or cut off".into(),
-            })?;
-            let region = spec.regions.get(&registration.region).ok_or_else(|| {
-                Error::Target(format!("host {host} is in region {:?}, which the target's spec does not name", registration.region))
-            })?;
-            let want = Desired { generation: 0, digest: digest.clone(), version: version.clone(), deploy_id: deploy_id.to_owned(), source: region.cache.clone(), rollback };
-            let generation = self.want(host, known.desired.get(host), want).await?;
-            waiting.insert(host.clone(), (generation, digest.clone()));
+            let seen = known.desired.get(host);
+            let source = match known.registration.get(host) {
+                Some(r) => spec.regions.get(&r.region).map(|region| region.cache.clone()).ok_or_else(|| {
+                    Error::Target(format!("host {host} is in region {:?}, which the target's spec does not name", r.region))
+                })?,
+                // An undo still reaches a host that is gone: its desired state goes back, and its
+                // agent converges to it when it returns. Nobody waits for it.
+                None if rollback => match seen {
+                    Some((d, _)) => d.source.clone(),
+                    None => continue,
+                },
+                None => {
+                    return Err(Error::Instance { instance: host.clone(), message: "has no live registration: its agent is down or cut off".into() });
+                }
+            };
+            let want = Desired { generation: 0, digest: digest.clone(), version: version.clone(), deploy_id: deploy_id.to_owned(), source, rollback };
+            let generation = self.want(host, seen, want).await?;
+            if known.registration.contains_key(host) {
+                waiting.insert(host.clone(), (generation, digest.clone()));
+            } else {
+                warn!(deploy_id, host, "rolled back in etcd only: the host is gone and converges when it returns");
+            }
         }
         let deadline = tokio::time::Instant::now() + Duration::from_millis(spec.report_timeout_ms);
         let total = waiting.len();
@@ -203,6 +220,10 @@ impl AgentTarget {
             let mut failed = None;
             waiting.retain(|host, (generation, digest)| {
                 if !now.registration.contains_key(host) {
+                    if rollback {
+                        warn!(deploy_id, host, "lost during the rollback: it converges when it returns");
+                        return false;
+                    }
                     failed.get_or_insert((host.clone(), "lost its lease: its agent is down or the host is cut off".to_owned()));
                     return true;
                 }

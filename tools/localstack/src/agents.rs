@@ -162,6 +162,12 @@ impl AgentFleet {
         Ok(())
     }
 
+    /// Lines of host `i`'s agent log (every run of its agent) that contain every one of `words`.
+    pub fn agent_log_lines(&self, i: usize, words: &[&str]) -> anyhow::Result<usize> {
+        let text = std::fs::read_to_string(&self.hosts[i].log)?;
+        Ok(text.lines().filter(|l| words.iter().all(|w| l.contains(w))).count())
+    }
+
     /// What every host's service answers on `/` (its `version` field), asked over HTTP; `None`
     /// for no answer.
     pub async fn answers(&self) -> Vec<Option<String>> {
