@@ -2,6 +2,7 @@
 //! worker process, real fleet) and prints its figures next to a baseline measured in the same
 //! run, or next to the goal.
 
+mod agents;
 mod overhead;
 mod rollback;
 mod rollout;
@@ -57,6 +58,16 @@ enum Bench {
         #[arg(long, default_value_t = 400)]
         rps: u32,
     },
+    /// Agent hosts at scale against the local process fleet: rollout, rollback, cache bytes,
+    /// agent memory.
+    Agents {
+        /// Hosts (network namespaces, each with an agent and a service).
+        #[arg(long, default_value_t = 200)]
+        hosts: usize,
+        /// Size of the build in MiB.
+        #[arg(long, default_value_t = 50)]
+        build_mb: usize,
+    },
     /// All of the above with their defaults.
     All,
 }
@@ -79,11 +90,13 @@ async fn main() -> anyhow::Result<()> {
         Bench::Rollback { instances } => rollback::run(scratch("rollback"), instances).await,
         Bench::Rollout { instances, batches } => rollout::run(scratch("rollout"), instances, batches).await,
         Bench::Traffic { instances, rps } => traffic::run(scratch("traffic"), instances, rps).await,
+        Bench::Agents { hosts, build_mb } => agents::run(scratch("agents"), hosts, build_mb).await,
         Bench::All => {
             overhead::run(scratch("overhead"), 10, 5).await?;
             rollback::run(scratch("rollback"), 100).await?;
             rollout::run(scratch("rollout"), 1000, 10).await?;
-            traffic::run(scratch("traffic"), 10, 400).await
+            traffic::run(scratch("traffic"), 10, 400).await?;
+            agents::run(scratch("agents"), 200, 50).await
         }
     }
 }

@@ -108,7 +108,7 @@ pub struct AgentFleet {
 impl AgentFleet {
     /// Makes `size` hosts over the world's regions, each running an agent, declares the target,
     /// brings every host to `initial` (a bundle in the store) and sends `rps` requests a second
-    /// spread over them.
+    /// spread over them (none for 0).
     pub async fn start(world: &AgentWorld, dir: &Path, target: &str, size: usize, initial: &Artifact, rps: u32) -> anyhow::Result<Self> {
         let substrate = AgentTarget::new(vec![world.etcd.url()], target);
         substrate.apply_spec(&world.spec(60_000)).await?;
@@ -132,6 +132,9 @@ impl AgentFleet {
         })
         .await?;
         fleet.substrate.apply("provision", &names, initial, &|_| {}).await.context("bringing every host to the first build")?;
+        if rps == 0 {
+            return Ok(fleet);
+        }
         let inventory = dir.join("inventory.json");
         let instances: Vec<_> = fleet.hosts.iter().map(|h| json!({"id": h.name, "port": SERVICE_PORT, "host": h.net.address})).collect();
         std::fs::write(&inventory, json!({ "instances": instances }).to_string())?;
@@ -152,6 +155,11 @@ impl AgentFleet {
             .arg(&h.dir);
         h.agent = Some(ManagedProcess::spawn("signalbox-agent", cmd, &h.log)?);
         Ok(())
+    }
+
+    /// The pids of the running agents.
+    pub fn agent_pids(&self) -> Vec<u32> {
+        self.hosts.iter().filter_map(|h| h.agent.as_ref().map(ManagedProcess::pid)).collect()
     }
 
     /// Kills host `i`'s agent at once (its service keeps running).
@@ -200,4 +208,36 @@ impl Drop for AgentFleet {
             }
         }
     }
+}
+
+/// The example service `examples/hello-py` as an uncompressed bundle of `version` whose requests
+/// fail at `error_rate`, carrying `payload` extra bytes (a stand-in for a real build's weight).
+pub fn hello_bundle(version: &str, error_rate: f64, payload: usize) -> anyhow::Result<Vec<u8>> {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-py");
+    let manifest = std::fs::read_to_string(example.join("signalbox.json"))?.replace(r#""HELLO_ERROR_RATE": "0""#, &format!(r#""HELLO_ERROR_RATE": "{error_rate}""#));
+    // Bytes that do not compress and differ per version, as two builds' binaries would.
+    let mut state = version.bytes().fold(0x9e37_79b9_7f4a_7c15_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let filler: Vec<u8> = (0..payload)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let files: [(&str, Vec<u8>, u32); 4] = [
+        ("signalbox.json", manifest.into_bytes(), 0o644),
+        ("server.py", std::fs::read(example.join("server.py"))?, 0o755),
+        ("VERSION", format!("{version}\n").into_bytes(), 0o644),
+        ("payload.bin", filler, 0o644),
+    ];
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, data, mode) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_cksum();
+        tar.append_data(&mut header, name, data.as_slice())?;
+    }
+    Ok(tar.into_inner()?)
 }
