@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
-# One image for the signalbox worker and API (docker-compose.yml selects the binary with
-# `command`). The demo service binary is included because the worker runs the demo fleet
-# as local child processes.
+# Two images: the signalbox worker and API (docker-compose.yml selects the binary with
+# `command`), and an agent host (`--target agent`: signalbox-agent and python3 for the example
+# bundle; the services it runs are its own children, never the worker's).
 
 FROM rust:1.92-bookworm AS builder
 RUN apt-get update \
@@ -14,12 +14,12 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \
-        --bin signalbox-worker --bin signalbox-api --bin signalbox-demo-service \
-    && mkdir -p /out \
-    && cp target/release/signalbox-worker target/release/signalbox-api \
-        target/release/signalbox-demo-service /out/
+        --bin signalbox-worker --bin signalbox-api --bin signalbox-agent \
+    && mkdir -p /out /out-agent \
+    && cp target/release/signalbox-worker target/release/signalbox-api /out/ \
+    && cp target/release/signalbox-agent /out-agent/
 
-FROM debian:bookworm-slim
+FROM debian:bookworm-slim AS signalbox
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
@@ -33,3 +33,12 @@ WORKDIR /var/lib/signalbox
 USER signalbox
 EXPOSE 50051
 CMD ["signalbox-worker"]
+
+# An agent host: the agent, and what the example bundle needs to run.
+FROM debian:bookworm-slim AS agent
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates python3 \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=builder /out-agent/ /usr/local/bin/
+WORKDIR /var/lib/signalbox-agent
+CMD ["signalbox-agent", "--help"]

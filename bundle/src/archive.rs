@@ -199,4 +199,27 @@ mod tests {
         let bytes = builder.into_inner().unwrap();
         assert_eq!(Bundle::read(&bytes).unwrap_err().to_string(), "bundle: symlink lib/up must point inside the bundle");
     }
+
+    /// What `tar -czf b.tgz -C dir .` writes: a `./` directory entry and `./`-prefixed names.
+    #[test]
+    fn a_tarball_made_with_tar_c_dot_reads_and_unpacks() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut dir = tar::Header::new_gnu();
+        dir.set_entry_type(tar::EntryType::Directory);
+        dir.set_mode(0o755);
+        dir.set_size(0);
+        dir.set_cksum();
+        builder.append_data(&mut dir, "./", std::io::empty()).unwrap();
+        let manifest = br#"{"start": {"command": "python3", "args": ["server.py"]}}"#;
+        let mut m = tar::Header::new_gnu();
+        m.set_size(manifest.len() as u64);
+        m.set_mode(0o644);
+        m.set_cksum();
+        builder.append_data(&mut m, "./signalbox.json", manifest.as_slice()).unwrap();
+        let bytes = builder.into_inner().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let bundle = Bundle::unpack(&bytes, out.path()).unwrap();
+        assert_eq!(bundle.manifest.start.command, "python3");
+        assert!(out.path().join("signalbox.json").is_file());
+    }
 }
