@@ -12,6 +12,7 @@ use signalbox_domain::{Approve, Command, DeployStatus};
 use signalbox_proto::{StartDeploy, pb, wire_field};
 use signalbox_proto::pb::artifact_service_server::ArtifactServiceServer;
 use signalbox_proto::pb::deploy_service_server::{DeployService, DeployServiceServer};
+use signalbox_proto::pb::target_service_server::TargetServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -19,6 +20,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
 use crate::artifacts::Artifacts;
+use crate::targets::Targets;
 
 
 /// How often a watch asks the deploy for its status. Statuses change per batch step (seconds),
@@ -206,9 +208,9 @@ fn watch_changes(deploys: Deploys, id: String, first: DeployStatus, stopping: wa
 /// Largest message of an artifact push: a chunk of up to 4 MiB and its framing.
 const MAX_CHUNK_MESSAGE: usize = 4 * 1024 * 1024 + 1024;
 
-/// Serves the deploy and artifact APIs on `listener` until `shutdown` completes; then stops accepting calls,
+/// Serves the deploy, artifact and target APIs on `listener` until `shutdown` completes; then stops accepting calls,
 /// ends open watches with `UNAVAILABLE`, and returns once the calls in flight are answered.
-pub async fn serve(listener: TcpListener, deploys: Deploys, artifacts: Artifacts, shutdown: impl Future<Output = ()>) -> Result<(), tonic::transport::Error> {
+pub async fn serve(listener: TcpListener, deploys: Deploys, artifacts: Artifacts, targets: Targets, shutdown: impl Future<Output = ()>) -> Result<(), tonic::transport::Error> {
     let (stop, stopping) = watch::channel(false);
     let signal = async move {
         shutdown.await;
@@ -217,6 +219,7 @@ pub async fn serve(listener: TcpListener, deploys: Deploys, artifacts: Artifacts
     tonic::transport::Server::builder()
         .add_service(DeployServiceServer::new(Api::new(deploys, stopping)))
         .add_service(ArtifactServiceServer::new(artifacts).max_decoding_message_size(MAX_CHUNK_MESSAGE))
+        .add_service(TargetServiceServer::new(targets))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
         .await
 }

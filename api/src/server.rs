@@ -10,6 +10,7 @@ use signalbox_store::{ArtifactStore, Home};
 
 use crate::artifacts::{Artifacts, DEFAULT_MAX_ARTIFACT_BYTES};
 use crate::grpc;
+use crate::targets::Targets;
 
 /// Where the API listens unless configured otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -29,6 +30,9 @@ pub struct Options {
     /// `$SIGNALBOX_HOME`).
     #[arg(long, env = "SIGNALBOX_STORE")]
     pub store: Option<std::path::PathBuf>,
+    /// etcd endpoints of agent targets, comma-separated (connected on first use).
+    #[arg(long, env = "SIGNALBOX_ETCD", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    pub etcd: Vec<String>,
     /// Largest build a push may carry, in bytes.
     #[arg(long, env = "SIGNALBOX_MAX_ARTIFACT_BYTES", default_value_t = DEFAULT_MAX_ARTIFACT_BYTES)]
     pub max_artifact_bytes: u64,
@@ -46,7 +50,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let artifacts = Artifacts::new(store, options.max_artifact_bytes);
     let listener = tokio::net::TcpListener::bind(options.listen).await.with_context(|| format!("listening on {}", options.listen))?;
     info!(listen = %options.listen, task_queue = %options.task_queue, "deploy API serving");
-    grpc::serve(listener, deploys, artifacts, terminated()).await?;
+    grpc::serve(listener, deploys, artifacts, Targets::new(options.etcd.clone()), terminated()).await?;
     info!("deploy API stopped");
     Ok(())
 }

@@ -11,6 +11,7 @@ mod backtest;
 mod control;
 mod deploy;
 mod progress;
+mod target;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,9 @@ enum Command {
     /// Push builds to the origin store and read what it holds, through the artifact API.
     #[command(subcommand)]
     Artifact(artifact::Command),
+    /// Declare targets of agent hosts from their files and read where their hosts stand.
+    #[command(subcommand)]
+    Target(target::Command),
     /// Start, inspect, follow and steer deploys through the deploy API.
     #[command(subcommand)]
     Deploy(deploy::Command),
@@ -65,6 +69,7 @@ async fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
         Command::Artifact(command) => artifact::run(command).await,
         Command::Deploy(command) => deploy::run(command).await,
+        Command::Target(command) => target::run(command).await,
         Command::Demo { args } => demo(args),
         Command::Backtest(args) => backtest::run(args).await,
     };

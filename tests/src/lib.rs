@@ -95,12 +95,18 @@ pub struct GrpcApi {
 impl GrpcApi {
     /// Serves the deploy API of `s` on a free loopback port and connects to it.
     pub async fn start(s: &Stack) -> anyhow::Result<Self> {
+        Self::start_with_etcd(s, "http://127.0.0.1:2379").await
+    }
+
+    /// [`Self::start`], its target API on the etcd at `etcd`.
+    pub async fn start_with_etcd(s: &Stack, etcd: &str) -> anyhow::Result<Self> {
+        let targets = signalbox_api::targets::Targets::new(vec![etcd.to_owned()]);
         // Port 0: the kernel picks a free port, and nobody can take it between pick and bind.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let artifacts = signalbox_api::artifacts::Artifacts::new(s.home.store()?, signalbox_api::artifacts::DEFAULT_MAX_ARTIFACT_BYTES);
         let url = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(signalbox_api::grpc::serve(listener, s.deploys().await?, artifacts, async {
+        let server = tokio::spawn(signalbox_api::grpc::serve(listener, s.deploys().await?, artifacts, targets, async {
             let _ = stopped.await;
         }));
         Ok(Self { client: DeployServiceClient::connect(url.clone()).await?, url, stop, server })

@@ -180,3 +180,42 @@ async fn deploy_url(url: &str, target: &str, digest: &str, extra: &[&str]) -> an
     let (code, out, err) = tokio::time::timeout(DEPLOY_DEADLINE, signalbox(&args)).await??;
     Ok((code, format!("{out}{err}"), out.lines().next().unwrap_or_default().to_owned()))
 }
+
+#[test]
+fn a_target_file_is_applied_with_the_cli_and_a_bad_one_is_refused_naming_the_field() {
+    run(async {
+        let (s, world) = agent_stack().await;
+        let world = world.lock().await;
+        let api = GrpcApi::start_with_etcd(s, &world.etcd.url()).await?;
+        let dir = tempfile::tempdir()?;
+        let caches = world.spec(30_000).regions;
+        let mut text = String::from("name = \"payments\"\nkind = \"agent\"\nreport_timeout_ms = 30000\n");
+        for (region, spec) in &caches {
+            text.push_str(&format!("\n[regions.{region}]\ncache = \"{}\"\n", spec.cache));
+        }
+        text.push_str("\n[[hosts]]\nname = \"pay-1\"\nregion = \"us-east\"\n\n[[hosts]]\nname = \"pay-2\"\nregion = \"eu-west\"\n");
+        let good = dir.path().join("payments.toml");
+        std::fs::write(&good, &text)?;
+        let (code, out, err) = signalbox(&["target", "apply", "--api", &api.url, good.to_str().unwrap()]).await?;
+        assert_eq!(code, Some(0), "{err}");
+        let applied: serde_json::Value = serde_json::from_str(&out)?;
+        assert_eq!(applied["caches"]["ap-south"], caches["ap-south"].cache.as_str());
+        let hosts: Vec<(&str, bool)> = applied["hosts"].as_array().unwrap().iter().map(|h| (h["name"].as_str().unwrap(), h["registered"].as_bool().unwrap())).collect();
+        assert_eq!(hosts, [("pay-1", false), ("pay-2", false)], "declared, no agent registered yet");
+
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, text.replace("region = \"eu-west\"", "region = \"eu-wset\"").replace("report_timeout_ms = 30000", "report_timeout_ms = 45000"))?;
+        let (code, _, err) = signalbox(&["target", "apply", "--api", &api.url, bad.to_str().unwrap()]).await?;
+        assert_eq!(code, Some(2));
+        assert!(err.contains("hosts[1].region: \"eu-wset\" is not one of the target's regions"), "{err}");
+        let (code, out, _) = signalbox(&["target", "show", "--api", &api.url, "payments"]).await?;
+        assert_eq!(code, Some(0));
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&out)?["report_timeout_ms"], 30_000, "the refused file changed nothing");
+        let (_, out, _) = signalbox(&["target", "list", "--api", &api.url]).await?;
+        assert!(out.lines().any(|l| l.starts_with("payments ") && l.contains("0/2")), "{out}");
+        let (code, _, err) = signalbox(&["target", "show", "--api", &api.url, "nowhere"]).await?;
+        assert_eq!(code, Some(2));
+        assert!(err.contains("name: no target \"nowhere\" was declared"), "{err}");
+        api.stop().await
+    });
+}

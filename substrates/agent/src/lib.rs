@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use signalbox_agent::protocol::{Desired, HaltMark, Keys, Observed, Registration, State, TargetSpec};
+use signalbox_agent::protocol::{Desired, HaltMark, Hosts, Keys, Observed, Registration, State, TargetSpec};
 use signalbox_contract::activities::{InstanceChange, InstanceState};
 use signalbox_domain::{Artifact, Digest};
 use signalbox_substrate::{AuditEvent, Error, HealthEndpoint, Kind, Progress, Result, Substrate};
@@ -65,14 +65,6 @@ fn unreadable(key: &str, e: serde_json::Error) -> Error {
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// Every host key of a target read at once: registrations, desired and observed states.
-#[derive(Debug, Default)]
-struct Hosts {
-    registration: BTreeMap<String, Registration>,
-    desired: BTreeMap<String, (Desired, i64)>,
-    observed: BTreeMap<String, Observed>,
 }
 
 impl AgentTarget {
@@ -129,25 +121,7 @@ impl AgentTarget {
     async fn hosts(&self) -> Result<Hosts> {
         let prefix = self.keys.hosts();
         let resp = self.client().await?.get(prefix.as_str(), Some(GetOptions::new().with_prefix())).await.map_err(etcd)?;
-        let mut hosts = Hosts::default();
-        for kv in resp.kvs() {
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
-            let Some((host, what)) = self.keys.parse_host_key(&key) else { continue };
-            let host = host.to_owned();
-            match what {
-                "registration" => {
-                    hosts.registration.insert(host, serde_json::from_slice(kv.value()).map_err(|e| unreadable(&key, e))?);
-                }
-                "desired" => {
-                    hosts.desired.insert(host, (serde_json::from_slice(kv.value()).map_err(|e| unreadable(&key, e))?, kv.mod_revision()));
-                }
-                "observed" => {
-                    hosts.observed.insert(host, serde_json::from_slice(kv.value()).map_err(|e| unreadable(&key, e))?);
-                }
-                _ => {}
-            }
-        }
-        Ok(hosts)
+        Hosts::read(&self.keys, resp.kvs().iter().map(|kv| (kv.key(), kv.value(), kv.mod_revision()))).map_err(|e| Error::Target(e.to_string()))
     }
 
     async fn halted_by(&self) -> Result<Option<HaltMark>> {

@@ -61,7 +61,7 @@ impl AgentWorld {
     /// The target spec naming this world's caches.
     pub fn spec(&self, report_timeout_ms: u64) -> TargetSpec {
         let regions = self.caches.iter().map(|(r, c)| (r.clone(), RegionSpec { cache: format!("http://{}:{}", self.service.address, c.port()) })).collect();
-        TargetSpec { regions, report_timeout_ms }
+        TargetSpec { regions, report_timeout_ms, hosts: Vec::new() }
     }
 
     /// How many times the origin served `digest`, by the region whose cache asked.
