@@ -87,10 +87,43 @@ pub struct ServiceAddress {
     pub address: String,
 }
 
+/// Where each set's owner is recorded (`<tag>` holds its pid), so a set whose process died
+/// without cleaning up (a statically held world, a crash) is swept by the next one.
+const OWNERS: &str = "/run/signalbox-hosts";
+
+fn address_of(tag: u16) -> String {
+    format!("10.{}.254.1", 20 + tag % 200)
+}
+
+/// Removes the namespaces and service addresses of sets whose owning process is gone.
+fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir(OWNERS) else { return };
+    for entry in entries.flatten() {
+        let Some(tag) = entry.file_name().to_str().and_then(|t| u16::from_str_radix(t, 16).ok()) else { continue };
+        let pid = std::fs::read_to_string(entry.path()).ok().and_then(|p| p.trim().parse::<u32>().ok());
+        if pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+            continue;
+        }
+        let _ = ip(&["addr", "del", &format!("{}/32", address_of(tag)), "dev", "lo"]);
+        let prefix = format!("sb-{tag:04x}-");
+        if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if let Some(ns) = line.split_whitespace().next().filter(|ns| ns.starts_with(&prefix)) {
+                    let _ = ip(&["netns", "del", ns]);
+                }
+            }
+        }
+        let _ = std::fs::remove_file(entry.path());
+    }
+}
+
 impl ServiceAddress {
     /// The service address of the set named by `tag`.
     pub fn create(tag: u16) -> Result<Self> {
-        let address = format!("10.{}.254.1", 20 + tag % 200);
+        sweep_stale();
+        std::fs::create_dir_all(OWNERS).context("recording the owner of a host set")?;
+        std::fs::write(format!("{OWNERS}/{tag:04x}"), std::process::id().to_string()).context("recording the owner of a host set")?;
+        let address = address_of(tag);
         let cidr = format!("{address}/32");
         let _ = ip(&["addr", "del", &cidr, "dev", "lo"]);
         ip(&["addr", "add", &cidr, "dev", "lo"])?;

@@ -1,7 +1,9 @@
 //! `signalbox-demo` (run as `signalbox demo`): a whole local signalbox (Temporal dev server with
-//! its UI, the worker, the deploy API, a fleet of real service processes under real load), and
-//! one deploy started through the API and followed batch by batch with the real `signalbox`
-//! CLI, as a user would follow it.
+//! its UI, the worker, the deploy API, hosts running real service processes under real load),
+//! and one deploy started through the API and followed batch by batch with the real `signalbox`
+//! CLI, as a user would follow it. The hosts are agent hosts by default (network namespaces
+//! running `signalbox-agent` against etcd and regional nginx caches, deploying the Python
+//! example bundle); `--hosts local` uses the local process fleet of the demo service.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -13,7 +15,10 @@ use clap::Parser;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use signalbox_devstack::workspace_binary;
 use signalbox_domain::{DeployStatus, Phase};
+use signalbox_domain::Target;
+use signalbox_localstack::agents::{AgentFleet, AgentWorld, hello_bundle};
 use signalbox_localstack::{LoadedFleet, Stack, StackOptions, demo_build, publish, request};
+use signalbox_store::{Home, Record};
 use signalbox_proto::pb;
 use signalbox_proto::pb::deploy_service_client::DeployServiceClient;
 use tokio::signal::unix::{SignalKind, signal};
@@ -25,6 +30,10 @@ const FRONTEND_PORT: u16 = 7233;
 const UI_PORT: u16 = 8233;
 const API_ADDR: &str = "127.0.0.1:50051";
 const SERVICE: &str = "checkout";
+/// The service of the example bundle agent hosts run.
+const BUNDLE_SERVICE: &str = "hello-py";
+/// Regions of the agent hosts, each with its cache.
+const REGIONS: [&str; 2] = ["us-east", "eu-west"];
 const FLEET: &str = "demo";
 /// A directory holding this file was made by the demo, and the next run may wipe it.
 const MARKER: &str = ".signalbox-demo";
@@ -53,12 +62,37 @@ struct Args {
     /// Once the deploy has ended, keep everything running for the Temporal UI until Ctrl-C.
     #[arg(long)]
     keep_running: bool,
+    /// What the hosts are: `agent` (network namespaces running signalbox-agent; needs root) or
+    /// `local` (processes of the demo service on loopback ports).
+    #[arg(long, value_enum, default_value = "agent")]
+    hosts: Hosts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Hosts {
+    Agent,
+    Local,
+}
+
+/// The hosts under load, of either kind.
+enum Fleet {
+    Local(LoadedFleet),
+    Agent(Box<(AgentFleet, AgentWorld)>),
+}
+
+impl Fleet {
+    async fn served_versions(&self) -> Vec<Option<String>> {
+        match self {
+            Self::Local(f) => f.served_versions().await,
+            Self::Agent(a) => a.0.answers().await,
+        }
+    }
 }
 
 /// What runs once the demo is up; stopped in order by [`Running::stop`].
 struct Running {
     stack: Stack,
-    fleet: LoadedFleet,
+    fleet: Fleet,
     stop_api: oneshot::Sender<()>,
     api: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -103,27 +137,66 @@ async fn rollout(args: &Args) -> anyhow::Result<(Running, DeployStatus)> {
     let listener = tokio::net::TcpListener::bind(API_ADDR).await.map_err(|e| taken(API_ADDR, "the deploy API", e))?;
 
     println!("signalbox demo in {}", dir.display());
-    let stack = Stack::start(StackOptions { port: Some(FRONTEND_PORT), ui_port: Some(UI_PORT), ..StackOptions::in_dir(&dir) }).await?;
+    let hosts = if args.hosts == Hosts::Agent && !running_as_root() {
+        println!("  (agent hosts are network namespaces, which need root: using the local process fleet; --hosts local says so)");
+        Hosts::Local
+    } else {
+        args.hosts
+    };
+    // The agent world first: the worker must know its etcd. The home is the one the stack makes.
+    let world = match hosts {
+        Hosts::Agent => Some(AgentWorld::start(&dir.join("world"), &Home::new(dir.join("home")), &REGIONS).await?),
+        Hosts::Local => None,
+    };
+    let mut options = StackOptions { port: Some(FRONTEND_PORT), ui_port: Some(UI_PORT), ..StackOptions::in_dir(&dir) };
+    let etcd = world.as_ref().map_or_else(|| "http://127.0.0.1:2379".to_owned(), |w| w.etcd.url());
+    options.worker_env.push(("SIGNALBOX_ETCD".into(), etcd.clone()));
+    let stack = Stack::start(options).await?;
     println!("  temporal  {} (UI http://localhost:{UI_PORT}), worker on task queue {}", stack.server.address(), stack.options.task_queue);
     let artifacts = signalbox_api::artifacts::Artifacts::new(stack.home.store()?, signalbox_api::artifacts::DEFAULT_MAX_ARTIFACT_BYTES);
     let (stop_api, stopped) = oneshot::channel::<()>();
-    let api = tokio::spawn(signalbox_api::grpc::serve(listener, stack.deploys().await?, artifacts, signalbox_api::targets::Targets::new(vec!["http://127.0.0.1:2379".into()]), async {
+    let api = tokio::spawn(signalbox_api::grpc::serve(listener, stack.deploys().await?, artifacts, signalbox_api::targets::Targets::new(vec![etcd]), async {
         let _ = stopped.await;
     }));
     println!("  api       grpc://{API_ADDR}");
 
     let (error_rate, kind) = if args.bad { (0.30, "bad: 30% errors") } else { (0.002, "good: 0.2% errors") };
-    let base = publish(&stack.home, demo_build(SERVICE, "1.0.0", 0.002, 5)).await?;
-    let target = publish(&stack.home, demo_build(SERVICE, "1.1.0", error_rate, 5)).await?;
-    println!("  builds    {SERVICE} {} {} (0.2% errors), {} {} ({kind})", base.version, base.digest.short(), target.version, target.digest.short());
-    let fleet = LoadedFleet::start(&stack.home, FLEET, args.instances, base.clone(), args.rps, &dir).await?;
-    println!("  fleet     {FLEET}: {} instances on {} under {} req/s", args.instances, base.version, args.rps);
+    let (service, fleet, target, req_target) = match world {
+        Some(world) => {
+            let store = stack.home.store()?;
+            let push = |version: &str, error_rate: f64| {
+                let store = store.clone();
+                let version = version.to_owned();
+                async move {
+                    let bytes = hello_bundle(&version, error_rate, 0)?;
+                    let (digest, record, _) = store.push(bytes, Record::new(BUNDLE_SERVICE, version.clone(), "0a1b2c3d")).await?;
+                    anyhow::Ok(signalbox_domain::Artifact { digest, git_sha: record.git_sha, version })
+                }
+            };
+            let base = push("1.0.0", 0.002).await?;
+            let target = push("1.1.0", error_rate).await?;
+            println!("  builds    {BUNDLE_SERVICE} (examples/hello-py) {} {} (0.2% errors), {} {} ({kind})", base.version, base.digest.short(), target.version, target.digest.short());
+            println!("  world     etcd {}, origin and caches (nginx) for {}", world.etcd.url(), REGIONS.join(", "));
+            let fleet = AgentFleet::start(&world, &dir.join("hosts"), FLEET, args.instances, &base, args.rps).await?;
+            println!("  hosts     {FLEET}: {} agent hosts (network namespaces) on {} under {} req/s", args.instances, base.version, args.rps);
+            (BUNDLE_SERVICE, Fleet::Agent(Box::new((fleet, world))), target, Target { name: FLEET.into(), kind: "agent".into() })
+        }
+        None => {
+            let base = publish(&stack.home, demo_build(SERVICE, "1.0.0", 0.002, 5)).await?;
+            let target = publish(&stack.home, demo_build(SERVICE, "1.1.0", error_rate, 5)).await?;
+            println!("  builds    {SERVICE} {} {} (0.2% errors), {} {} ({kind})", base.version, base.digest.short(), target.version, target.digest.short());
+            let fleet = LoadedFleet::start(&stack.home, FLEET, args.instances, base.clone(), args.rps, &dir).await?;
+            println!("  fleet     {FLEET}: {} instances on {} under {} req/s", args.instances, base.version, args.rps);
+            (SERVICE, Fleet::Local(fleet), target, Target::local(FLEET))
+        }
+    };
     let running = Running { stack, fleet, stop_api, api };
 
     let mut client = DeployServiceClient::connect(format!("http://{API_ADDR}")).await.context("connecting to the deploy API")?;
-    let req = request(SERVICE, FLEET, target.clone());
+    let mut req = request(service, FLEET, target.clone());
+    req.target = req_target;
     let deploy_id = client.start_deploy(pb::StartDeployRequest::from(req)).await?.into_inner().deploy_id;
-    println!("\ndeploying {SERVICE} {} through the API: {deploy_id}", target.version);
+    println!("\ndeploying {service} {} through the API: {deploy_id}", target.version);
     println!("  watch it in the Temporal UI: {}", ui_link(&running.stack.options.namespace, &deploy_id));
     println!("  and here, with the signalbox CLI: signalbox deploy watch --api http://{API_ADDR} {deploy_id}\n");
     let watched = tokio::process::Command::new(workspace_binary("signalbox")?)
@@ -166,6 +239,12 @@ impl Running {
             eprintln!("stopping the Temporal dev server: {e:#}");
         }
     }
+}
+
+/// Whether this process runs as root (it owns `/proc/self`).
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 /// The deploy's page in the Temporal UI.
