@@ -231,13 +231,13 @@ impl AgentTarget {
 
     async fn audit(&self, deploy_id: &str, action: &str, instances: Vec<String>, detail: String) -> Result<()> {
         let event = AuditEvent { at: now(), deploy_id: deploy_id.to_owned(), substrate: format!("{KIND}/{}", self.keys.target()), action: action.to_owned(), instances, detail };
-        let key = format!("{}{}-{}", self.keys.audit(deploy_id), event.at, uuid_like());
+        let key = format!("{}{}-{}", self.keys.audit(deploy_id), event.at, audit_suffix());
         self.put_json(&key, &event).await
     }
 }
 
 /// A suffix that keeps two audit events of the same millisecond apart.
-fn uuid_like() -> String {
+fn audit_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))

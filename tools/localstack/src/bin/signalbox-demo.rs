@@ -76,7 +76,7 @@ enum Hosts {
 
 /// The hosts under load, of either kind.
 enum Fleet {
-    Local(LoadedFleet),
+    Local(Box<LoadedFleet>),
     Agent(Box<(AgentFleet, AgentWorld)>),
 }
 
@@ -187,7 +187,7 @@ async fn rollout(args: &Args) -> anyhow::Result<(Running, DeployStatus)> {
             println!("  builds    {SERVICE} {} {} (0.2% errors), {} {} ({kind})", base.version, base.digest.short(), target.version, target.digest.short());
             let fleet = LoadedFleet::start(&stack.home, FLEET, args.instances, base.clone(), args.rps, &dir).await?;
             println!("  fleet     {FLEET}: {} instances on {} under {} req/s", args.instances, base.version, args.rps);
-            (SERVICE, Fleet::Local(fleet), target, Target::local(FLEET))
+            (SERVICE, Fleet::Local(Box::new(fleet)), target, Target::local(FLEET))
         }
     };
     let running = Running { stack, fleet, stop_api, api };
