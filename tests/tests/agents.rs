@@ -219,3 +219,58 @@ fn a_target_file_is_applied_with_the_cli_and_a_bad_one_is_refused_naming_the_fie
         api.stop().await
     });
 }
+
+#[test]
+fn a_halted_target_takes_no_step_until_the_halt_is_lifted_but_an_undo_goes_through() {
+    use std::time::Duration;
+
+    use signalbox_agent::protocol::{Desired, Keys, State};
+    use signalbox_devstack::wait_for;
+
+    run(async {
+        let (s, world) = agent_stack().await;
+        let api = GrpcApi::start(s).await?;
+        let dir = tempfile::tempdir()?;
+        let (v1, _) = push_bundle(&api, SERVICE, &pack_hello(dir.path(), "1.0.0", 0.0)?, "1.0.0").await?;
+        let (v2, _) = push_bundle(&api, SERVICE, &pack_hello(dir.path(), "2.0.0", 0.0)?, "2.0.0").await?;
+        let world = world.lock().await;
+        let initial = Artifact { digest: v1.parse()?, git_sha: "0a1b2c3d".into(), version: "1.0.0".into() };
+        let fleet = AgentFleet::start(&world, &s.options.dir.join("frozen"), "frozen", 1, &initial, 0).await?;
+        fleet.substrate.halt("deploy-a", "halted by alice: checking a page").await?;
+        let v2 = Artifact { digest: v2.parse()?, git_sha: "0a1b2c3d".into(), version: "2.0.0".into() };
+        let refused = fleet.substrate.apply("deploy-b", &["h-000".to_owned()], &v2, &|_| {}).await.unwrap_err();
+        assert!(refused.to_string().contains("is halted"), "{refused}");
+
+        // A desired state written past the halt (a write racing it): the agent takes no step.
+        let keys = Keys::new("frozen");
+        let mut etcd = etcd_client::Client::connect([world.etcd.url()], None).await?;
+        let cache = world.spec(60_000).regions[&fleet.hosts[0].region].cache.clone();
+        let desired = Desired { generation: 99, digest: v2.digest.clone(), version: "2.0.0".into(), deploy_id: "deploy-b".into(), source: cache, rollback: false };
+        etcd.put(keys.desired("h-000"), serde_json::to_vec(&desired)?, None).await?;
+        let substrate = fleet.substrate.clone();
+        let halted = wait_for("h-000 to report the halt", Duration::from_secs(30), || {
+            let substrate = substrate.clone();
+            async move { Ok(substrate.observed().await?.remove("h-000").filter(|o| o.generation == 99 && o.state == State::Halted)) }
+        })
+        .await?;
+        assert!(halted.message.contains("halted by alice"), "{}", halted.message);
+        assert_eq!(fleet.answers().await, [Some("1.0.0".to_owned())], "nothing changed while halted");
+
+        // An undo is always allowed, halted or not.
+        let undo = Desired { generation: 100, rollback: true, ..desired.clone() };
+        etcd.put(keys.desired("h-000"), serde_json::to_vec(&undo)?, None).await?;
+        wait_for("the undo to go through the halt", Duration::from_secs(30), || {
+            let substrate = substrate.clone();
+            async move { Ok(substrate.observed().await?.remove("h-000").filter(|o| o.generation == 100 && o.state == State::Ready)) }
+        })
+        .await?;
+        assert_eq!(fleet.answers().await, [Some("2.0.0".to_owned())]);
+        // Only the deploy that froze the target lifts its halt.
+        fleet.substrate.release("deploy-b").await?;
+        assert!(fleet.substrate.apply("deploy-b", &["h-000".to_owned()], &initial, &|_| {}).await.is_err(), "still halted by deploy-a");
+        fleet.substrate.release("deploy-a").await?;
+        fleet.substrate.apply("deploy-b", &["h-000".to_owned()], &initial, &|_| {}).await?;
+        assert_eq!(fleet.answers().await, [Some("1.0.0".to_owned())], "free again once its halt was lifted");
+        api.stop().await
+    });
+}
