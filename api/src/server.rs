@@ -26,10 +26,10 @@ pub struct Options {
     /// Task queue the deploy workflows run on (the workers' queue).
     #[arg(long, env = "SIGNALBOX_TASK_QUEUE", default_value = DEFAULT_TASK_QUEUE)]
     pub task_queue: String,
-    /// Directory of the origin artifact store the workers read (default: `store` under
-    /// `$SIGNALBOX_HOME`).
+    /// The origin artifact store the workers read: `s3://bucket/prefix` (configured by the
+    /// `AWS_*` environment) or a directory (default: `store` under `$SIGNALBOX_HOME`).
     #[arg(long, env = "SIGNALBOX_STORE")]
-    pub store: Option<std::path::PathBuf>,
+    pub store: Option<String>,
     /// etcd endpoints of agent targets, comma-separated (connected on first use).
     #[arg(long, env = "SIGNALBOX_ETCD", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
     pub etcd: Vec<String>,
@@ -43,7 +43,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let client = signalbox_client::connect().await?;
     let deploys = Deploys::new(client, options.task_queue.clone());
     let store = match &options.store {
-        Some(dir) => ArtifactStore::local(dir),
+        Some(location) => ArtifactStore::open(location, std::iter::empty::<(&str, String)>()),
         None => Home::from_env().store(),
     }
     .context("opening the origin artifact store")?;

@@ -8,6 +8,7 @@ SIGNALBOX_CACHE="${SIGNALBOX_CACHE:-$HOME/.cache/signalbox}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SIGNALBOX_CACHE/target}"
 export SIGNALBOX_TEMPORAL_BIN="${SIGNALBOX_TEMPORAL_BIN:-$SIGNALBOX_CACHE/bin/temporal}"
 export SIGNALBOX_ETCD_BIN="${SIGNALBOX_ETCD_BIN:-$SIGNALBOX_CACHE/bin/etcd-3.6.16}"
+export SIGNALBOX_FAKES3_BIN="${SIGNALBOX_FAKES3_BIN:-$SIGNALBOX_CACHE/bin/fakes3-1.2.0}"
 # v1.5.1 is the newest tag `go install` accepts; later tags carry a replace directive.
 TEMPORAL_CLI_VERSION="v1.5.1"
 
@@ -72,6 +73,19 @@ ensure_etcd() {
     (cd tools/etcd && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o "$SIGNALBOX_ETCD_BIN" .)
 }
 
+# An S3-compatible server for the store's S3 backend tests: gofakes3 1.2.0 over memory
+# (tools/s3), built from the Go module proxy.
+ensure_fakes3() {
+    if [ -x "$SIGNALBOX_FAKES3_BIN" ]; then
+        return
+    fi
+    command -v go >/dev/null || { echo "Go is needed to build the S3 test server (go build)" >&2; exit 1; }
+    say "building an S3-compatible test server (gofakes3) from the Go module proxy (once)"
+    go_without_sumdb_if_unreachable
+    mkdir -p "$(dirname "$SIGNALBOX_FAKES3_BIN")"
+    (cd tools/s3 && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o "$SIGNALBOX_FAKES3_BIN" .)
+}
+
 ensure_rust() {
     command -v cargo >/dev/null || { echo "Rust (cargo) is needed: https://rustup.rs" >&2; exit 1; }
 }
@@ -81,6 +95,7 @@ ensure_all() {
     ensure_debian_packages
     ensure_temporal_cli
     ensure_etcd
+    ensure_fakes3
 }
 
 build_all() {

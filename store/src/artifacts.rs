@@ -36,6 +36,24 @@ impl ArtifactStore {
         Ok(Self { inner: Arc::new(fs) })
     }
 
+    /// The store at `location`: `s3://bucket[/prefix]` for an S3-compatible bucket (configured
+    /// by the `AWS_*` environment, e.g. `AWS_ENDPOINT`, `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`, then by `options`, as
+    /// `(aws_endpoint, ...)` pairs), else a local directory (`file://` optional).
+    pub fn open<K: AsRef<str>, V: Into<String>>(location: &str, options: impl IntoIterator<Item = (K, V)>) -> Result<Self> {
+        let Some(rest) = location.strip_prefix("s3://") else {
+            return Self::local(Path::new(location.strip_prefix("file://").unwrap_or(location)));
+        };
+        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_url(location);
+        for (key, value) in options {
+            let key = key.as_ref().parse().map_err(Error::Backend)?;
+            builder = builder.with_config(key, value);
+        }
+        let bucket = builder.build().map_err(Error::Backend)?;
+        let prefix = rest.split_once('/').map_or("", |(_, p)| p.trim_matches('/'));
+        Ok(if prefix.is_empty() { Self::new(Arc::new(bucket)) } else { Self::new(Arc::new(object_store::prefix::PrefixStore::new(bucket, prefix))) })
+    }
+
     /// A store over any object store (a bucket, in production).
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
         Self { inner }

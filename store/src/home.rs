@@ -10,6 +10,9 @@
 //!   fleets/<fleet>/instances/<id>/      releases/<hex>/artifact.json, current, previous
 //!   audit.jsonl                         every change to the world, by deploy
 //! ```
+//!
+//! The origin store may live elsewhere: `$SIGNALBOX_STORE` (an `s3://bucket/prefix` or a
+//! directory) replaces `store/`.
 
 use std::path::{Path, PathBuf};
 
@@ -19,17 +22,29 @@ use crate::{ArtifactStore, Result};
 #[derive(Debug, Clone)]
 pub struct Home {
     root: PathBuf,
+    origin: Option<String>,
 }
 
 impl Home {
     /// The home at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self { root: root.into(), origin: None }
     }
 
-    /// The home named by `$SIGNALBOX_HOME`, else `.signalbox` in the working directory.
+    /// The home named by `$SIGNALBOX_HOME`, else `.signalbox` in the working directory, with the
+    /// origin store `$SIGNALBOX_STORE` names if set.
     pub fn from_env() -> Self {
-        Self::new(std::env::var_os("SIGNALBOX_HOME").map_or_else(|| PathBuf::from(".signalbox"), PathBuf::from))
+        let home = Self::new(std::env::var_os("SIGNALBOX_HOME").map_or_else(|| PathBuf::from(".signalbox"), PathBuf::from));
+        match std::env::var("SIGNALBOX_STORE") {
+            Ok(origin) if !origin.is_empty() => home.with_origin(origin),
+            _ => home,
+        }
+    }
+
+    /// This home with its origin store at `location` (see [`ArtifactStore::open`]).
+    pub fn with_origin(mut self, location: impl Into<String>) -> Self {
+        self.origin = Some(location.into());
+        self
     }
 
     /// Root directory.
@@ -37,9 +52,12 @@ impl Home {
         &self.root
     }
 
-    /// The artifact store.
+    /// The origin artifact store: the configured one, else `store/` under the home.
     pub fn store(&self) -> Result<ArtifactStore> {
-        ArtifactStore::local(&self.root.join("store"))
+        match &self.origin {
+            Some(location) => ArtifactStore::open(location, std::iter::empty::<(&str, String)>()),
+            None => ArtifactStore::local(&self.root.join("store")),
+        }
     }
 
     /// The cache of one region.

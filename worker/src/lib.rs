@@ -24,6 +24,10 @@ pub struct Options {
     /// Signalbox home: artifact store, regional caches, local fleets, audit log.
     #[arg(long, env = "SIGNALBOX_HOME", default_value = ".signalbox")]
     pub home: PathBuf,
+    /// The origin artifact store: `s3://bucket/prefix` (configured by the `AWS_*` environment)
+    /// or a directory; by default `store` under the home.
+    #[arg(long, env = "SIGNALBOX_STORE")]
+    pub store: Option<String>,
     /// etcd endpoints of agent targets, comma-separated (connected on first use).
     #[arg(long, env = "SIGNALBOX_ETCD", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
     pub etcd: Vec<String>,
@@ -41,7 +45,10 @@ pub fn substrates(home: &Home, etcd: &[String]) -> Registry {
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let runtime = Runtime::from_current_tokio(Default::default())?;
     let client = signalbox_client::connect().await?;
-    let home = Home::new(options.home.clone());
+    let home = match &options.store {
+        Some(origin) => Home::new(options.home.clone()).with_origin(origin.clone()),
+        None => Home::new(options.home.clone()),
+    };
     let worker_options = WorkerOptions::new(options.task_queue.clone())
         .register_workflow::<DeployWorkflow>()?
         .register_workflow::<LaneWorkflow>()?

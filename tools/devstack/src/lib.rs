@@ -20,6 +20,7 @@ pub mod netns;
 pub mod nginx;
 mod process;
 pub mod prometheus;
+pub mod s3;
 mod sys;
 mod temporal;
 mod wait;
