@@ -211,10 +211,13 @@ impl Drop for AgentFleet {
 }
 
 /// The example service `examples/hello-py` as an uncompressed bundle of `version` whose requests
-/// fail at `error_rate`, carrying `payload` extra bytes (a stand-in for a real build's weight).
-pub fn hello_bundle(version: &str, error_rate: f64, payload: usize) -> anyhow::Result<Vec<u8>> {
+/// fail at `error_rate`, carrying `payload` extra bytes (a stand-in for a real build's weight),
+/// allowed `ready_ms` to become ready.
+pub fn hello_bundle(version: &str, error_rate: f64, payload: usize, ready_ms: u64) -> anyhow::Result<Vec<u8>> {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-py");
-    let manifest = std::fs::read_to_string(example.join("signalbox.json"))?.replace(r#""HELLO_ERROR_RATE": "0""#, &format!(r#""HELLO_ERROR_RATE": "{error_rate}""#));
+    let manifest = std::fs::read_to_string(example.join("signalbox.json"))?
+        .replace(r#""HELLO_ERROR_RATE": "0""#, &format!(r#""HELLO_ERROR_RATE": "{error_rate}""#))
+        .replace(r#""timeout_ms": 20000"#, &format!(r#""timeout_ms": {ready_ms}"#));
     // Bytes that do not compress and differ per version, as two builds' binaries would.
     let mut state = version.bytes().fold(0x9e37_79b9_7f4a_7c15_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     let filler: Vec<u8> = (0..payload)

@@ -168,7 +168,7 @@ async fn rollout(args: &Args) -> anyhow::Result<(Running, DeployStatus)> {
                 let store = store.clone();
                 let version = version.to_owned();
                 async move {
-                    let bytes = hello_bundle(&version, error_rate, 0)?;
+                    let bytes = hello_bundle(&version, error_rate, 0, 20_000)?;
                     let (digest, record, _) = store.push(bytes, Record::new(BUNDLE_SERVICE, version.clone(), "0a1b2c3d")).await?;
                     anyhow::Ok(signalbox_domain::Artifact { digest, git_sha: record.git_sha, version })
                 }
