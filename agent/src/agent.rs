@@ -46,7 +46,7 @@ pub struct Options {
     #[arg(long)]
     pub dir: PathBuf,
     /// Seconds the registration outlives a silent agent.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub lease_ttl_s: i64,
 }
 
@@ -181,8 +181,11 @@ impl Agent {
         for _ in 0..PULL_ATTEMPTS {
             match self.fetch(&url, &want.digest).await {
                 Ok(bytes) => {
-                    self.inst.install_release(&want.digest, &bytes, &want.version)?;
-                    info!(digest = %want.digest, bytes = bytes.len(), "pulled");
+                    // Unpacking is disk work: off the async threads, so the lease keeps being
+                    // refreshed however long a big build takes to write.
+                    let (inst, digest, version, size) = (self.inst.clone(), want.digest.clone(), want.version.clone(), bytes.len());
+                    tokio::task::spawn_blocking(move || inst.install_release(&digest, &bytes, &version)).await.context("unpacking")??;
+                    info!(digest = %want.digest, bytes = size, "pulled");
                     return Ok(());
                 }
                 Err(e) => last = Some(e),
@@ -195,7 +198,11 @@ impl Agent {
     async fn fetch(&self, url: &str, digest: &Digest) -> anyhow::Result<Vec<u8>> {
         let resp = self.http.get(url).send().await?.error_for_status()?;
         let bytes = resp.bytes().await?.to_vec();
-        let actual = Digest::from_sha256_bytes(&Sha256::digest(&bytes).into());
+        let (bytes, actual) = tokio::task::spawn_blocking(move || {
+            let actual = Digest::from_sha256_bytes(&Sha256::digest(&bytes).into());
+            (bytes, actual)
+        })
+        .await?;
         if &actual != digest {
             bail!("the bytes hash to {actual}, not {digest}");
         }

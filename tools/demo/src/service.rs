@@ -35,8 +35,10 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_millis(1500);
 pub struct Options {
     /// Instance directory; the artifact is read from `<dir>/current/artifact.json`.
     pub instance_dir: PathBuf,
-    /// Port on 127.0.0.1 to listen on (0: any free port).
+    /// Port to listen on (0: any free port).
     pub port: u16,
+    /// Address to listen on; `None` is 127.0.0.1.
+    pub address: Option<Ipv4Addr>,
     /// Instance id reported in `/ready`, metrics and logs; defaults to the instance
     /// directory's name.
     pub instance_id: Option<String>,
@@ -86,7 +88,7 @@ impl Service {
         let loaded = Loaded::from_path(options.instance_dir.join(ARTIFACT_PATH))?;
         // A slow-starting build: the port stays closed (not ready) while it warms up.
         tokio::time::sleep(Duration::from_millis(loaded.artifact.startup_delay_ms)).await;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, options.port));
+        let addr = SocketAddr::from((options.address.unwrap_or(Ipv4Addr::LOCALHOST), options.port));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|error| Error::Bind { addr, error })?;

@@ -179,10 +179,15 @@ impl AgentFleet {
     /// What every host's service answers on `/` (its `version` field), asked over HTTP; `None`
     /// for no answer.
     pub async fn answers(&self) -> Vec<Option<String>> {
+        self.answers_on("/").await
+    }
+
+    /// The `version` field every host's service answers on `path`.
+    pub async fn answers_on(&self, path: &str) -> Vec<Option<String>> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("a plain client builds");
         let mut out = Vec::with_capacity(self.hosts.len());
         for h in &self.hosts {
-            let url = format!("http://{}:{SERVICE_PORT}/", h.net.address);
+            let url = format!("http://{}:{SERVICE_PORT}{path}", h.net.address);
             let version = match http.get(url).send().await {
                 Ok(r) => r.json::<serde_json::Value>().await.ok().and_then(|v| v["version"].as_str().map(str::to_owned)),
                 Err(_) => None,
@@ -210,30 +215,42 @@ impl Drop for AgentFleet {
     }
 }
 
-/// The example service `examples/hello-py` as an uncompressed bundle of `version` whose requests
-/// fail at `error_rate`, carrying `payload` extra bytes (a stand-in for a real build's weight),
-/// allowed `ready_ms` to become ready.
-pub fn hello_bundle(version: &str, error_rate: f64, payload: usize, ready_ms: u64) -> anyhow::Result<Vec<u8>> {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-py");
-    let manifest = std::fs::read_to_string(example.join("signalbox.json"))?
-        .replace(r#""HELLO_ERROR_RATE": "0""#, &format!(r#""HELLO_ERROR_RATE": "{error_rate}""#))
-        .replace(r#""timeout_ms": 20000"#, &format!(r#""timeout_ms": {ready_ms}"#));
-    // Bytes that do not compress and differ per version, as two builds' binaries would.
+/// The demo service as a bundle: its binary, the build it serves (`artifact.json`, as the
+/// local fleet gives it) and `payload` extra bytes; ready when `/ready` answers. It starts in
+/// milliseconds, so a benchmark of many hosts measures the hosts' machinery, not a runtime's
+/// start-up.
+pub fn demo_bundle(service: &str, version: &str, payload: usize, ready_ms: u64) -> anyhow::Result<Vec<u8>> {
+    let manifest = json!({
+        "start": {
+            "command": "./signalbox-demo-service",
+            "args": ["--instance-dir", "${INSTANCE_DIR}", "--port", "${PORT}", "--address", "${ADDRESS}", "--instance-id", "${INSTANCE_ID}"],
+        },
+        "ready": {"http": "/ready", "timeout_ms": ready_ms},
+        "drain": {"signal": "TERM", "grace_ms": 5000},
+    });
+    let files: Vec<(&str, Vec<u8>, u32)> = vec![
+        ("signalbox.json", manifest.to_string().into_bytes(), 0o644),
+        ("signalbox-demo-service", std::fs::read(workspace_binary("signalbox-demo-service")?)?, 0o755),
+        ("artifact.json", crate::demo_build(service, version, 0.002, 5), 0o644),
+        ("payload.bin", filler(version, payload), 0o644),
+    ];
+    tarball(files)
+}
+
+/// Bytes that do not compress and differ per version, as two builds' binaries would.
+fn filler(version: &str, len: usize) -> Vec<u8> {
     let mut state = version.bytes().fold(0x9e37_79b9_7f4a_7c15_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    let filler: Vec<u8> = (0..payload)
+    (0..len)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
             state as u8
         })
-        .collect();
-    let files: [(&str, Vec<u8>, u32); 4] = [
-        ("signalbox.json", manifest.into_bytes(), 0o644),
-        ("server.py", std::fs::read(example.join("server.py"))?, 0o755),
-        ("VERSION", format!("{version}\n").into_bytes(), 0o644),
-        ("payload.bin", filler, 0o644),
-    ];
+        .collect()
+}
+
+fn tarball(files: Vec<(&str, Vec<u8>, u32)>) -> anyhow::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
     for (name, data, mode) in files {
         let mut header = tar::Header::new_gnu();
@@ -243,4 +260,21 @@ pub fn hello_bundle(version: &str, error_rate: f64, payload: usize, ready_ms: u6
         tar.append_data(&mut header, name, data.as_slice())?;
     }
     Ok(tar.into_inner()?)
+}
+
+/// The example service `examples/hello-py` as an uncompressed bundle of `version` whose requests
+/// fail at `error_rate`, carrying `payload` extra bytes (a stand-in for a real build's weight),
+/// allowed `ready_ms` to become ready.
+pub fn hello_bundle(version: &str, error_rate: f64, payload: usize, ready_ms: u64) -> anyhow::Result<Vec<u8>> {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-py");
+    let manifest = std::fs::read_to_string(example.join("signalbox.json"))?
+        .replace(r#""HELLO_ERROR_RATE": "0""#, &format!(r#""HELLO_ERROR_RATE": "{error_rate}""#))
+        .replace(r#""timeout_ms": 20000"#, &format!(r#""timeout_ms": {ready_ms}"#));
+    let files = vec![
+        ("signalbox.json", manifest.into_bytes(), 0o644),
+        ("server.py", std::fs::read(example.join("server.py"))?, 0o755),
+        ("VERSION", format!("{version}\n").into_bytes(), 0o644),
+        ("payload.bin", filler(version, payload), 0o644),
+    ];
+    tarball(files)
 }

@@ -18,9 +18,12 @@ struct Cli {
     /// Instance directory; the artifact is `<DIR>/current/artifact.json`.
     #[arg(long, value_name = "DIR")]
     instance_dir: PathBuf,
-    /// Port to listen on, on 127.0.0.1.
+    /// Port to listen on.
     #[arg(long)]
     port: u16,
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long)]
+    address: Option<std::net::Ipv4Addr>,
     /// Instance id for /ready, metrics and logs [default: the instance directory's name].
     #[arg(long, value_name = "ID")]
     instance_id: Option<String>,
@@ -47,6 +50,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let service = Service::bind(Options {
         instance_dir: cli.instance_dir,
         port: cli.port,
+        address: cli.address,
         instance_id: cli.instance_id,
     })
     .await?;
