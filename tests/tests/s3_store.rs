@@ -2,14 +2,14 @@
 //! are checked and recorded, listed and read back verified, and a region's cache fills from it,
 //! exactly as on the local directory.
 
-use signalbox_devstack::s3::FakeS3;
+use signalbox_devstack::s3::S3Server;
 use signalbox_store::{ArtifactStore, Format, Record, digest_of};
 
 #[test]
 fn the_origin_store_on_s3_takes_pushes_lists_them_and_fills_a_cache() {
     signalbox_tests::run(async {
         let dir = tempfile::tempdir()?;
-        let s3 = FakeS3::start(dir.path(), "builds").await?;
+        let s3 = S3Server::start(dir.path(), "builds").await?;
         let store = ArtifactStore::open("s3://builds/origin", s3.options())?;
         let bundle = std::fs::read(signalbox_tests::pack_hello(dir.path(), "1.0.0", 0.0)?)?;
         let mut record = Record::new("hello-py", "1.0.0", "0a1b2c3d");

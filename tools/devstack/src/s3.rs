@@ -24,14 +24,14 @@ pub fn fakes3_binary() -> Result<PathBuf> {
 
 /// An S3 endpoint we own, with one bucket.
 #[derive(Debug)]
-pub struct FakeS3 {
+pub struct S3Server {
     _process: ManagedProcess,
     port: u16,
     /// The bucket it serves.
     pub bucket: String,
 }
 
-impl FakeS3 {
+impl S3Server {
     /// Starts it with `bucket`, logging into `dir`.
     pub async fn start(dir: &Path, bucket: &str) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
