@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use etcd_client::{Client, ConnectOptions, PutOptions, WatchOptions};
+use etcd_client::{Client, PutOptions, WatchOptions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
@@ -112,8 +112,7 @@ impl Agent {
     /// every change of the host's keys or the halt key.
     async fn session(&self) -> anyhow::Result<()> {
         let o = &self.options;
-        let connect = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)).with_timeout(Duration::from_secs(5));
-        let mut client = Client::connect(&o.etcd, Some(connect)).await.context("connecting to etcd")?;
+        let mut client = crate::connect_etcd(&o.etcd).await.context("connecting to etcd")?;
         let lease = client.lease_grant(o.lease_ttl_s, None).await.context("granting a lease")?.id();
         let registration = Registration { host: o.host.clone(), region: o.region.clone(), address: o.address.clone(), port: o.port, started_at: self.started_at.clone() };
         put_json(&mut client, &self.keys.registration(&o.host), &registration, Some(PutOptions::new().with_lease(lease))).await?;

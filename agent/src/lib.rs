@@ -16,3 +16,10 @@
 
 pub mod agent;
 pub mod protocol;
+
+/// A client of the etcd at `endpoints`, with the timeouts every signalbox component uses: two
+/// seconds to connect, five per request.
+pub async fn connect_etcd(endpoints: &[String]) -> Result<etcd_client::Client, etcd_client::Error> {
+    let options = etcd_client::ConnectOptions::new().with_connect_timeout(std::time::Duration::from_secs(2)).with_timeout(std::time::Duration::from_secs(5));
+    etcd_client::Client::connect(endpoints, Some(options)).await
+}

@@ -1,9 +1,7 @@
 //! The `signalbox.v1.TargetService` gRPC server: target files applied to etcd, where the agent
 //! substrate and the agents read them; host states read back from the agents' reports.
 
-use std::time::Duration;
-
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Client, GetOptions};
 use signalbox_agent::protocol::{Hosts, Keys, ROOT, State, TargetFile, TargetSpec};
 use signalbox_proto::pb;
 use signalbox_proto::pb::target_service_server::TargetService;
@@ -27,10 +25,7 @@ impl Targets {
     async fn client(&self) -> Result<Client, Status> {
         let client = self
             .client
-            .get_or_try_init(|| async {
-                let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)).with_timeout(Duration::from_secs(5));
-                Client::connect(&self.endpoints, Some(options)).await
-            })
+            .get_or_try_init(|| signalbox_agent::connect_etcd(&self.endpoints))
             .await
             .map_err(unavailable)?;
         Ok(client.clone())

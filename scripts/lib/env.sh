@@ -60,30 +60,28 @@ go_without_sumdb_if_unreachable() {
     fi
 }
 
-# etcd 3.6 (the agents' key-value store), built from the Go module proxy as a tiny main calling
-# etcdmain.Main (tools/etcd); Debian's etcd 3.4 lacks what current clients expect.
-ensure_etcd() {
-    if [ -x "$SIGNALBOX_ETCD_BIN" ]; then
+# Builds the Go program of tools/$1 into $2 from the Go module proxy, once; $3 says what it is.
+ensure_go_tool() {
+    local dir=$1 bin=$2 what=$3
+    if [ -x "$bin" ]; then
         return
     fi
-    command -v go >/dev/null || { echo "Go is needed to build etcd (go build)" >&2; exit 1; }
-    say "building etcd 3.6.16 from the Go module proxy (a minute or two, once)"
+    command -v go >/dev/null || { echo "Go is needed to build $what (go build)" >&2; exit 1; }
+    say "building $what from the Go module proxy (once)"
     go_without_sumdb_if_unreachable
-    mkdir -p "$(dirname "$SIGNALBOX_ETCD_BIN")"
-    (cd tools/etcd && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o "$SIGNALBOX_ETCD_BIN" .)
+    mkdir -p "$(dirname "$bin")"
+    (cd "tools/$dir" && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o "$bin" .)
 }
 
-# An S3-compatible server for the store's S3 backend tests: gofakes3 1.2.0 over memory
-# (tools/s3), built from the Go module proxy.
+# etcd 3.6 (the agents' key-value store), a main calling etcdmain.Main; Debian's etcd 3.4
+# lacks what current clients expect.
+ensure_etcd() {
+    ensure_go_tool etcd "$SIGNALBOX_ETCD_BIN" "etcd 3.6.16"
+}
+
+# An S3-compatible server for the store's S3 backend tests: gofakes3 1.2.0 over memory.
 ensure_fakes3() {
-    if [ -x "$SIGNALBOX_FAKES3_BIN" ]; then
-        return
-    fi
-    command -v go >/dev/null || { echo "Go is needed to build the S3 test server (go build)" >&2; exit 1; }
-    say "building an S3-compatible test server (gofakes3) from the Go module proxy (once)"
-    go_without_sumdb_if_unreachable
-    mkdir -p "$(dirname "$SIGNALBOX_FAKES3_BIN")"
-    (cd tools/s3 && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o "$SIGNALBOX_FAKES3_BIN" .)
+    ensure_go_tool s3 "$SIGNALBOX_FAKES3_BIN" "an S3-compatible test server (gofakes3)"
 }
 
 ensure_rust() {

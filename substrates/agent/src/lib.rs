@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use signalbox_agent::protocol::{Desired, HaltMark, Hosts, Keys, Observed, Registration, State, TargetSpec};
@@ -76,10 +76,7 @@ impl AgentTarget {
     async fn client(&self) -> Result<Client> {
         let client = self
             .client
-            .get_or_try_init(|| async {
-                let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)).with_timeout(Duration::from_secs(5));
-                Client::connect(&self.endpoints, Some(options)).await
-            })
+            .get_or_try_init(|| signalbox_agent::connect_etcd(&self.endpoints))
             .await
             .map_err(etcd)?;
         Ok(client.clone())
