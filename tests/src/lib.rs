@@ -150,30 +150,13 @@ pub async fn signalbox(args: &[&str]) -> anyhow::Result<(Option<i32>, String, St
     Ok((out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned()))
 }
 
-/// The example bundle's directory in the checkout.
-pub fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello-py")
-}
-
 /// The example `examples/hello-py` packed as a `.tar.gz` of `version` whose requests fail at `error_rate`.
 pub fn pack_hello(dir: &Path, version: &str, error_rate: f64) -> anyhow::Result<PathBuf> {
-    let manifest = std::fs::read_to_string(example().join("signalbox.json"))?.replace(r#""HELLO_ERROR_RATE": "0""#, &format!(r#""HELLO_ERROR_RATE": "{error_rate}""#));
-    let files: [(&str, Vec<u8>, u32); 3] = [
-        ("signalbox.json", manifest.into_bytes(), 0o644),
-        ("server.py", std::fs::read(example().join("server.py"))?, 0o755),
-        ("VERSION", format!("{version}\n").into_bytes(), 0o644),
-    ];
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    let mut tar = tar::Builder::new(gz);
-    for (name, data, mode) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(mode);
-        header.set_cksum();
-        tar.append_data(&mut header, name, data.as_slice())?;
-    }
+    // The harness's own uncompressed bundle, gzipped: pushes take both.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &signalbox_localstack::agents::hello_bundle(version, error_rate, 0, 20_000)?)?;
     let path = dir.join(format!("hello-py-{version}.tar.gz"));
-    std::fs::write(&path, tar.into_inner()?.finish()?)?;
+    std::fs::write(&path, gz.finish()?)?;
     Ok(path)
 }
 
