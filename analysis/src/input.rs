@@ -45,6 +45,11 @@ pub struct Baseline {
     /// paired detector with `per_request` takes the A/A period's noise relative to them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub traffic: Vec<u64>,
+    /// Requests the stable group served over each baseline reading, one per value; optional.
+    /// With `traffic` and `canary`, the A/A period of a metric with a rate, quantile or count
+    /// `kind` shows how far its noise departs from the requests' model (see [`crate::Kind`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stable_traffic: Vec<u64>,
 }
 
 impl Baseline {
@@ -58,6 +63,11 @@ impl Baseline {
                 "one per baseline value, read at the same time",
             ),
             ("traffic", self.traffic.len(), "one per baseline value"),
+            (
+                "stable_traffic",
+                self.stable_traffic.len(),
+                "one per baseline value",
+            ),
         ]
         .into_iter()
         .find(|(_, len, _)| *len > 0 && *len != self.values.len())
@@ -74,6 +84,11 @@ pub struct Sample {
     /// measured, which skips the low-traffic check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<u64>,
+    /// Requests the stable group served during the sample. With `traffic`, a metric with a
+    /// rate, quantile or count `kind` is judged from the requests behind each group's reading,
+    /// whatever the groups' sizes (see [`crate::Kind`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_traffic: Option<u64>,
     /// The canary's reading of each policy metric, in the policy's order.
     pub canary: Vec<Observation>,
     /// The stable (baseline) version's reading of each metric at the same time, in the
@@ -95,6 +110,9 @@ pub struct AnalysisInput {
     /// Canary requests per sample, parallel to `timestamps`. Optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<Vec<u64>>,
+    /// Stable-group requests per sample, parallel to `timestamps`. Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_traffic: Option<Vec<u64>>,
     /// Data for each policy metric, in any order.
     pub metrics: Vec<MetricData>,
 }
@@ -145,6 +163,14 @@ impl AnalysisInput {
         {
             return Err(invalid(
                 "traffic",
+                format!("has {} entries, timestamps has {n}", traffic.len()),
+            ));
+        }
+        if let Some(traffic) = &self.stable_traffic
+            && traffic.len() != n
+        {
+            return Err(invalid(
+                "stable_traffic",
                 format!("has {} entries, timestamps has {n}", traffic.len()),
             ));
         }

@@ -22,12 +22,14 @@ pub fn judge(input: &AnalysisInput) -> Result<Verdict> {
     let mut sample = Sample {
         at: 0,
         traffic: None,
+        stable_traffic: None,
         canary: Vec::with_capacity(data.len()),
         stable: Vec::new(),
     };
     for (i, at) in input.timestamps.iter().enumerate() {
         sample.at = *at;
         sample.traffic = input.traffic.as_ref().map(|t| t[i]);
+        sample.stable_traffic = input.stable_traffic.as_ref().map(|t| t[i]);
         sample.canary.clear();
         sample
             .canary
@@ -147,7 +149,7 @@ impl Evaluator {
         // with the baseline as of the same time. They are real traffic even when the canary's
         // is low.
         for watch in &mut self.watches {
-            watch.start_sample(sample.traffic);
+            watch.start_sample(sample.traffic, sample.stable_traffic);
         }
         for ((watch, metric), reading) in self
             .watches
@@ -257,13 +259,16 @@ impl Evaluator {
                 group: w.group,
                 group_weight: w.group_weight,
                 weight: m.weight,
-                passed: matches!(c.status, Status::Pass | Status::High | Status::Low)
-                    .then_some(c.status == Status::Pass),
+                passed: (!m.advisory
+                    && matches!(c.status, Status::Pass | Status::High | Status::Low))
+                .then_some(c.status == Status::Pass),
             });
         let score = score(votes, self.groups);
         let thresholds = &self.policy.score;
         let any = |s: Status| checks.iter().any(|c| c.status == s);
-        let judgement = if checks.iter().any(|c| c.status.is_bad() && c.critical)
+        let judgement = if checks
+            .iter()
+            .any(|c| c.status.is_bad() && (c.critical || c.large || c.cumulative))
             || score.is_some_and(|s| s < thresholds.marginal)
         {
             Judgement::Fail

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::detectors::{Comparison, Paired, Seasonal, StaticThreshold, ZScore};
 use crate::error::{Result, check, invalid};
+use crate::kind::Kind;
 
 /// Which direction of change is a regression.
 ///
@@ -124,9 +125,24 @@ pub struct Metric {
     /// Weight within its group. Default 1.
     #[serde(default = "one")]
     pub weight: f64,
+    /// What the metric measures (`rate`, `quantile`, `count` or `gauge`), which sets how its
+    /// sampling noise is modelled (see [`Kind`]). With a rate, quantile or count kind and both
+    /// groups' request counts in the samples, the paired detector judges like with like from
+    /// the requests behind each reading, and the z-score and comparison, which would judge a
+    /// small canary's reading against a large group's spread, stand aside. Default none: the
+    /// noise is estimated from readings only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Kind>,
+    /// For a `quantile` metric, the quantile it reads, in (0, 1). Default 0.99.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantile: Option<f64>,
     /// When true, this metric failing fails the whole sample whatever the score.
     #[serde(default)]
     pub critical: bool,
+    /// When true, the metric is judged and reported but never counts: not in the score, never
+    /// a large effect or a cumulative effect. Cannot be critical.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub advisory: bool,
     /// Static thresholds, absolute and relative to the baseline. Default off.
     #[serde(default)]
     pub thresholds: Option<StaticThreshold>,
@@ -169,7 +185,10 @@ impl Metric {
             direction,
             group: default_group(),
             weight: 1.0,
+            kind: None,
+            quantile: None,
             critical: false,
+            advisory: false,
             thresholds: None,
             zscore: some_default(),
             seasonal: None,
@@ -202,6 +221,26 @@ impl Metric {
             self.weight > 0.0,
             "must be > 0",
         )?;
+        if self.critical && self.advisory {
+            return Err(invalid(
+                format!("{field}.advisory"),
+                "cannot be set on a critical metric (an advisory metric never fails a sample)",
+            ));
+        }
+        if let Some(q) = self.quantile {
+            if self.kind != Some(Kind::Quantile) {
+                return Err(invalid(
+                    format!("{field}.quantile"),
+                    "needs kind `quantile`",
+                ));
+            }
+            check(
+                &format!("{field}.quantile"),
+                q,
+                q > 0.0 && q < 1.0,
+                "must be between 0 and 1 (exclusive)",
+            )?;
+        }
         if self.thresholds.is_none()
             && self.zscore.is_none()
             && self.seasonal.is_none()

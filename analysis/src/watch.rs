@@ -1,12 +1,14 @@
 //! One metric's state through an analysis: its baseline window, seasonal profile and canary
 //! window, the check of each canary reading, and the explanation of the last one.
 
+use crate::detectors::Paired;
 use crate::detectors::paired::{LEVEL_READINGS, Noise, Running, Successive};
 use crate::detectors::rank_sum::{Window, slide};
 use crate::detectors::seasonal::Profile;
 use crate::detectors::static_threshold::breach;
 use crate::detectors::{Detector, Finding, PairedReport, ThresholdReport};
 use crate::input::Baseline;
+use crate::kind::{Kind, Model, Totals};
 use crate::metric::{Metric, Observation, Side};
 use crate::stats::{Bounds, Reference};
 use crate::verdict::{MetricReport, Status};
@@ -24,8 +26,18 @@ pub(crate) struct Watch {
     concurrent: Option<Reference>,
     /// The stable version's reading in the current sample, for the paired detector.
     stable: Option<f64>,
-    /// Canary requests in the current sample, when measured.
+    /// Canary and stable requests in the current sample, when measured.
     requests: Option<u64>,
+    stable_requests: Option<u64>,
+    /// The paired detector's settings with the metric's kind filling what the policy left
+    /// unset.
+    paired: Option<Paired>,
+    /// The noise model of a metric with a rate, quantile or count kind.
+    model: Option<Model>,
+    /// Under the model: the events and requests since the first canary sample, before the
+    /// current sample and with it.
+    totals_before: Totals,
+    totals: Totals,
     /// The paired detector's noise from the A/A period, when the baseline has one.
     aa: Option<Noise>,
     /// Without one, the stable readings in the baseline window that its noise comes from,
@@ -46,6 +58,13 @@ pub(crate) struct Watch {
     errors: u32,
 }
 
+/// What a paired check carries to the next sample: the running sum of differences, or under
+/// the requests' model the summed events.
+enum Progress {
+    Running(Running),
+    Totals(Totals),
+}
+
 /// One metric in one sample: just what the rules need. The numbers behind it are rebuilt
 /// from the same state when a verdict is asked for, so streaming pays for no reports.
 #[derive(Debug, Clone)]
@@ -56,9 +75,12 @@ pub(crate) struct Check {
     pub(crate) critical: bool,
     /// A bad critical metric whose paired difference is decisive: fails the deploy at once.
     pub(crate) decisive: bool,
-    /// A bad critical metric whose mean paired difference crossed the cumulative limit:
-    /// fails the deploy at once.
+    /// A bad critical metric, or one judged from its requests, whose mean paired difference
+    /// crossed the cumulative limit: fails the deploy at once.
     pub(crate) cumulative: bool,
+    /// A bad, non-advisory metric with a paired difference beyond `large_effect`: fails the
+    /// sample.
+    pub(crate) large: bool,
     error: Option<String>,
 }
 
@@ -78,6 +100,7 @@ impl Check {
             critical: false,
             decisive: false,
             cumulative: false,
+            large: false,
             error: None,
         }
     }
@@ -93,8 +116,19 @@ impl Watch {
         group: (usize, f64),
     ) -> Self {
         let reference = Reference::unranked(&baseline.values, window);
-        let aa = metric.paired.as_ref().and_then(|p| {
+        let paired = metric.paired.as_ref().map(|p| p.resolved(metric.kind));
+        let aa = paired.as_ref().and_then(|p| {
             Noise::aa_period(&baseline.values, &baseline.canary, &baseline.traffic, p)
+        });
+        let model = paired.as_ref().and(metric.kind).and_then(|kind| {
+            Model::new(
+                kind,
+                metric.quantile,
+                &baseline.values,
+                &baseline.canary,
+                &baseline.traffic,
+                &baseline.stable_traffic,
+            )
         });
         Watch {
             baseline: reference,
@@ -107,6 +141,11 @@ impl Watch {
             concurrent: None,
             stable: None,
             requests: None,
+            stable_requests: None,
+            paired,
+            model,
+            totals_before: Totals::default(),
+            totals: Totals::default(),
             aa,
             successive: None,
             before: Running::default(),
@@ -123,20 +162,41 @@ impl Watch {
         }
     }
 
-    /// Starts a sample that served `requests`: forgets the previous sample's stable reading.
-    pub(crate) fn start_sample(&mut self, requests: Option<u64>) {
+    /// Starts a sample in which the canary served `requests` and the stable group
+    /// `stable_requests`: forgets the previous sample's stable reading.
+    pub(crate) fn start_sample(&mut self, requests: Option<u64>, stable_requests: Option<u64>) {
         self.stable = None;
         self.requests = requests;
+        self.stable_requests = stable_requests;
         self.before = self.running;
+        self.totals_before = self.totals;
+    }
+
+    /// Whether this sample is judged from the requests behind each group's reading: a
+    /// modelled kind, a stable reading, and both groups' request counts.
+    fn modelled(&self) -> bool {
+        self.model.is_some()
+            && self.stable.is_some()
+            && self.requests.is_some()
+            && self.stable_requests.is_some()
+    }
+
+    /// Whether this sample's paired check compares like with like: from the requests' model,
+    /// or, for a gauge, against an A/A period of the canary group itself. Then the z-score and
+    /// the comparison, which would hold the canary to the stable group's spread, stand
+    /// aside, and the cumulative test decides as it does for a critical metric.
+    fn like_with_like(&self, metric: &Metric) -> bool {
+        self.modelled()
+            || (metric.kind == Some(Kind::Gauge) && self.stable.is_some() && self.aa.is_some())
     }
 
     /// Takes in a concurrent reading of the stable version.
     pub(crate) fn observe_stable(&mut self, metric: &Metric, value: f64, at: i64) {
         self.stable = Some(value);
-        if let Some(paired) = metric.paired.as_ref().filter(|_| self.aa.is_none()) {
+        if let Some(paired) = self.paired.as_ref().filter(|_| self.aa.is_none()) {
             self.successive.get_or_insert_with(|| {
                 let capacity = self.baseline.capacity();
-                Successive::new(self.baseline.values(), capacity, paired.noise_scale)
+                Successive::new(self.baseline.values(), capacity, paired.noise_scale())
             });
         }
         slide(&mut self.baseline, None, value);
@@ -197,6 +257,10 @@ impl Watch {
         let mut critical = false;
         let mut decisive = false;
         let mut cumulative = false;
+        let mut large = false;
+        // Judged from the requests, the z-score and the comparison stand aside: they would
+        // hold a small group's reading to a large group's spread.
+        let modelled = self.like_with_like(metric);
         let findings = [
             (metric.thresholds.is_some() || metric.seasonal.is_some()).then(|| {
                 match self.bounds(metric, at).1 {
@@ -204,17 +268,14 @@ impl Watch {
                     b => breach(metric.direction, b, value).map_or(Finding::Clear, Finding::Bad),
                 }
             }),
-            metric
-                .zscore
-                .as_ref()
-                .map(|z| match self.baseline.moments.count() >= 2 {
+            metric.zscore.as_ref().filter(|_| !modelled).map(|z| {
+                match self.baseline.moments.count() >= 2 {
                     true => z.check(&self.baseline.moments, metric.direction, value).0,
                     false => Finding::NoReference,
-                }),
-            metric
-                .comparison
-                .as_ref()
-                .map(|c| match (&self.window, self.compared_with()) {
+                }
+            }),
+            metric.comparison.as_ref().filter(|_| !modelled).map(|c| {
+                match (&self.window, self.compared_with()) {
                     (Some(window), b) if b.len() > 0 => {
                         match c.finding(window, b, metric.direction, self.critical_z) {
                             Some((finding, breach_is_critical)) => {
@@ -225,15 +286,23 @@ impl Watch {
                         }
                     }
                     _ => Finding::NoReference,
-                }),
-            metric
-                .paired
-                .as_ref()
+                }
+            }),
+            self.paired
+                .clone()
                 .map(|settings| match self.paired(metric, value) {
-                    Some((finding, report, running)) => {
+                    Some((finding, report, progress)) => {
                         decisive = settings.is_decisive(finding, report.z);
                         cumulative = report.cumulative.as_ref().is_some_and(|c| c.fired);
-                        self.running = running;
+                        large = settings.is_large(metric.direction, report.z)
+                            || report
+                                .cumulative
+                                .as_ref()
+                                .is_some_and(|c| settings.is_large(metric.direction, c.z));
+                        match progress {
+                            Progress::Running(running) => self.running = running,
+                            Progress::Totals(totals) => self.totals = totals,
+                        }
                         finding
                     }
                     None => Finding::NoReference,
@@ -260,7 +329,8 @@ impl Watch {
             fired: findings.map(|f| matches!(f, Some(Finding::Bad(_)))),
             critical: status.is_bad() && (critical || metric.critical),
             decisive: decisive && metric.critical,
-            cumulative: cumulative && metric.critical,
+            cumulative: cumulative && (metric.critical || modelled) && !metric.advisory,
+            large: status.is_bad() && large && !metric.advisory,
             error: None,
         }
     }
@@ -272,14 +342,29 @@ impl Watch {
     }
 
     /// The paired detector's finding on `value`, if there is a stable reading in this sample
-    /// and a noise estimate.
-    fn paired(&self, metric: &Metric, value: f64) -> Option<(Finding, PairedReport, Running)> {
-        let settings = metric.paired.as_ref()?;
+    /// and a noise estimate: from the requests behind both readings when the metric's kind
+    /// models them, else from the A/A period or the stable readings.
+    fn paired(&self, metric: &Metric, value: f64) -> Option<(Finding, PairedReport, Progress)> {
+        let settings = self.paired.as_ref()?;
         let stable = self.stable?;
+        if self.modelled() {
+            let (model, nc, ns) = (self.model.as_ref()?, self.requests?, self.stable_requests?);
+            return settings
+                .check_model(
+                    model,
+                    metric.direction,
+                    value,
+                    nc,
+                    stable,
+                    ns,
+                    self.totals_before,
+                )
+                .map(|(f, r, t)| (f, r, Progress::Totals(t)));
+        }
         let noise = self.aa.or_else(|| self.successive.as_ref()?.noise())?;
         let floor = metric.zscore.as_ref().map_or(0.0, |z| z.min_stddev);
         let level = self.baseline.recent_mean(LEVEL_READINGS);
-        Some(settings.check(
+        let (finding, report, running) = settings.check(
             noise,
             floor,
             metric.direction,
@@ -288,13 +373,17 @@ impl Watch {
             level,
             self.requests,
             self.before,
-        ))
+        );
+        Some((finding, report, Progress::Running(running)))
     }
 
     /// Static bounds and the seasonal band at `at`, and the more lenient of the two.
     fn bounds(&self, metric: &Metric, at: i64) -> (Option<ThresholdReport>, Bounds) {
         let mean = (self.baseline.len() > 0).then(|| self.baseline.moments.mean());
-        let fixed = metric.thresholds.as_ref().map(|t| t.bounds_for(mean, self.stable));
+        let fixed = metric
+            .thresholds
+            .as_ref()
+            .map(|t| t.bounds_for(mean, self.stable));
         let seasonal = metric
             .seasonal
             .as_ref()
@@ -330,7 +419,8 @@ impl Watch {
             },
         );
         let baseline = Some(&self.baseline).filter(|b| b.len() > 0);
-        let zscore = value.and_then(|v| {
+        let modelled = self.like_with_like(metric);
+        let zscore = value.filter(|_| !modelled).and_then(|v| {
             let b = baseline.filter(|b| b.moments.count() >= 2)?;
             Some(
                 metric
@@ -343,7 +433,7 @@ impl Watch {
         let paired = value
             .and_then(|v| self.paired(metric, v))
             .map(|(_, r, _)| r);
-        let comparison = value.and_then(|_| {
+        let comparison = value.filter(|_| !modelled).and_then(|_| {
             let reference = Some(self.compared_with()).filter(|r| r.len() > 0)?;
             metric
                 .comparison

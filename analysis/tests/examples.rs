@@ -82,7 +82,9 @@ fn source_errors_stop_the_analysis_inconclusive() {
 fn readme_example_is_valid_and_ends_inconclusive() {
     let readme =
         std::fs::read_to_string(format!("{}/README.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let start = readme.find("```json\n").expect("README has a JSON example") + "```json\n".len();
+    // The whole input; the README's policy fragments come before it.
+    let fence = "```json\n{\n  \"policy\"";
+    let start = readme.find(fence).expect("README has a JSON example") + "```json\n".len();
     let end = start + readme[start..].find("```").unwrap();
     let input = AnalysisInput::from_json(&readme[start..end])
         .unwrap_or_else(|e| panic!("README example: {e}"));
@@ -97,4 +99,19 @@ fn readme_example_is_valid_and_ends_inconclusive() {
         (2, 1, 1),
         "{v}"
     );
+}
+
+#[test]
+fn readme_kinds_policy_parses_and_sets_each_kind() {
+    let readme =
+        std::fs::read_to_string(format!("{}/README.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let fence = "```json\n{\"metrics\"";
+    let start = readme.find(fence).expect("README has the kinds policy") + "```json\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let policy: signalbox_analysis::Policy =
+        serde_json::from_str(&readme[start..end]).unwrap_or_else(|e| panic!("kinds policy: {e}"));
+    policy.validate().unwrap();
+    let kinds: Vec<_> = policy.metrics.iter().map(|m| m.kind).collect();
+    use signalbox_analysis::Kind::*;
+    assert_eq!(kinds, [Some(Rate), Some(Quantile), Some(Count), Some(Gauge)]);
 }

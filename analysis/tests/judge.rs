@@ -41,6 +41,7 @@ fn input(policy: Policy, data: Vec<(Baseline, Vec<Observation>)>) -> AnalysisInp
         policy,
         timestamps: (0..n as i64).map(|i| START + i * STEP).collect(),
         traffic: None,
+        stable_traffic: None,
         metrics,
     }
 }
@@ -48,9 +49,7 @@ fn input(policy: Policy, data: Vec<(Baseline, Vec<Observation>)>) -> AnalysisInp
 fn baseline(v: Vec<f64>) -> Baseline {
     Baseline {
         values: v,
-        history: Vec::new(),
-        canary: Vec::new(),
-        traffic: Vec::new(),
+        ..Baseline::default()
     }
 }
 
@@ -413,6 +412,7 @@ fn streaming_and_whole_window_agree() {
             .push(&Sample {
                 at: *at,
                 traffic: None,
+                stable_traffic: None,
                 canary,
                 stable: Vec::new(),
             })

@@ -192,7 +192,7 @@ mod tests {
         let b = baselines(&policy(), &figures, 5000);
         assert_eq!((b[0].values.clone(), b[1].values.clone()), (vec![0.01], vec![12.0]));
         let mut e = Evaluator::new(policy(), &b).unwrap();
-        let sample = Sample { at: 0, traffic: Some(200), canary: vec![0.01.into(), 12.0.into()], stable: vec![] };
+        let sample = Sample { at: 0, traffic: Some(200), stable_traffic: None, canary: vec![0.01.into(), 12.0.into()], stable: vec![] };
         e.push(&sample).unwrap();
     }
 
@@ -208,7 +208,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, &c)| {
-                let sample = Sample { at: i as i64, traffic: Some(c.0), canary: reading(c), stable: stable.map(reading).unwrap_or_default() };
+                let sample = Sample { at: i as i64, traffic: Some(c.0), stable_traffic: None, canary: reading(c), stable: stable.map(reading).unwrap_or_default() };
                 e.push(&sample).unwrap()
             })
             .collect()

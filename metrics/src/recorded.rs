@@ -236,6 +236,8 @@ pub fn analysis_input(evaluation: &Evaluation, policy: Policy) -> AnalysisInput 
         policy,
         timestamps,
         traffic: Some(samples.iter().map(|s| s.canary.requests).collect()),
+        // Every window's or none: a partial list would not line up with the timestamps.
+        stable_traffic: samples.iter().map(|s| s.control.as_ref().map(|c| c.requests)).collect(),
         metrics,
     }
 }

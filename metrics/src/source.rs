@@ -47,8 +47,8 @@ pub trait Source: Send + Sync {
 }
 
 /// Reads one analysis sample at `at`: the policy's metrics for the canary and, when given,
-/// the stable group (both at once), in the policy's order, with the canary's [`REQUESTS`]
-/// reading as traffic (none when the source cannot read it). A stable group that served fewer
+/// the stable group (both at once), in the policy's order, with each group's [`REQUESTS`]
+/// reading as its traffic (none when the source cannot read it). A stable group that served fewer
 /// requests than the policy's low-traffic floor is left out of the sample: a reference that
 /// thin (one error in three requests) would excuse a real regression.
 pub async fn sample(
@@ -79,10 +79,12 @@ pub async fn sample(
     if too_thin(&stable, traffic_at, policy.low_traffic.min_requests) {
         stable.clear();
     }
+    let stable_traffic = stable.get(traffic_at).and_then(Observation::value).map(|v| v.round() as u64);
     stable.truncate(policy.metrics.len());
     Sample {
         at: unix_seconds(at),
         traffic,
+        stable_traffic,
         canary,
         stable,
     }

@@ -120,6 +120,7 @@ fn both_sources_see_the_bad_build_and_the_analysis_fails_only_it() {
         let direct = |canary: &[Observation], stable: Option<&[Observation]>| Sample {
             at: unix_seconds(now),
             traffic: canary[2].value().map(|v| v as u64),
+            stable_traffic: stable.and_then(|s| s[2].value()).map(|v| v as u64),
             canary: canary[..2].to_vec(),
             stable: stable.map(|s| s[..2].to_vec()).unwrap_or_default(),
         };

@@ -25,8 +25,8 @@ pub(crate) mod zscore;
 pub use hodges_lehmann::{Shift, hodges_lehmann};
 pub use mann_whitney::{Comparison, ComparisonReport};
 pub use paired::{
-    CumulativeReport, EarlyLook, LEVEL_READINGS, MIN_NOISE_POINTS, NoiseScale, NoiseSource, Paired,
-    PairedReport,
+    CumulativeReport, DEFAULT_LARGE_EFFECT, EarlyLook, LEVEL_READINGS, MIN_NOISE_POINTS,
+    NoiseScale, NoiseSource, Paired, PairedReport,
 };
 pub use rank_sum::{MannWhitney, mann_whitney};
 pub use seasonal::{Season, Seasonal, SeasonalReport};

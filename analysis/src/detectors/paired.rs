@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::detectors::Finding;
 use crate::error::{Result, check};
+use crate::kind::{Model, Totals};
 use crate::metric::Direction;
 use crate::stats::finite;
 
@@ -57,13 +58,23 @@ pub struct Paired {
     /// (see [`EarlyLook`]). Default at 3 samples, 3.4. `null`: every look at `cumulative`.
     pub early_look: Option<EarlyLook>,
     /// How the noise of one reading grows with the metric's level (see [`NoiseScale`]).
-    /// Default `flat`.
-    pub noise_scale: NoiseScale,
+    /// Default: as the metric's `kind` says (`sqrt` for rates and counts, `linear` for
+    /// quantiles and gauges), `flat` without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise_scale: Option<NoiseScale>,
     /// The reading is estimated from the requests a sample served (an error rate, a p99), so
     /// its noise shrinks as `1 / sqrt(requests)`: the A/A period's noise is taken relative to
     /// the requests of each of its readings (`baseline.traffic`) and applied relative to the
-    /// sample's `traffic`. Without `baseline.traffic` it has no effect. Default false.
-    pub per_request: bool,
+    /// sample's `traffic`. Without `baseline.traffic` it has no effect. Default: true for a
+    /// rate, count or quantile `kind`, false otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_request: Option<bool>,
+    /// A difference this many noise standard deviations beyond the noise on the bad side (one
+    /// sample's, or the mean since the first sample's) fails the sample whatever the metric's
+    /// criticality and the score: a regression far beyond any noise decides (log volume x3
+    /// on a metric nobody marked critical). Not on an `advisory` metric. Default 8; `null`
+    /// turns it off.
+    pub large_effect: Option<f64>,
 }
 
 /// A planned early look of the cumulative test: when the mean difference rests on exactly
@@ -172,13 +183,43 @@ impl Default for Paired {
                 samples: 3,
                 limit: 3.4,
             }),
-            noise_scale: NoiseScale::Flat,
-            per_request: false,
+            noise_scale: None,
+            per_request: None,
+            large_effect: Some(DEFAULT_LARGE_EFFECT),
         }
     }
 }
 
+/// A paired difference this many sigma out fails the sample, critical metric or not.
+pub const DEFAULT_LARGE_EFFECT: f64 = 8.0;
+
 impl Paired {
+    /// The noise scale in force: the policy's, else the one the metric's kind implies.
+    pub fn noise_scale(&self) -> NoiseScale {
+        self.noise_scale.unwrap_or_default()
+    }
+
+    /// Whether the noise is per request: the policy's choice, else the kind's.
+    pub fn per_request(&self) -> bool {
+        self.per_request.unwrap_or(false)
+    }
+
+    /// These settings with what the policy left unset taken from the metric's kind.
+    pub(crate) fn resolved(&self, kind: Option<crate::kind::Kind>) -> Paired {
+        let (scale, per_request) = kind.map_or((NoiseScale::Flat, false), |k| k.noise_defaults());
+        Paired {
+            noise_scale: Some(self.noise_scale.unwrap_or(scale)),
+            per_request: Some(self.per_request.unwrap_or(per_request)),
+            ..self.clone()
+        }
+    }
+
+    /// Whether a z (one sample's or the mean's) is a large effect on the bad side.
+    pub(crate) fn is_large(&self, direction: Direction, z: f64) -> bool {
+        self.large_effect
+            .is_some_and(|limit| direction.bad_side(z).is_some() && z.abs() >= limit)
+    }
+
     pub(crate) fn validate(&self, field: &str) -> Result<()> {
         check(
             &format!("{field}.sigma"),
@@ -192,6 +233,14 @@ impl Paired {
             self.min_stddev >= 0.0,
             "must be >= 0",
         )?;
+        if let Some(l) = self.large_effect {
+            check(
+                &format!("{field}.large_effect"),
+                l,
+                l >= self.sigma,
+                "must be >= sigma",
+            )?;
+        }
         if let Some(c) = self.cumulative {
             check(&format!("{field}.cumulative"), c, c > 0.0, "must be > 0")?;
         }
@@ -248,7 +297,7 @@ impl Paired {
         requests: Option<u64>,
         so_far: Running,
     ) -> (Finding, PairedReport, Running) {
-        let scale = self.noise_scale.factor(level) * noise.per_request(requests);
+        let scale = self.noise_scale().factor(level) * noise.per_request(requests);
         let unit = (canary - stable) / scale - noise.offset;
         let stddev = so_far
             .pooled(noise, unit)
@@ -283,9 +332,62 @@ impl Paired {
                     limit: limit.unwrap_or_default(),
                     fired: accumulated.is_some(),
                 }),
+                dispersion: None,
             },
             running,
         )
+    }
+
+    /// Judges a metric whose noise follows from the requests (see [`Model`]): the canary's
+    /// reading over `nc` requests against the stable group's over `ns`, one sample alone and,
+    /// from the second sample, everything since the first (`so_far`, returned with this one).
+    /// `None` when the model cannot judge the pair (no requests, a quantile at 0).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn check_model(
+        &self,
+        model: &Model,
+        direction: Direction,
+        canary: f64,
+        nc: u64,
+        stable: f64,
+        ns: u64,
+        so_far: Totals,
+    ) -> Option<(Finding, PairedReport, Totals)> {
+        let (nc, ns) = (nc as f64, ns as f64);
+        let raw = model.raw_z(canary, nc, stable, ns)?;
+        let totals = so_far.with(model, canary, nc, stable, ns, raw);
+        let dispersion = model.dispersion_with(&totals);
+        let z = raw / dispersion.sqrt();
+        let cumulative_z = (self.cumulative.is_some() && totals.n >= 2)
+            .then(|| model.totals_z(&totals, dispersion));
+        let beyond = |z: f64, limit: f64| direction.bad_side(z).filter(|_| z.abs() > limit);
+        let single = beyond(z, self.sigma);
+        let limit = self.cumulative_limit(totals.n);
+        let accumulated = cumulative_z
+            .zip(limit)
+            .and_then(|(z, limit)| beyond(z, limit));
+        let finding = single.or(accumulated).map_or(Finding::Clear, Finding::Bad);
+        Some((
+            finding,
+            PairedReport {
+                stable,
+                difference: canary - model.expected(stable, nc, ns),
+                z: finite(z),
+                stddev: model.stddev(canary, nc, stable, ns, dispersion),
+                sigma: self.sigma,
+                offset: 0.0,
+                noise_from: NoiseSource::Requests,
+                cumulative: cumulative_z.map(|z| CumulativeReport {
+                    samples: totals.n,
+                    mean: totals.difference / f64::from(totals.n),
+                    z: finite(z),
+                    limit: limit.unwrap_or_default(),
+                    fired: accumulated.is_some(),
+                }),
+                dispersion: Some(dispersion),
+            },
+            totals,
+        ))
     }
 }
 
@@ -307,6 +409,9 @@ pub enum NoiseSource {
     AaPeriod,
     /// The baseline's successive differences, times `sqrt(2)`.
     Successive,
+    /// The model of the metric's kind over both groups' requests in the sample (see
+    /// [`crate::Kind`]), widened by the A/A period's dispersion when there is one.
+    Requests,
 }
 
 /// The noise of one difference and where it came from.
@@ -342,7 +447,7 @@ impl Noise {
         if canary.len() < MIN_NOISE_POINTS {
             return None;
         }
-        let per_request = settings.per_request && traffic.len() == stable.len();
+        let per_request = settings.per_request() && traffic.len() == stable.len();
         let requests = |i: usize| match per_request {
             true => 1.0 / (traffic[i].max(1) as f64).sqrt(),
             false => 1.0,
@@ -350,7 +455,7 @@ impl Noise {
         let differences = stable
             .iter()
             .zip(canary)
-            .zip(settings.noise_scale.factors(stable))
+            .zip(settings.noise_scale().factors(stable))
             .enumerate()
             .map(|(i, ((s, c), f))| (c - s) / (f * requests(i)))
             .filter(|d| d.is_finite());
@@ -540,6 +645,10 @@ pub struct PairedReport {
     /// The cumulative test, when it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cumulative: Option<CumulativeReport>,
+    /// With noise from the requests: the variance of a z on A/A readings, by which the
+    /// model's noise was widened (1: the model held).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispersion: Option<f64>,
 }
 
 fn successive() -> NoiseSource {
@@ -946,7 +1055,7 @@ mod tests {
         let (stable, canary) = aa_at_100();
         let z_at_200 = |scale: NoiseScale| {
             let p = Paired {
-                noise_scale: scale,
+                noise_scale: Some(scale),
                 ..Paired::default()
             };
             let aa = Noise::aa_period(&stable, &canary, &[], &p).unwrap();
@@ -984,7 +1093,7 @@ mod tests {
     fn per_request_noise_shrinks_with_the_requests_a_sample_served() {
         let (stable, canary) = aa_at_100();
         let p = Paired {
-            per_request: true,
+            per_request: Some(true),
             ..Paired::default()
         };
         let traffic = vec![10_000; 12];

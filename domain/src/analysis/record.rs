@@ -27,7 +27,7 @@ impl Recorder {
             .zip(baselines)
             .map(|(m, baseline)| MetricData { name: m.name.clone(), baseline, canary: Vec::new(), stable: Vec::new() })
             .collect();
-        let input = AnalysisInput { policy, timestamps: Vec::new(), traffic: None, metrics };
+        let input = AnalysisInput { policy, timestamps: Vec::new(), traffic: None, stable_traffic: None, metrics };
         Ok(Self { evaluator, input, traffic: Vec::new(), stable: false })
     }
 
@@ -90,7 +90,7 @@ mod tests {
     fn sample(at: i64, traffic: Option<u64>, rate: f64, stable: bool) -> Sample {
         let canary = vec![rate.into(), Observation::Value(20.5)];
         let stable = if stable { vec![Observation::Value(0.011), Observation::Missing] } else { vec![] };
-        Sample { at, traffic, canary, stable }
+        Sample { at, traffic, stable_traffic: None, canary, stable }
     }
 
     /// Feeds `samples` until a decision, as `health.analyze` does; returns the live verdict and
