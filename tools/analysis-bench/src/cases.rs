@@ -70,6 +70,12 @@ pub struct Case {
     pub times: Vec<i64>,
     /// Canary requests per sample.
     pub traffic: Vec<u64>,
+    /// Stable-group requests per sample.
+    pub stable_traffic: Vec<u64>,
+    /// Per sample: the canary group's share of the fleet over the stable group's, which
+    /// scales a stable count (log lines) to what the canary would count alike (1 when both
+    /// serve alike).
+    pub count_ratio: Vec<f64>,
     /// For error-rate and latency regressions: the injected shift over the sampling noise of a
     /// canary-minus-stable difference at the first sample, i.e. the z a perfect single-sample
     /// detector would see. 0 otherwise.
@@ -124,8 +130,32 @@ pub const LOGS: &[&str] = &[
     "realTweets/Twitter_volume_GOOG.csv",
 ];
 
-/// Generates `n` cases, half clean, from `rng`.
+/// How the requests split between the two groups.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Split {
+    /// Both versions serve the same number of requests (20-500 rps each): the original cases.
+    Equal,
+    /// The canary serves this share of a fleet's requests (1,000-50,000 rps in all, over
+    /// [`FLEET_INSTANCES`] instances) and the stable group the rest. Each group's readings are
+    /// noisy in proportion to what it served: its error rate and p99 over its own requests,
+    /// its log lines a count of its own requests' lines, its CPU a mean over its instances.
+    /// With `heavy`, the noise is heavier than the textbook models the engine knows: a p99
+    /// with a lognormal tail (3.73 / sqrt(n), not 2.16), error rates that burst (each
+    /// group's rate jitters by 30% a sample on top of the binomial draw), log lines four
+    /// times as variable as Poisson.
+    Share { share: f64, heavy: bool },
+}
+
+/// Instances in a fleet of [`Split::Share`] cases: a 1% canary is one instance.
+pub const FLEET_INSTANCES: f64 = 100.0;
+
+/// Generates `n` cases, half clean, from `rng`, with both groups serving alike.
 pub fn generate(pools: &Pools, n: usize, rng: &mut ChaCha8Rng) -> Vec<Case> {
+    generate_split(pools, n, Split::Equal, rng)
+}
+
+/// Generates `n` cases, half clean, from `rng`, with the requests split as `split` says.
+pub fn generate_split(pools: &Pools, n: usize, split: Split, rng: &mut ChaCha8Rng) -> Vec<Case> {
     let mut aa = rng.clone();
     aa.set_stream(1);
     (0..n)
@@ -140,7 +170,7 @@ pub fn generate(pools: &Pools, n: usize, rng: &mut ChaCha8Rng) -> Vec<Case> {
                 }
             };
             loop {
-                if let Some(case) = try_case(pools, kind, rng, &mut aa) {
+                if let Some(case) = try_case(pools, kind, split, rng, &mut aa) {
                     break case;
                 }
             }
@@ -185,7 +215,13 @@ fn place<'a>(grid: &'a Grid, slot: i64, rng: &mut ChaCha8Rng) -> Option<Placed<'
         .map(|&deploy| Placed { grid, deploy })
 }
 
-fn try_case(pools: &Pools, kind: Kind, rng: &mut ChaCha8Rng, aa: &mut ChaCha8Rng) -> Option<Case> {
+fn try_case(
+    pools: &Pools,
+    kind: Kind,
+    split: Split,
+    rng: &mut ChaCha8Rng,
+    aa: &mut ChaCha8Rng,
+) -> Option<Case> {
     let slot = rng.gen_range(0..WEEK as i64) * STEP;
     let traffic = place(pools.traffic.choose(rng)?, slot, rng)?;
     let load = place(pools.cpu.choose(rng)?, slot, rng)?;
@@ -199,12 +235,16 @@ fn try_case(pools: &Pools, kind: Kind, rng: &mut ChaCha8Rng, aa: &mut ChaCha8Rng
         .min()?
         .min(MAX_HISTORY);
     let fleet = Fleet {
-        rps: log_uniform(rng, 20.0, 500.0),
+        rps: match split {
+            Split::Equal => log_uniform(rng, 20.0, 500.0),
+            Split::Share { .. } => log_uniform(rng, 1_000.0, 50_000.0),
+        },
         error_rate: log_uniform(rng, 0.002, 0.05),
         latency_ms: rng.gen_range(80.0..400.0),
         cpu_pct: rng.gen_range(15.0..70.0),
         log_lines: log_uniform(rng, 2_000.0, 50_000.0),
         inverted: latency.grid.name.contains("speed_"),
+        heavy: matches!(split, Split::Share { heavy: true, .. }),
     };
     let deploy_time = traffic.grid.time(traffic.deploy);
     let time = |k: isize| deploy_time + k as i64 * STEP;
@@ -215,6 +255,8 @@ fn try_case(pools: &Pools, kind: Kind, rng: &mut ChaCha8Rng, aa: &mut ChaCha8Rng
         vec![Vec::new(); METRICS.len()],
     );
     let mut canary_traffic = Vec::new();
+    let mut stable_traffic = Vec::new();
+    let mut count_ratio = Vec::new();
     let mut snr = 0.0;
     let mut noise = vec![Vec::new(); METRICS.len()];
     for k in -((BASELINE + history) as isize)..HORIZON as isize {
@@ -226,14 +268,23 @@ fn try_case(pools: &Pools, kind: Kind, rng: &mut ChaCha8Rng, aa: &mut ChaCha8Rng
             }
             continue;
         }
-        let requests = (fleet.rps * STEP as f64 * shared[0]).round() as u64;
-        let old = fleet.readings(&shared, requests, Kind::Clean, rng);
+        let served = (fleet.rps * STEP as f64 * shared[0]).round() as u64;
+        let (canary_group, stable_group) = match split {
+            Split::Equal => (Group::whole(served), Group::whole(served)),
+            Split::Share { share, .. } => {
+                (Group::part(served, share), Group::part(served, 1.0 - share))
+            }
+        };
+        let old = fleet.readings(&shared, stable_group, Kind::Clean, rng);
         if (-(BASELINE as isize)..0).contains(&k) {
-            let group = fleet.readings(&shared, requests, Kind::Clean, aa);
+            let group = fleet.readings(&shared, canary_group, Kind::Clean, aa);
             for (m, (s, c)) in old.iter().zip(group).enumerate() {
                 if s.is_some() {
                     baselines[m].canary.push(c.unwrap_or(f64::NAN));
-                    baselines[m].traffic.push(requests);
+                    baselines[m].traffic.push(canary_group.requests);
+                    if split != Split::Equal {
+                        baselines[m].stable_traffic.push(stable_group.requests);
+                    }
                 }
             }
         }
@@ -253,18 +304,24 @@ fn try_case(pools: &Pools, kind: Kind, rng: &mut ChaCha8Rng, aa: &mut ChaCha8Rng
             }
         }
         if k == 0 {
-            snr = fleet.snr(&shared, requests, kind);
+            snr = fleet.snr(&shared, canary_group, stable_group, kind);
         }
         if k >= 0 {
             for (m, v) in fleet
-                .readings(&shared, requests, kind, rng)
+                .readings(&shared, canary_group, kind, rng)
                 .into_iter()
                 .enumerate()
             {
                 canary[m].push(Observation::from(v));
             }
-            canary_traffic.push(requests);
-            for (m, sd) in fleet.noise(&shared, requests).into_iter().enumerate() {
+            canary_traffic.push(canary_group.requests);
+            stable_traffic.push(stable_group.requests);
+            count_ratio.push(canary_group.share / stable_group.share);
+            for (m, sd) in fleet
+                .noise(&shared, canary_group, stable_group)
+                .into_iter()
+                .enumerate()
+            {
                 noise[m].push(sd);
             }
         }
@@ -275,7 +332,9 @@ fn try_case(pools: &Pools, kind: Kind, rng: &mut ChaCha8Rng, aa: &mut ChaCha8Rng
         canary,
         stable,
         times: (0..HORIZON as isize).map(time).collect(),
+        stable_traffic,
         traffic: canary_traffic,
+        count_ratio,
         snr,
         noise,
     })
@@ -290,33 +349,55 @@ struct Fleet {
     cpu_pct: f64,
     log_lines: f64,
     inverted: bool,
+    heavy: bool,
+}
+
+/// What one group of instances served in a sample: its requests, its share of the fleet's
+/// log lines and its instances (for the CPU mean).
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    requests: u64,
+    share: f64,
+    instances: f64,
+}
+
+impl Group {
+    /// A group serving as the whole reference fleet does (the original, equal cases).
+    fn whole(requests: u64) -> Group {
+        Group {
+            requests,
+            share: 1.0,
+            instances: 1.0,
+        }
+    }
+
+    /// `share` of a fleet that served `served` requests.
+    fn part(served: u64, share: f64) -> Group {
+        Group {
+            requests: ((served as f64 * share).round() as u64).max(1),
+            share,
+            instances: (FLEET_INSTANCES * share).round().max(1.0),
+        }
+    }
 }
 
 impl Fleet {
     /// See [`Case::snr`].
-    fn snr(&self, shared: &[f64; 5], requests: u64, kind: Kind) -> f64 {
-        let n = requests.max(1) as f64;
-        let [_, load, latency, ..] = *shared;
+    fn snr(&self, shared: &[f64; 5], canary: Group, stable: Group, kind: Kind) -> f64 {
+        let load = shared[1];
+        let noise = self.noise(shared, canary, stable);
         match kind {
-            Kind::ErrorRate(r) => {
-                let p = (self.error_rate * load.clamp(0.25, 4.0)).min(0.5);
-                r * p / (2.0 * p * (1.0 - p) / n).sqrt()
-            }
-            Kind::Latency(ms) => {
-                let level = if self.inverted {
-                    1.0 / latency
-                } else {
-                    latency
-                };
-                ms / (2f64.sqrt() * self.latency_ms * level * 2.16 / n.sqrt())
-            }
+            Kind::ErrorRate(r) => r * (self.error_rate * load.clamp(0.25, 4.0)).min(0.5) / noise[0],
+            Kind::Latency(ms) => ms / noise[1],
             _ => 0.0,
         }
     }
 
-    /// See [`Case::noise`]: the model [`Self::readings`] draws from, for two versions alike.
-    fn noise(&self, shared: &[f64; 5], requests: u64) -> [f64; 4] {
-        let n = requests.max(1) as f64;
+    /// See [`Case::noise`]: the model [`Self::readings`] draws from, for two versions alike:
+    /// the standard deviation of the canary's reading minus the stable group's (its count
+    /// scaled to the canary's share).
+    fn noise(&self, shared: &[f64; 5], canary: Group, stable: Group) -> [f64; 4] {
+        let (nc, ns) = (canary.requests.max(1) as f64, stable.requests.max(1) as f64);
         let [_, load, latency, cpu, logs] = *shared;
         let p = (self.error_rate * load.clamp(0.25, 4.0)).min(1.0);
         let level = if self.inverted {
@@ -325,23 +406,36 @@ impl Fleet {
             latency
         };
         let lines = self.log_lines * logs;
+        let ratio = canary.share / stable.share;
+        let (tail, burst, lines_factor) = self.noise_shape();
+        let binomial = p * (1.0 - p) * (1.0 / nc + 1.0 / ns);
         [
-            (2.0 * p * (1.0 - p) / n).sqrt(),
-            2f64.sqrt() * self.latency_ms * level * 2.16 / n.sqrt(),
-            2f64.sqrt() * 0.05 * self.cpu_pct * cpu,
-            (2.0 * lines).sqrt(),
+            (binomial + 2.0 * (burst * p).powi(2)).sqrt(),
+            self.latency_ms * level * tail * (1.0 / nc + 1.0 / ns).sqrt(),
+            0.05 * self.cpu_pct * cpu * (1.0 / canary.instances + 1.0 / stable.instances).sqrt(),
+            (lines_factor * (lines * canary.share + ratio * ratio * lines * stable.share)).sqrt(),
         ]
     }
 
-    /// One version's readings for one sample, given the backgrounds' levels relative to their
-    /// medians (`[traffic, load, latency, cpu, logs]`) and the requests it served.
+    /// The p99's relative error times `sqrt(n)`, the error rate's relative jitter per
+    /// sample, and the log lines' variance over Poisson's.
+    fn noise_shape(&self) -> (f64, f64, f64) {
+        match self.heavy {
+            false => (2.16, 0.0, 1.0),
+            true => (3.73, 0.3, 4.0),
+        }
+    }
+
+    /// One group's readings for one sample, given the backgrounds' levels relative to their
+    /// medians (`[traffic, load, latency, cpu, logs]`) and what it served.
     fn readings(
         &self,
         shared: &[f64; 5],
-        requests: u64,
+        group: Group,
         kind: Kind,
         rng: &mut ChaCha8Rng,
     ) -> [Option<f64>; 4] {
+        let requests = group.requests;
         let [_, load, latency, cpu, logs] = *shared;
         let (mut rate, mut extra_ms, mut log_factor) =
             (self.error_rate * load.clamp(0.25, 4.0), 0.0, 1.0);
@@ -351,21 +445,29 @@ impl Fleet {
             Kind::LogVolume(f) => log_factor = f,
             Kind::Clean => {}
         }
+        let (tail, burst, lines_factor) = self.noise_shape();
+        if burst > 0.0 {
+            rate *= (1.0 + burst * normal(rng)).max(0.0);
+        }
         let error_rate =
             (requests > 0).then(|| binomial(rng, requests, rate.min(1.0)) as f64 / requests as f64);
         // Sampling error of a p99 over n requests with an exponential tail:
-        // sd(q) / q = sqrt(p / ((1 - p) n)) / ln(1 / (1 - p)) = 2.16 / sqrt(n) at p = 0.99.
-        let p99_error = 2.16 / (requests.max(1) as f64).sqrt();
+        // sd(q) / q = sqrt(p / ((1 - p) n)) / ln(1 / (1 - p)) = 2.16 / sqrt(n) at p = 0.99
+        // (3.73 with a lognormal tail of sigma 1).
+        let p99_error = tail / (requests.max(1) as f64).sqrt();
         let level = if self.inverted {
             1.0 / latency
         } else {
             latency
         };
         let p99 = self.latency_ms * level * (1.0 + p99_error * normal(rng)) + extra_ms;
-        // Instance-to-instance CPU noise: an assumption, 5%.
-        let cpu_pct = (self.cpu_pct * cpu * (1.0 + 0.05 * normal(rng))).clamp(0.0, 100.0);
-        let lines = self.log_lines * logs * log_factor;
-        let lines = (lines + lines.sqrt() * normal(rng)).round().max(0.0);
+        // Instance-to-instance CPU noise: an assumption, 5%, averaged over the group.
+        let cpu_noise = 0.05 / group.instances.sqrt();
+        let cpu_pct = (self.cpu_pct * cpu * (1.0 + cpu_noise * normal(rng))).clamp(0.0, 100.0);
+        let lines = self.log_lines * logs * log_factor * group.share;
+        let lines = (lines + (lines_factor * lines).sqrt() * normal(rng))
+            .round()
+            .max(0.0);
         [error_rate, Some(p99), Some(cpu_pct), Some(lines)]
     }
 }

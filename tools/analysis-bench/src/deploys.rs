@@ -93,7 +93,7 @@ pub fn methods() -> Vec<Named> {
             name: "default, flat noise",
             method: default(true, |m| {
                 if let Some(p) = &mut m.paired {
-                    (p.noise_scale, p.per_request) = (NoiseScale::Flat, false)
+                    (p.noise_scale, p.per_request) = (Some(NoiseScale::Flat), Some(false))
                 }
             }),
         },
@@ -149,7 +149,8 @@ pub fn default_policy() -> Policy {
                     ..Metric::new(*n, *d)
                 };
                 if let Some(p) = &mut metric.paired {
-                    (p.noise_scale, p.per_request) = noise_model(n);
+                    let (scale, per_request) = noise_model(n);
+                    (p.noise_scale, p.per_request) = (Some(scale), Some(per_request));
                 }
                 metric
             })
@@ -227,6 +228,7 @@ fn engine(policy: &Policy, aa: bool, case: &Case, mode: Mode) -> Outcome {
         let sample = Sample {
             at: case.times[k],
             traffic: Some(case.traffic[k]),
+            stable_traffic: (mode == Mode::Concurrent).then(|| case.stable_traffic[k]),
             canary: case.canary.iter().map(|m| m[k].clone()).collect(),
             stable,
         };
@@ -249,8 +251,15 @@ fn plain(case: &Case, mode: Mode, alarm: impl Fn(&[f64], Option<f64>, f64) -> bo
     for k in 0..HORIZON {
         let mut fired = false;
         for (m, reference) in references.iter_mut().enumerate() {
+            // A count (log lines) is compared per request: the stable group's scaled to the
+            // canary's share (1 when both serve alike).
+            let ratio = if m == LOG_LINES {
+                case.count_ratio[k]
+            } else {
+                1.0
+            };
             let now = if mode == Mode::Concurrent {
-                case.stable[m][k].value()
+                case.stable[m][k].value().map(|v| v * ratio)
             } else {
                 None
             };
@@ -258,9 +267,14 @@ fn plain(case: &Case, mode: Mode, alarm: impl Fn(&[f64], Option<f64>, f64) -> bo
                 reference.remove(0);
                 reference.push(v);
             }
-            fired |= case.canary[m][k]
-                .value()
-                .is_some_and(|v| alarm(reference, now, v));
+            fired |= case.canary[m][k].value().is_some_and(|v| match ratio {
+                1.0 => alarm(reference, now, v),
+                _ => alarm(
+                    &reference.iter().map(|r| r * ratio).collect::<Vec<_>>(),
+                    now,
+                    v,
+                ),
+            });
         }
         if fired {
             return Outcome {
@@ -283,6 +297,9 @@ fn stddev(values: &[f64]) -> f64 {
     let m = mean(values);
     (values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (values.len() as f64 - 1.0)).sqrt()
 }
+
+/// Index of the log-lines metric in [`METRICS`].
+pub const LOG_LINES: usize = 3;
 
 /// Whether a regression falls in a bucket.
 pub type InBucket = fn(Kind) -> bool;

@@ -10,6 +10,7 @@ mod deploy_report;
 mod deploys;
 mod nab;
 mod nab_score;
+mod shares;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -30,6 +31,9 @@ struct Args {
     /// Number of deploy cases (half clean).
     #[arg(long, default_value_t = 4000)]
     cases: usize,
+    /// Cases per canary share in the small-canary section (half clean).
+    #[arg(long, default_value_t = 2000)]
+    share_cases: usize,
     /// Run one section only.
     #[arg(long, value_enum)]
     only: Option<Section>,
@@ -38,6 +42,7 @@ struct Args {
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum Section {
     Cases,
+    Shares,
     Nab,
     Speed,
 }
@@ -54,6 +59,9 @@ fn main() -> Result<()> {
     if wanted(Section::Cases) {
         deploy_report::deploy_cases(&nab_dir, args.seed, args.cases)?;
     }
+    if wanted(Section::Shares) {
+        shares::run(&nab_dir, args.seed, args.share_cases)?;
+    }
     if wanted(Section::Nab) {
         nab_corpus(&nab_dir)?;
     }
@@ -65,8 +73,10 @@ fn main() -> Result<()> {
 }
 
 fn repo_root() -> PathBuf {
+    // tools/analysis-bench -> the repository root.
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .map(Path::to_path_buf)
         .unwrap_or_default()
 }
@@ -205,6 +215,7 @@ fn speed_section(seed: u64) {
             "judge, all detectors, stable alongside",
             Workload::AllDetectors,
         ),
+        ("judge, kinds, both groups' requests", Workload::Kinds),
     ] {
         let (t, judged) = speed::measure_judge(seed, workload);
         assert_eq!(judged as usize, speed::SAMPLES, "every sample judged");

@@ -177,6 +177,7 @@ pub fn engine_detections(series: &Series, policy: &Policy) -> Vec<bool> {
             let sample = Sample {
                 at: series.times[i],
                 traffic: None,
+                stable_traffic: None,
                 canary: vec![series.values[i].into()],
                 stable: Vec::new(),
             };

@@ -8,8 +8,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use signalbox_analysis::detectors::{NoiseScale, Seasonal, StaticThreshold};
 use signalbox_analysis::{
-    AnalysisInput, Baseline, Direction, Metric, MetricData, Observation, Point, Policy, Rules,
-    judge,
+    AnalysisInput, Baseline, Direction, Kind, Metric, MetricData, Observation, Point, Policy,
+    Rules, judge,
 };
 
 /// Metrics in the speed input.
@@ -64,6 +64,7 @@ pub fn input(seed: u64) -> AnalysisInput {
         },
         timestamps: (0..SAMPLES as i64).map(|i| start + i * 300).collect(),
         traffic: None,
+        stable_traffic: None,
         metrics: data,
     }
 }
@@ -104,6 +105,9 @@ pub enum Workload {
     Concurrent,
     /// [`Workload::Concurrent`] plus static thresholds and seasonal bands.
     AllDetectors,
+    /// [`Workload::Concurrent`] with a kind on every metric (rates, quantiles, counts and
+    /// gauges in turn) and both groups' requests, so each is judged from its requests' model.
+    Kinds,
 }
 
 /// Times `judge` on [`input`] carrying `workload`; returns the timing and the samples judged.
@@ -115,7 +119,14 @@ pub fn measure_judge(seed: u64, workload: Workload) -> (Timing, u32) {
     if workload == Workload::AllDetectors {
         add_all_detectors(&mut input);
     }
-    let judged = judge(&input).expect("valid input").tally.samples;
+    if workload == Workload::Kinds {
+        add_kinds(&mut input, seed);
+    }
+    let verdict = judge(&input).expect("valid input");
+    if verdict.tally.samples as usize != SAMPLES {
+        eprintln!("{verdict}");
+    }
+    let judged = verdict.tally.samples;
     let t = time(41, || {
         black_box(judge(black_box(&input)).expect("valid input"));
     });
@@ -142,8 +153,8 @@ pub fn add_concurrent(input: &mut AnalysisInput, seed: u64) {
     input.traffic = Some((0..SAMPLES).map(|_| requests(&mut rng)).collect());
     for (metric, data) in input.policy.metrics.iter_mut().zip(&mut input.metrics) {
         if let Some(p) = &mut metric.paired {
-            p.noise_scale = NoiseScale::Linear;
-            p.per_request = true;
+            p.noise_scale = Some(NoiseScale::Linear);
+            p.per_request = Some(true);
         }
         let level = data.baseline.values[0];
         let noisy = |rng: &mut ChaCha8Rng| level * (1.0 + rng.gen_range(-0.1..0.1));
@@ -152,6 +163,63 @@ pub fn add_concurrent(input: &mut AnalysisInput, seed: u64) {
             .collect();
         data.baseline.canary = (0..SAMPLES).map(|_| noisy(&mut rng)).collect();
         data.baseline.traffic = (0..SAMPLES).map(|_| requests(&mut rng)).collect();
+    }
+}
+
+/// Gives every metric of `input` a kind in turn, rates rescaled to a 1% error rate, both
+/// groups' requests to every sample and A/A reading (the stable group serving 99 times the
+/// canary's), and the canary the stable group's readings.
+pub fn add_kinds(input: &mut AnalysisInput, seed: u64) {
+    let kinds = [Kind::Rate, Kind::Quantile, Kind::Count, Kind::Gauge];
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6b1d);
+    let stable = |rng: &mut ChaCha8Rng| rng.gen_range(2_000_000..4_000_000u64);
+    input.stable_traffic = Some((0..SAMPLES).map(|_| stable(&mut rng)).collect());
+    for (i, (metric, data)) in input
+        .policy
+        .metrics
+        .iter_mut()
+        .zip(&mut input.metrics)
+        .enumerate()
+    {
+        let kind = kinds[i % kinds.len()];
+        metric.kind = Some(kind);
+        data.baseline.stable_traffic = (0..SAMPLES).map(|_| stable(&mut rng)).collect();
+        if kind == Kind::Rate {
+            let scale = 0.01 / data.baseline.values[0];
+            let rescale = |o: &mut Observation| {
+                if let Observation::Value(v) = o {
+                    *v *= scale;
+                }
+            };
+            data.baseline.values.iter_mut().for_each(|v| *v *= scale);
+            data.baseline.canary.iter_mut().for_each(|v| *v *= scale);
+            data.stable.iter_mut().for_each(rescale);
+        }
+        // A clean deploy under the model: the canary reads as the stable group does, so no
+        // rule decides early and every sample is judged.
+        // A gauge's A/A readings here are noise unrelated to its canary's: without them its
+        // paired noise comes from the stable readings, as in the concurrent workload.
+        if kind == Kind::Gauge {
+            data.baseline.canary.clear();
+            data.baseline.traffic.clear();
+            data.baseline.stable_traffic.clear();
+        }
+        // A count is the group's total: the canary's share of the stable group's.
+        let (canary_requests, stable_requests) = (
+            input.traffic.clone().unwrap_or_default(),
+            input.stable_traffic.clone().unwrap_or_default(),
+        );
+        data.canary = data
+            .stable
+            .iter()
+            .enumerate()
+            .map(|(k, o)| match (kind, o) {
+                (Kind::Count, Observation::Value(v)) => {
+                    Observation::Value(v * canary_requests[k] as f64 / stable_requests[k] as f64)
+                }
+                _ => o.clone(),
+            })
+            .collect();
     }
 }
 
