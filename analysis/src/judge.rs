@@ -233,6 +233,12 @@ impl Evaluator {
             tally: self.tally.clone(),
             sample: self.last.clone(),
             metrics,
+            passes_needed: (decision == Decision::Continue).then(|| {
+                self.policy
+                    .rules
+                    .required_passes
+                    .saturating_sub(self.tally.passes)
+            }),
         }
     }
 

@@ -24,6 +24,11 @@ pub struct Verdict {
     pub sample: Option<SampleReport>,
     /// Every metric as of that sample, in policy order.
     pub metrics: Vec<MetricReport>,
+    /// Unless a rule decided: how many more passing samples would promote
+    /// (`rules.required_passes` less those so far). A stream never promotes on fewer; one that
+    /// ends first is inconclusive, this many short.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passes_needed: Option<u32>,
 }
 
 /// How one sample was judged.
@@ -130,6 +135,9 @@ impl fmt::Display for Verdict {
             if let Some(score) = s.score {
                 write!(f, " score {score:.1}")?;
             }
+        }
+        if let Some(n) = self.passes_needed {
+            write!(f, "; {n} passing samples short of promoting")?;
         }
         for m in &self.metrics {
             write!(f, "\n  {}: {:?}", m.name, m.status)?;

@@ -274,3 +274,30 @@ fn bad_kind_settings_and_request_lists_are_refused_naming_the_field() {
     let err = AnalysisInput::from_json(text).expect_err("unknown kind");
     assert!(err.to_string().contains("unknown variant `ratio`"), "{err}");
 }
+
+#[test]
+fn an_undecided_analysis_says_how_many_passes_it_still_needs() {
+    let input = window(kinds_policy(), 12, CLEAN, 5);
+    let data = input.metrics.iter().collect::<Vec<_>>();
+    let mut evaluator =
+        Evaluator::new(input.policy.clone(), data.iter().map(|d| &d.baseline)).expect("valid");
+    for i in 0..4 {
+        let sample = Sample {
+            at: input.timestamps[i],
+            traffic: Some(CANARY),
+            stable_traffic: Some(STABLE),
+            canary: data.iter().map(|d| d.canary[i].clone()).collect(),
+            stable: data.iter().map(|d| d.stable[i].clone()).collect(),
+        };
+        assert_eq!(evaluator.push(&sample).expect("well-formed"), Decision::Continue);
+    }
+    let so_far = evaluator.verdict();
+    assert_eq!(so_far.passes_needed, Some(10 - so_far.tally.passes), "{so_far}");
+    assert!(so_far.to_string().contains("passing samples short of promoting"), "{so_far}");
+    // Ended there, it is inconclusive, never a pass on missing evidence.
+    let ended = evaluator.finish();
+    assert_eq!((ended.decision, ended.rule), (Decision::Inconclusive, Some(Rule::EndOfInput)));
+    // Decided, nothing is needed.
+    assert_eq!(judge(&input).expect("valid").passes_needed, None);
+}
+
