@@ -203,7 +203,10 @@ impl Watch {
         if let Some(successive) = self.successive.as_mut() {
             successive.push(value);
         }
-        if let Some(window) = self.window.as_mut() {
+        // Judged like with like, the comparison stands aside: its window is not kept either,
+        // and ranks only the samples it judged.
+        let aside = self.like_with_like(metric);
+        if let Some(window) = self.window.as_mut().filter(|_| !aside) {
             let concurrent = self.concurrent.get_or_insert_with(|| {
                 // The first concurrent reading: from now on the window is ranked against
                 // the concurrent readings instead of the baseline.
@@ -240,7 +243,8 @@ impl Watch {
                 return Check::of(Status::NoData, None);
             }
         };
-        if let Some(window) = self.window.as_mut() {
+        let modelled = self.like_with_like(metric);
+        if let Some(window) = self.window.as_mut().filter(|_| !modelled) {
             let reference = match self.concurrent.as_ref() {
                 Some(concurrent) => concurrent,
                 None => {
@@ -260,7 +264,6 @@ impl Watch {
         let mut large = false;
         // Judged from the requests, the z-score and the comparison stand aside: they would
         // hold a small group's reading to a large group's spread.
-        let modelled = self.like_with_like(metric);
         let findings = [
             (metric.thresholds.is_some() || metric.seasonal.is_some()).then(|| {
                 match self.bounds(metric, at).1 {
