@@ -13,6 +13,25 @@ fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// A command running `program` in the network namespace `namespace`, and only there: `nsenter`
+/// joins the namespace `ip netns add` made. (`ip netns exec` and `ip -n` also make a mount
+/// namespace and remount `/` as a slave, which a chroot or a container without its own root
+/// mount refuses.)
+fn in_namespace(namespace: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{namespace}")).arg(program);
+    cmd
+}
+
+/// `ip args` inside `namespace`.
+fn ip_in(namespace: &str, args: &[&str]) -> Result<()> {
+    let out = in_namespace(namespace, "ip").args(args).output().context("running nsenter (util-linux) and ip")?;
+    if !out.status.success() {
+        bail!("ip {} (in {namespace}): {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
 /// One host: a network namespace with the address `address`, reaching this machine (etcd,
 /// caches) at `gateway`. Removed when dropped.
 #[derive(Debug)]
@@ -44,19 +63,17 @@ impl NetHost {
         ip(&["addr", "add", &format!("{}/24", host.gateway), "dev", &host.veth])?;
         ip(&["link", "set", &host.veth, "up"])?;
         let ns = host.namespace.clone();
-        ip(&["netns", "exec", &ns, "ip", "addr", "add", &format!("{}/24", host.address), "dev", &peer])?;
-        ip(&["netns", "exec", &ns, "ip", "link", "set", &peer, "up"])?;
-        ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"])?;
+        ip_in(&ns, &["addr", "add", &format!("{}/24", host.address), "dev", &peer])?;
+        ip_in(&ns, &["link", "set", &peer, "up"])?;
+        ip_in(&ns, &["link", "set", "lo", "up"])?;
         // Everything else (the service address of etcd and the caches) is through this machine.
-        ip(&["netns", "exec", &ns, "ip", "route", "add", "default", "via", &host.gateway])?;
+        ip_in(&ns, &["route", "add", "default", "via", &host.gateway])?;
         Ok(host)
     }
 
     /// A command that runs `program` inside the host.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.namespace]).arg(program);
-        cmd
+        in_namespace(&self.namespace, program)
     }
 
     /// Cuts the host off the network (its link goes down).
