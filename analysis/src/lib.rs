@@ -36,7 +36,9 @@ pub use input::{AnalysisInput, Baseline, MetricData, Point, Sample};
 pub use judge::{Evaluator, judge};
 pub use kind::{DEFAULT_QUANTILE, Kind};
 pub use metric::{Direction, Metric, Observation, Side};
-pub use policy::{Fallback, Group, LowTraffic, Policy, ScoreThresholds};
+pub use policy::{
+    DEFAULT_AA_WINDOWS, Fallback, Group, LowTraffic, MAX_AA_WINDOWS, Policy, ScoreThresholds,
+};
 pub use rules::{Decision, Judgement, Rule, Rules, Tally};
 pub use stats::Bounds;
 pub use verdict::{MetricReport, SampleReport, Status, Verdict};

@@ -37,7 +37,19 @@ pub struct Policy {
     /// before the deploy and the hour after it fail 12% of clean deploys, an hour 0.2%.
     #[serde(default = "default_baseline_window")]
     pub baseline_window: usize,
+    /// Live deploys only: how many sample windows to read the instances a deploy changes first
+    /// next to the rest, with both groups' requests, before anything changes (the A/A period;
+    /// it is recorded with the analysis, so a backtest judges what the deploy judged). Default:
+    /// [`DEFAULT_AA_WINDOWS`] when any metric has a `kind`, else none; 0 turns it off. At most
+    /// [`MAX_AA_WINDOWS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aa_windows: Option<u32>,
 }
+
+/// A/A windows a live deploy reads when a metric has a kind and the policy does not say.
+pub const DEFAULT_AA_WINDOWS: u32 = 6;
+/// The most A/A windows a policy may ask for.
+pub const MAX_AA_WINDOWS: u32 = 100;
 
 fn default_baseline_window() -> usize {
     12
@@ -54,7 +66,17 @@ impl Policy {
             no_data: Fallback::default(),
             low_traffic: LowTraffic::default(),
             baseline_window: default_baseline_window(),
+            aa_windows: None,
         }
+    }
+
+    /// The A/A windows a live deploy reads before its first change (see [`Self::aa_windows`]).
+    pub fn aa_windows(&self) -> u32 {
+        self.aa_windows.unwrap_or(if self.metrics.iter().any(|m| m.kind.is_some()) {
+            DEFAULT_AA_WINDOWS
+        } else {
+            0
+        })
     }
 
     /// Checks every setting; the error names the field and the rule it breaks, e.g.
@@ -73,6 +95,14 @@ impl Policy {
                     format!("duplicate metric name `{}`", metric.name),
                 ));
             }
+        }
+        if let Some(n) = self.aa_windows {
+            check(
+                "policy.aa_windows",
+                f64::from(n),
+                n <= MAX_AA_WINDOWS,
+                &format!("must be at most {MAX_AA_WINDOWS}"),
+            )?;
         }
         let mut groups = BTreeSet::new();
         for (i, group) in self.groups.iter().enumerate() {

@@ -167,7 +167,9 @@ impl Watch {
     pub(crate) fn start_sample(&mut self, requests: Option<u64>, stable_requests: Option<u64>) {
         self.stable = None;
         self.requests = requests;
-        self.stable_requests = stable_requests;
+        // A stable group that served nothing gives no evidence: as if not measured, which is
+        // how a recorded input says "not measured" for one sample.
+        self.stable_requests = stable_requests.filter(|&n| n > 0);
         self.before = self.running;
         self.totals_before = self.totals;
     }

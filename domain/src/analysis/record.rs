@@ -12,6 +12,8 @@ pub struct Recorder {
     input: AnalysisInput,
     /// Canary requests per sample, `None` where not measured.
     traffic: Vec<Option<u64>>,
+    /// Stable-group requests per sample, `None` where not measured.
+    stable_traffic: Vec<Option<u64>>,
     /// Whether any sample carried the stable version's readings.
     stable: bool,
 }
@@ -28,7 +30,7 @@ impl Recorder {
             .map(|(m, baseline)| MetricData { name: m.name.clone(), baseline, canary: Vec::new(), stable: Vec::new() })
             .collect();
         let input = AnalysisInput { policy, timestamps: Vec::new(), traffic: None, stable_traffic: None, metrics };
-        Ok(Self { evaluator, input, traffic: Vec::new(), stable: false })
+        Ok(Self { evaluator, input, traffic: Vec::new(), stable_traffic: Vec::new(), stable: false })
     }
 
     /// Judges `sample` and records it. Once decided, samples are neither judged nor recorded,
@@ -40,6 +42,7 @@ impl Recorder {
         let decision = self.evaluator.push(&sample)?;
         self.input.timestamps.push(sample.at);
         self.traffic.push(sample.traffic);
+        self.stable_traffic.push(sample.stable_traffic);
         self.stable |= !sample.stable.is_empty();
         let mut stable = sample.stable.into_iter();
         for (data, canary) in self.input.metrics.iter_mut().zip(sample.canary) {
@@ -65,6 +68,10 @@ impl Recorder {
         }
         if self.traffic.iter().any(Option::is_some) {
             self.input.traffic = Some(self.traffic.iter().map(|t| t.unwrap_or(u64::MAX)).collect());
+        }
+        // The engine reads a stable group's 0 requests as not measured, as it reads `None`.
+        if self.stable_traffic.iter().any(Option::is_some) {
+            self.input.stable_traffic = Some(self.stable_traffic.iter().map(|t| t.unwrap_or(0)).collect());
         }
         (self.evaluator.finish(), self.input)
     }
