@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use signalbox_contract::activities::{
-    self as contract, AdvanceInput, AdvanceOutput, AnalyzeInput, AnalyzeOutput, BaselineInput, EvaluateInput, EvictInput, HaltInput, InstanceChange,
+    self as contract, AaPeriodInput, AdvanceInput, AdvanceOutput, AnalyzeInput, AnalyzeOutput, BaselineInput, EvaluateInput, EvictInput, HaltInput, InstanceChange,
     OwnersInput, OwnersOutput, PreflightInput, PreflightOutput, PushInput, PushOutput, ReleaseInput, RollbackInput, RollbackOutput, VerifyInput,
 };
+use signalbox_domain::analysis::Sample;
 use signalbox_domain::{Artifact, GroupFigures, HealthReport};
 use signalbox_store::Home;
 use signalbox_substrate::{Registry, Substrate};
@@ -179,6 +180,15 @@ impl DeployActivities {
     pub async fn sample_baseline(self: Arc<Self>, ctx: ActivityContext, input: BaselineInput) -> Result<GroupFigures, ActivityError> {
         let progress = AtomicUsize::new(0);
         let work = async { self.sampler.baseline(self.open(&input.fleet)?.as_ref(), &input).await };
+        until_cancelled(&ctx, &progress, work).await?.map_err(Error::into_activity)
+    }
+
+    /// See [`contract::SampleAaPeriod`]. Heartbeats the number of windows read.
+    #[activity(definition = contract::SampleAaPeriod)]
+    #[instrument(skip_all, fields(target = %input.fleet, windows = input.windows))]
+    pub async fn sample_aa_period(self: Arc<Self>, ctx: ActivityContext, input: AaPeriodInput) -> Result<Vec<Sample>, ActivityError> {
+        let progress = AtomicUsize::new(0);
+        let work = async { self.sampler.aa_period(self.open(&input.fleet)?.as_ref(), &input, &progress).await };
         until_cancelled(&ctx, &progress, work).await?.map_err(Error::into_activity)
     }
 

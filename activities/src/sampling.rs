@@ -10,8 +10,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use signalbox_analysis::Decision;
-use signalbox_contract::activities::{AnalyzeInput, AnalyzeOutput, BaselineInput, EvaluateInput, VerifyInput};
+use signalbox_analysis::{Decision, Sample};
+use signalbox_contract::activities::{AaPeriodInput, AnalyzeInput, AnalyzeOutput, BaselineInput, EvaluateInput, VerifyInput};
 use signalbox_domain::analysis::{self, AnalysisReport, Recorder, gate_policy};
 use signalbox_domain::{GroupFigures, HealthPolicy, HealthReport};
 use signalbox_metrics::exposition::{Counters, delta, quantile_ms, sum};
@@ -112,7 +112,8 @@ impl Sampler {
         });
         let canary = cohort(&input.service, &canary_endpoints);
         let stable = (!stable_endpoints.is_empty()).then(|| cohort(&input.service, &stable_endpoints));
-        let baselines = analysis::baselines(&input.policy, &input.baseline, input.baseline_span_ms);
+        let baselines = analysis::aa_baselines(&input.policy, &input.aa)
+            .unwrap_or_else(|| analysis::baselines(&input.policy, &input.baseline, input.baseline_span_ms));
         let mut recorder = Recorder::new(input.policy.clone(), baselines).map_err(refused)?;
         let source = Scrape::new(self.scraper.clone(), Scrape::default_measures());
         // The windows keep their pace from here, reads included: the first one closes a window
@@ -138,6 +139,27 @@ impl Sampler {
         let report = AnalysisReport::of(&verdict);
         info!(decision = ?report.decision, summary = %report.summary, samples = judged.timestamps.len(), "step analysed");
         Ok(AnalyzeOutput { report, input: Some(judged) })
+    }
+
+    /// The live A/A period: the canary-to-be and the rest read side by side, one sample per
+    /// window, before anything changes. `progress` counts the windows read.
+    pub async fn aa_period(&self, substrate: &dyn Substrate, input: &AaPeriodInput, progress: &AtomicUsize) -> Result<Vec<Sample>> {
+        if input.dry_run || input.stable.is_empty() {
+            return Ok(Vec::new());
+        }
+        let canary = cohort(&input.service, &substrate.health_endpoints(&input.canary).await?);
+        let stable = cohort(&input.service, &substrate.health_endpoints(&input.stable).await?);
+        let source = Scrape::new(self.scraper.clone(), Scrape::default_measures());
+        let mut tick = tokio::time::interval(Duration::from_millis(input.window_ms));
+        tick.tick().await;
+        futures::join!(source.prime(&canary), source.prime(&stable));
+        let mut samples = Vec::with_capacity(input.windows as usize);
+        for n in 1..=input.windows as usize {
+            tick.tick().await;
+            samples.push(signalbox_metrics::sample(&source, &input.policy, &canary, Some(&stable), SystemTime::now()).await);
+            progress.store(n, Ordering::Relaxed);
+        }
+        Ok(samples)
     }
 
     /// The first-version gate's `health.evaluate` of older runs: the engine under the gate
@@ -184,6 +206,7 @@ fn gate_input(
         window_ms: policy.sample_interval_ms,
         dry_run,
         load_rps,
+        aa: Vec::new(),
     }
 }
 

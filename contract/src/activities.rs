@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use signalbox_domain::analysis::{AnalysisInput, AnalysisReport, Policy};
+use signalbox_domain::analysis::{AnalysisInput, AnalysisReport, Policy, Sample};
 use signalbox_domain::traffic::{LbStats, LbTarget, Weights};
 use signalbox_domain::{Artifact, BatchPlan, Digest, GroupFigures, HealthPolicy, HealthReport, Target};
 
@@ -33,6 +33,12 @@ activity!(
 activity!(
     /// Samples the whole fleet before anything changes: the reference for later verdicts.
     SampleBaseline = "health.baseline": BaselineInput => GroupFigures
+);
+activity!(
+    /// The analysis engine's live A/A period: reads the instances a deploy changes first next to
+    /// the rest, window by window with both groups' requests, before anything changes. The
+    /// samples become each later analysis's baseline.
+    SampleAaPeriod = "health.aa_period": AaPeriodInput => Vec<Sample>
 );
 activity!(
     /// Moves one batch of instances to the target artifact.
@@ -192,6 +198,27 @@ pub struct BaselineInput {
     pub dry_run: bool,
 }
 
+/// Input of [`SampleAaPeriod`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AaPeriodInput {
+    /// Fleet to sample.
+    pub fleet: Target,
+    /// Service name, for the metric source's groups.
+    pub service: String,
+    /// The instances that change first: the canary-to-be.
+    pub canary: Vec<String>,
+    /// The instances that do not, read alongside.
+    pub stable: Vec<String>,
+    /// The engine's policy: the metrics to read.
+    pub policy: Policy,
+    /// Length of one window, in milliseconds.
+    pub window_ms: u64,
+    /// Windows to read.
+    pub windows: u32,
+    /// Sample nothing; return no windows.
+    pub dry_run: bool,
+}
+
 /// Input of [`AdvanceBatch`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdvanceInput {
@@ -318,6 +345,11 @@ pub struct AnalyzeInput {
     /// instances the balancer sends nothing (blue/green's green set); `None`: live traffic only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_rps: Option<u32>,
+    /// The live A/A period read before the first change ([`SampleAaPeriod`]), when the policy
+    /// asked for one: each metric's baseline is then its windows, the stable group's readings
+    /// as values and the canary group's beside them, with both groups' requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aa: Vec<Sample>,
 }
 
 /// Output of [`AnalyzeHealth`]: the verdict, and the engine's input as it judged it.

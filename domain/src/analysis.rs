@@ -9,7 +9,7 @@ mod record;
 
 use serde::{Deserialize, Serialize};
 use signalbox_analysis::{Baseline, Verdict};
-pub use signalbox_analysis::{AnalysisInput, Decision, Policy, Rule};
+pub use signalbox_analysis::{AnalysisInput, Decision, Policy, Rule, Sample};
 use signalbox_analysis::detectors::{RelativeTo, StaticThreshold};
 use signalbox_analysis::{Direction, Fallback, LowTraffic, Metric, Rules};
 
@@ -152,6 +152,33 @@ pub fn baselines(policy: &Policy, figures: &GroupFigures, span_ms: u64) -> Vec<B
         .collect()
 }
 
+/// Each policy metric's baseline from a live A/A period (`aa`, samples of the canary-to-be and
+/// the rest): the stable group's readings as values, the canary group's beside them, with both
+/// groups' requests; only windows where all four are known, so every list has one entry per
+/// value. `None` without any A/A sample, when the pre-deploy figures stand.
+pub fn aa_baselines(policy: &Policy, aa: &[Sample]) -> Option<Vec<Baseline>> {
+    if aa.is_empty() {
+        return None;
+    }
+    let baselines = (0..policy.metrics.len())
+        .map(|m| {
+            let mut b = Baseline::default();
+            for s in aa {
+                let (Some(stable), Some(canary)) = (s.stable.get(m).and_then(|o| o.value()), s.canary.get(m).and_then(|o| o.value())) else {
+                    continue;
+                };
+                let (Some(nc), Some(ns)) = (s.traffic, s.stable_traffic) else { continue };
+                b.values.push(stable);
+                b.canary.push(canary);
+                b.traffic.push(nc);
+                b.stable_traffic.push(ns);
+            }
+            b
+        })
+        .collect();
+    Some(baselines)
+}
+
 #[cfg(test)]
 mod tests {
     use signalbox_analysis::{Direction, Evaluator, Metric, Sample};
@@ -184,6 +211,23 @@ mod tests {
         assert!(report.stop_reason("batch 1").unwrap().starts_with("batch 1: analysis inconclusive: Inconclusive (EndOfInput)"));
         let pass = AnalysisReport { decision: Decision::Pass, ..report };
         assert_eq!(pass.stop_reason("batch 1"), None);
+    }
+
+    #[test]
+    fn an_aa_period_becomes_each_metrics_baseline_where_every_part_is_known() {
+        let window = |canary: [f64; 2], stable: Option<[f64; 2]>, traffic: Option<u64>| Sample {
+            at: 0,
+            traffic,
+            stable_traffic: Some(9_000),
+            canary: canary.iter().map(|v| (*v).into()).collect(),
+            stable: stable.map(|s| s.iter().map(|v| (*v).into()).collect()).unwrap_or_default(),
+        };
+        let aa = [window([0.01, 12.0], Some([0.02, 11.0]), Some(100)), window([0.03, 13.0], None, Some(100)), window([0.04, 14.0], Some([0.05, 15.0]), None)];
+        assert_eq!(aa_baselines(&policy(), &[]), None);
+        let b = aa_baselines(&policy(), &aa).unwrap();
+        assert_eq!(b.len(), 2);
+        assert_eq!((b[0].values.clone(), b[0].canary.clone(), b[0].traffic.clone(), b[0].stable_traffic.clone()), (vec![0.02], vec![0.01], vec![100], vec![9_000]));
+        assert_eq!((b[1].values.clone(), b[1].canary.clone()), (vec![11.0], vec![12.0]));
     }
 
     #[test]

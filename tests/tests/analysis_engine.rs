@@ -162,6 +162,67 @@ fn a_deploy_judged_by_the_engine_exports_what_it_judged_and_is_judged_again_the_
     });
 }
 
+/// What a user writes for the demo's metrics: each one's name and kind, a live A/A period of
+/// three one-second windows, and the rules sized for this fleet as [`policy`] explains.
+fn kinds_policy() -> Policy {
+    serde_json::from_value(serde_json::json!({
+        "metrics": [{"name": "error_rate", "kind": "rate"}, {"name": "p99_ms", "kind": "quantile"}],
+        "rules": {"required_passes": 3},
+        "low_traffic": {"min_requests": 10},
+        "aa_windows": 3
+    }))
+    .expect("a valid policy")
+}
+
+/// The live A/A period: read before the first change, in history, every batch's baseline, and
+/// what a backtest of the deploy judges.
+#[test]
+fn a_policy_with_kinds_reads_an_aa_period_first_and_judges_like_with_like() {
+    run(async {
+        let s = stack().await;
+        let base = publish(&s.home, demo_build("atlas", "6.0.0", 0.002, 5)).await?;
+        let next = publish(&s.home, demo_build("atlas", "6.1.0", 0.002, 5)).await?;
+        let bad = publish(&s.home, demo_build("atlas", "6.2.0", 0.30, 5)).await?;
+        let _fleet = LoadedFleet::start(&s.home, "engine-kinds", 10, base, 400, &s.options.dir).await?;
+        let deploys = s.deploys().await?;
+
+        let mut req = request("atlas", "engine-kinds", next);
+        req.analysis = Some(kinds_policy());
+        let id = deploys.start(req, None).await?.id;
+        let status = tokio::time::timeout(DEPLOY_DEADLINE, deploys.result(&id)).await??;
+        assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
+        let recorded = analyses(deploys.history_json(&id).await?.as_bytes())?;
+        assert!(!recorded.is_empty());
+        for (i, analysis) in recorded.iter().enumerate() {
+            let aa = &analysis.input.aa;
+            assert_eq!(aa.len(), 3, "batch {}: the A/A period went with it: {aa:?}", i + 1);
+            let input = analysis.output.input.as_ref().expect("the judged input");
+            for m in &input.metrics {
+                let b = &m.baseline;
+                assert_eq!((b.values.len(), b.canary.len(), b.traffic.len(), b.stable_traffic.len()), (3, 3, 3, 3), "{}: {b:?}", m.name);
+                assert!(b.traffic.iter().zip(&b.stable_traffic).all(|(c, s)| c < s), "one instance read next to nine: {b:?}");
+            }
+            if i + 1 < recorded.len() {
+                let both = input.stable_traffic.as_ref().is_some_and(|t| t.iter().all(|&n| n > 0));
+                assert!(both, "batch {}: both groups' requests in every sample: {:?}", i + 1, input.stable_traffic);
+            }
+        }
+        let last = status.last_analysis.clone().expect("judged");
+        assert_eq!(AnalysisReport::of(&judge(recorded.last().and_then(|a| a.output.input.as_ref()).expect("input"))?), last, "a backtest judges what the deploy judged");
+        record_history(&deploys, &id, "analysis_engine_kinds").await?;
+
+        // A build failing 30% of its requests is caught in batch 1, with no metric critical.
+        let mut req = request("atlas", "engine-kinds", bad);
+        req.analysis = Some(kinds_policy());
+        let id = deploys.start(req, None).await?.id;
+        let status = tokio::time::timeout(DEPLOY_DEADLINE, deploys.result(&id)).await??;
+        assert_eq!((status.phase, status.current_batch), (Phase::RolledBack, 1), "{status:#?}");
+        let decided = status.last_analysis.clone().expect("the engine judged batch 1");
+        assert_eq!(decided.decision, Decision::Fail, "{decided:#?}");
+        Ok(())
+    });
+}
+
 /// Golden histories from before and after `health.analyze` kept its input: the old result
 /// reads without input (export says so), the new one carries the input its verdict came from.
 #[test]

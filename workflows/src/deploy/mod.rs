@@ -171,7 +171,7 @@ impl DeployWorkflow {
             }
         }
 
-        let mut run = Run { ctx, req, id: deploy_id, pre: PreflightOutput::default(), saga: Saga::default() };
+        let mut run = Run { ctx, req, id: deploy_id, pre: PreflightOutput::default(), saga: Saga::default(), aa: Vec::new() };
         let reason = match steps_of(&mut run).await {
             Ended::Refused(Refused { reason, invalid }) => {
                 let failure = refused(ctx, reason, invalid);

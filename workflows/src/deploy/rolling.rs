@@ -1,5 +1,7 @@
 //! The rolling strategy: batches of instances updated in place, each judged before the next.
 //!
+//! Before the first batch, when the analysis policy asks for it, the live A/A period: the first
+//! batch's instances read next to the rest while nothing has changed.
 //! Per batch: approval gate (if the policy has one there) -> hold (pause, halt) -> update the
 //! batch -> bake -> judge the updated instances against the ones not yet updated -> go on or
 //! stop. Histories recorded before strategies existed are rolling deploys and replay here.
@@ -17,6 +19,8 @@ pub(crate) async fn roll_out(run: &mut Run<'_>) -> Result<(), Stop> {
     let baseline = run.baseline(ids.clone(), "sample pre-deploy baseline").await?;
 
     let batches = run.pre.batches.clone();
+    let first = batches.first().map_or(0, |&upto| (upto as usize).min(ids.len()));
+    run.aa_period(&ids[..first], &ids[first..]).await?;
     let total = batches.len();
     let mut done = 0usize;
     for (i, &upto) in batches.iter().enumerate() {

@@ -24,11 +24,11 @@ use std::pin::pin;
 use std::time::Duration;
 
 use signalbox_contract::activities::{
-    AdvanceBatch, AnalyzeHealth, AnalyzeInput, BaselineInput, EvaluateHealth, EvaluateInput, HaltFleet, HaltInput, InstanceChange,
-    PreflightOutput, ReleaseFleet, ReleaseInput, SampleBaseline,
+    AaPeriodInput, AdvanceBatch, AnalyzeHealth, AnalyzeInput, BaselineInput, EvaluateHealth, EvaluateInput, HaltFleet, HaltInput, InstanceChange,
+    PreflightOutput, ReleaseFleet, ReleaseInput, SampleAaPeriod, SampleBaseline,
 };
 use signalbox_contract::search;
-use signalbox_domain::analysis::AnalysisReport;
+use signalbox_domain::analysis::{AnalysisReport, Sample};
 use signalbox_domain::approval::{Gate, GateOutcome};
 use signalbox_domain::control::{self, Action, AuditEntry, Boundary, Step, timestamp};
 use signalbox_domain::traffic::{LbTarget, Weights};
@@ -53,6 +53,10 @@ const ANALYSIS_ENGINE: &str = "signalbox-analysis-engine";
 /// Histories recorded before judge batches without a policy with `health.evaluate`.
 const ONE_HEALTH_PATH: &str = "signalbox-one-health-path";
 
+/// Patch id of the live A/A period: a policy with metric kinds (or `aa_windows`) reads the first
+/// batch next to the rest before the first change. Histories recorded before read none.
+const LIVE_AA_PERIOD: &str = "signalbox-live-aa-period";
+
 /// Patch id of holding wherever a change is about to start or the run is about to end (see
 /// [`Run::checkpoint`]). Histories recorded before held only around steps, so a halt or a pause
 /// that came while queued, before a canary's first weights, or during a last step went unheld.
@@ -71,6 +75,9 @@ pub(crate) struct Run<'a> {
     pub(crate) pre: PreflightOutput,
     /// What undoes what the run changed so far.
     pub(crate) saga: Saga,
+    /// The live A/A period read before the first change, when the policy asked for one: every
+    /// later analysis's baseline.
+    pub(crate) aa: Vec<Sample>,
 }
 
 /// A wait that only operator requests end: workflow cancellation (the older abort) reaches
@@ -275,6 +282,33 @@ impl Run<'_> {
         Ok(self.ctx.execute_activity(SampleBaseline, input, long(summary, windows(window, policy.consecutive_bad_samples))).await?)
     }
 
+    /// Reads `canary` (the instances the first batch changes) next to `stable` (the rest) for
+    /// the policy's A/A windows before anything changes, and keeps the samples for every later
+    /// analysis. Nothing to read without a policy asking for it, a stable group, or when the
+    /// gates are bypassed.
+    pub(crate) async fn aa_period(&mut self, canary: &[String], stable: &[String]) -> Result<(), Stop> {
+        let Some(policy) = self.req.analysis.clone() else { return Ok(()) };
+        let n = policy.aa_windows();
+        if n == 0 || canary.is_empty() || stable.is_empty() || self.ctx.state(|s| s.status.bypass.is_some()) || !self.ctx.patched(LIVE_AA_PERIOD) {
+            return Ok(());
+        }
+        let window_ms = self.req.health.sample_interval_ms;
+        let input = AaPeriodInput {
+            fleet: self.req.target.clone(),
+            service: self.req.service.clone(),
+            canary: canary.to_vec(),
+            stable: stable.to_vec(),
+            policy,
+            window_ms,
+            windows: n,
+            dry_run: self.req.dry_run,
+        };
+        let summary = format!("A/A period: {} to change first next to {} others, {n} windows", canary.len(), stable.len());
+        let timeout = windows(Duration::from_millis(window_ms), n.saturating_add(1));
+        self.aa = self.ctx.execute_activity(SampleAaPeriod, input, long(summary, timeout)).await?;
+        Ok(())
+    }
+
     /// Updates `instances` to the artifact under operator control: the undo is registered
     /// before the step (a step that fails halfway is still undone) and replaced by the actual
     /// changes once it returns. Failing while this deploy froze the target is the freeze taking
@@ -348,6 +382,7 @@ impl Run<'_> {
             windows: windows_n,
             dry_run: self.req.dry_run,
             load_rps,
+            aa: self.aa.clone(),
         };
         let step = self.ctx.execute_activity(AnalyzeHealth, analyze, long(summary, windows(window, windows_n.saturating_add(1))));
         let Some(output) = self.attend(Step::Evaluate, step).await? else {
