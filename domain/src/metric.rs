@@ -9,5 +9,7 @@ pub const P99_MS: &str = "p99_ms";
 pub const LATENCY_P99_MS: &str = "latency_p99_ms";
 /// Log lines written per second.
 pub const LOG_LINES: &str = "log_lines";
+/// Log lines written in the window, a count: the metric a `count` kind judges per request.
+pub const LOG_LINES_COUNT: &str = "log_lines_total";
 /// Requests served in the window: a sample's traffic.
 pub const REQUESTS: &str = "requests";

@@ -11,7 +11,7 @@ use futures::{StreamExt, stream};
 use signalbox_analysis::Observation;
 
 use crate::exposition::{self, Counters, delta, quantile_ms};
-use crate::source::{Cohort, ERROR_RATE, LATENCY_P99_MS, LOG_LINES, P99_MS, REQUESTS, Source};
+use crate::source::{Cohort, ERROR_RATE, LATENCY_P99_MS, LOG_LINES, LOG_LINES_COUNT, P99_MS, REQUESTS, Source};
 use crate::{Error, Result};
 
 /// Reads instances' Prometheus-format `/metrics`, many at once.
@@ -74,6 +74,8 @@ pub enum Measure {
     Requests,
     /// Log lines written per second.
     LogLinesPerSecond,
+    /// Log lines written in the window: a count, what a `count` kind judges.
+    LogLines,
 }
 
 impl Measure {
@@ -88,6 +90,7 @@ impl Measure {
                 Observation::Value(c.log_lines / window.as_secs_f64())
             }
             Measure::LogLinesPerSecond => Observation::Missing,
+            Measure::LogLines => Observation::Value(c.log_lines),
         }
     }
 }
@@ -125,6 +128,7 @@ impl Scrape {
             (P99_MS, Measure::LatencyMs(0.99)),
             (LATENCY_P99_MS, Measure::LatencyMs(0.99)),
             (LOG_LINES, Measure::LogLinesPerSecond),
+            (LOG_LINES_COUNT, Measure::LogLines),
             (REQUESTS, Measure::Requests),
         ]
         .map(|(name, m)| (name.to_owned(), m))
@@ -257,5 +261,7 @@ mod tests {
             Measure::LogLinesPerSecond.of(&busy, Duration::from_secs(2)),
             Observation::Value(40.0)
         );
+        // The count a `count` kind judges: the window's lines, whatever its length.
+        assert_eq!(Measure::LogLines.of(&busy, Duration::from_secs(2)), Observation::Value(80.0));
     }
 }

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use signalbox_analysis::{Observation, Policy, Sample};
 
-pub use signalbox_domain::metric::{ERROR_RATE, LATENCY_P99_MS, LOG_LINES, P99_MS, REQUESTS};
+pub use signalbox_domain::metric::{ERROR_RATE, LATENCY_P99_MS, LOG_LINES, LOG_LINES_COUNT, P99_MS, REQUESTS};
 
 /// One instance whose metrics are read.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
