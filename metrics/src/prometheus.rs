@@ -11,7 +11,7 @@ use serde::Deserialize;
 use signalbox_analysis::{Observation, Point};
 
 use crate::exposition::{BUILD_INFO, LOG_LINES_TOTAL, REQUEST_DURATION, REQUESTS_TOTAL};
-use crate::source::{ERROR_RATE, Cohort, LATENCY_P99_MS, LOG_LINES, P99_MS, REQUESTS, Source};
+use crate::source::{ERROR_RATE, Cohort, LATENCY_P99_MS, LOG_LINES, LOG_LINES_COUNT, P99_MS, REQUESTS, Source};
 use crate::template::{self, Template};
 use crate::{Error, Result};
 
@@ -25,7 +25,7 @@ pub struct Prometheus {
 }
 
 /// The demo service's metrics ([`ERROR_RATE`], [`LATENCY_P99_MS`], [`LOG_LINES`],
-/// [`REQUESTS`]) as PromQL over `window` (at least two scrape intervals).
+/// [`LOG_LINES_COUNT`], [`REQUESTS`]) as PromQL over `window` (at least two scrape intervals).
 ///
 /// Series are selected by version through a join with `signalbox_demo_build_info` on the
 /// target's `instance` label, not by a `version` target label: an instance's version changes
@@ -61,6 +61,7 @@ pub fn demo_queries(window: Duration) -> Vec<(String, String)> {
             ),
         ),
         (LOG_LINES, format!("sum(rate({LOG_LINES_TOTAL}[{w}]) {by_version})")),
+        (LOG_LINES_COUNT, format!("sum(increase({LOG_LINES_TOTAL}[{w}]) {by_version})")),
         (REQUESTS, format!("sum(increase({REQUESTS_TOTAL}[{w}]) {by_version})")),
     ]
     .map(|(name, query)| (name.to_owned(), query))
@@ -347,6 +348,7 @@ mod tests {
             source.render("cpu", &group).unwrap_err(),
             Error::UnknownMetric("cpu".into())
         );
+        assert!(source.render("log_lines_total", &group).unwrap().starts_with("sum(increase(signalbox_demo_log_lines_total[30s])"));
         assert!(
             demo_queries(Duration::from_millis(2500))[0]
                 .1
