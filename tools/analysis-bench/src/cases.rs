@@ -178,6 +178,34 @@ pub fn generate_split(pools: &Pools, n: usize, split: Split, rng: &mut ChaCha8Rn
         .collect()
 }
 
+/// [`generate_split`], giving up (`None`) when a case cannot be placed on the pools'
+/// backgrounds within `attempts` tries: a series too short for a week of history before the
+/// baseline, or without a stretch of positive values.
+pub fn generate_bounded(
+    pools: &Pools,
+    n: usize,
+    split: Split,
+    rng: &mut ChaCha8Rng,
+    attempts: usize,
+) -> Option<Vec<Case>> {
+    let mut aa = rng.clone();
+    aa.set_stream(1);
+    (0..n)
+        .map(|i| {
+            let kind = if i % 2 == 0 {
+                Kind::Clean
+            } else {
+                match rng.gen_range(0..3) {
+                    0 => Kind::ErrorRate(rng.gen_range(0.05..=1.0)),
+                    1 => Kind::Latency(rng.gen_range(10.0..=200.0)),
+                    _ => Kind::LogVolume(rng.gen_range(1.5..=5.0)),
+                }
+            };
+            (0..attempts).find_map(|_| try_case(pools, kind, split, rng, &mut aa))
+        })
+        .collect()
+}
+
 /// A background placed in a case: the grid and the grid index of the first canary sample.
 struct Placed<'a> {
     grid: &'a Grid,

@@ -61,6 +61,7 @@ fn main() -> Result<()> {
     }
     if wanted(Section::Shares) {
         shares::run(&nab_dir, args.seed, args.share_cases)?;
+        shares::every_series(&nab_dir, args.seed)?;
     }
     if wanted(Section::Nab) {
         nab_corpus(&nab_dir)?;

@@ -144,6 +144,7 @@ fn parse_time(s: &str) -> Result<i64> {
 
 /// A series on a regular grid of `step` seconds aligned to multiples of `step`, linearly
 /// interpolated; grid points inside a gap longer than `max_gap` are NaN.
+#[derive(Debug, Clone)]
 pub struct Grid {
     /// Series name.
     pub name: String,
