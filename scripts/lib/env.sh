@@ -32,6 +32,12 @@ ensure_debian_packages() {
     # Regional artifact caches are nginx proxy caches; agent hosts are network namespaces.
     command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
     command -v ip >/dev/null || [ -x /usr/sbin/ip ] || missing+=(iproute2)
+    # Hosts join their namespace with nsenter.
+    command -v nsenter >/dev/null || missing+=(util-linux)
+    # The compose lint runs dclint, installed with npm on first use. A node from elsewhere
+    # (NodeSource) brings its own npm; Debian's node needs Debian's npm.
+    command -v node >/dev/null || missing+=(nodejs)
+    command -v npm >/dev/null || missing+=(npm)
     if [ "${#missing[@]}" -gt 0 ]; then
         say "installing Debian packages: ${missing[*]}"
         as_root apt-get update -qq
