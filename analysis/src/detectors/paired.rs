@@ -308,13 +308,8 @@ impl Paired {
             (self.cumulative.is_some() && noise.points >= MIN_NOISE_POINTS && running.n >= 2)
                 .then(|| standardized(running.sum, running.sum_variance(noise).sqrt()));
         let (difference, stddev) = (unit * scale, stddev * scale);
-        let beyond = |z: f64, limit: f64| direction.bad_side(z).filter(|_| z.abs() > limit);
-        let single = beyond(z, self.sigma);
-        let limit = self.cumulative_limit(running.n);
-        let accumulated = cumulative_z
-            .zip(limit)
-            .and_then(|(z, limit)| beyond(z, limit));
-        let finding = single.or(accumulated).map_or(Finding::Clear, Finding::Bad);
+        let (finding, cumulative) =
+            self.finding(direction, z, cumulative_z, running.n, running.raw);
         (
             finding,
             PairedReport {
@@ -325,13 +320,7 @@ impl Paired {
                 sigma: self.sigma,
                 offset: noise.offset * scale,
                 noise_from: noise.source,
-                cumulative: cumulative_z.map(|z| CumulativeReport {
-                    samples: running.n,
-                    mean: running.raw / f64::from(running.n),
-                    z: finite(z),
-                    limit: limit.unwrap_or_default(),
-                    fired: accumulated.is_some(),
-                }),
+                cumulative,
                 dispersion: None,
             },
             running,
@@ -360,13 +349,8 @@ impl Paired {
         let z = raw / dispersion.sqrt();
         let cumulative_z = (self.cumulative.is_some() && totals.n >= 2)
             .then(|| model.totals_z(&totals, dispersion));
-        let beyond = |z: f64, limit: f64| direction.bad_side(z).filter(|_| z.abs() > limit);
-        let single = beyond(z, self.sigma);
-        let limit = self.cumulative_limit(totals.n);
-        let accumulated = cumulative_z
-            .zip(limit)
-            .and_then(|(z, limit)| beyond(z, limit));
-        let finding = single.or(accumulated).map_or(Finding::Clear, Finding::Bad);
+        let (finding, cumulative) =
+            self.finding(direction, z, cumulative_z, totals.n, totals.difference);
         Some((
             finding,
             PairedReport {
@@ -377,17 +361,41 @@ impl Paired {
                 sigma: self.sigma,
                 offset: 0.0,
                 noise_from: NoiseSource::Requests,
-                cumulative: cumulative_z.map(|z| CumulativeReport {
-                    samples: totals.n,
-                    mean: totals.difference / f64::from(totals.n),
-                    z: finite(z),
-                    limit: limit.unwrap_or_default(),
-                    fired: accumulated.is_some(),
-                }),
+                cumulative,
                 dispersion: Some(dispersion),
             },
             totals,
         ))
+    }
+}
+
+impl Paired {
+    /// One sample's finding from its z and, once it ran, the cumulative test's z over
+    /// `samples` samples whose differences sum to `total` (in the metric's unit): bad when
+    /// either is beyond its limit on the bad side.
+    fn finding(
+        &self,
+        direction: Direction,
+        z: f64,
+        cumulative_z: Option<f64>,
+        samples: u32,
+        total: f64,
+    ) -> (Finding, Option<CumulativeReport>) {
+        let beyond = |z: f64, limit: f64| direction.bad_side(z).filter(|_| z.abs() > limit);
+        let single = beyond(z, self.sigma);
+        let limit = self.cumulative_limit(samples);
+        let accumulated = cumulative_z
+            .zip(limit)
+            .and_then(|(z, limit)| beyond(z, limit));
+        let finding = single.or(accumulated).map_or(Finding::Clear, Finding::Bad);
+        let report = cumulative_z.map(|z| CumulativeReport {
+            samples,
+            mean: total / f64::from(samples),
+            z: finite(z),
+            limit: limit.unwrap_or_default(),
+            fired: accumulated.is_some(),
+        });
+        (finding, report)
     }
 }
 

@@ -156,26 +156,7 @@ pub fn generate(pools: &Pools, n: usize, rng: &mut ChaCha8Rng) -> Vec<Case> {
 
 /// Generates `n` cases, half clean, from `rng`, with the requests split as `split` says.
 pub fn generate_split(pools: &Pools, n: usize, split: Split, rng: &mut ChaCha8Rng) -> Vec<Case> {
-    let mut aa = rng.clone();
-    aa.set_stream(1);
-    (0..n)
-        .map(|i| {
-            let kind = if i % 2 == 0 {
-                Kind::Clean
-            } else {
-                match rng.gen_range(0..3) {
-                    0 => Kind::ErrorRate(rng.gen_range(0.05..=1.0)),
-                    1 => Kind::Latency(rng.gen_range(10.0..=200.0)),
-                    _ => Kind::LogVolume(rng.gen_range(1.5..=5.0)),
-                }
-            };
-            loop {
-                if let Some(case) = try_case(pools, kind, split, rng, &mut aa) {
-                    break case;
-                }
-            }
-        })
-        .collect()
+    generate_bounded(pools, n, split, rng, usize::MAX).expect("unbounded tries place every case")
 }
 
 /// [`generate_split`], giving up (`None`) when a case cannot be placed on the pools'

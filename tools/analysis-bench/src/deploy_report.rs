@@ -120,7 +120,7 @@ pub fn deploy_cases(dir: &Path, seed: u64, n: usize) -> Result<()> {
             .filter(|&i| in_goal(cases[i].kind))
             .collect(),
     };
-    let oracle = Oracle::of(&cases, &sets);
+    let oracle = Oracle::of(&cases, &sets.clean);
 
     println!("== 1. Labelled deploy cases on NAB backgrounds (seed {seed}) ==");
     println!(
@@ -299,20 +299,17 @@ fn print_misses(o: &[Outcome], goal: &[usize]) {
 
 /// The best any detector could do on these cases: see the note printed under the
 /// signal-to-noise table.
-struct Oracle {
+pub(crate) struct Oracle {
     /// Alarm level, in standard errors.
-    threshold: f64,
+    pub(crate) threshold: f64,
     /// Per case: the highest cumulative z on a critical metric within the first 3 samples.
     peak3: Vec<f64>,
 }
 
 impl Oracle {
-    fn of(cases: &[Case], sets: &Sets) -> Oracle {
-        let mut clean: Vec<f64> = sets
-            .clean
-            .iter()
-            .map(|&i| peak(&cases[i], HORIZON))
-            .collect();
+    /// The oracle of `cases`, its alarm level set on those of them at `clean`.
+    pub(crate) fn of(cases: &[Case], clean: &[usize]) -> Oracle {
+        let mut clean: Vec<f64> = clean.iter().map(|&i| peak(&cases[i], HORIZON)).collect();
         clean.sort_by(f64::total_cmp);
         // The level exactly 1% of clean deploys exceed.
         let threshold = clean[clean.len() - clean.len() / 100 - 1];
@@ -323,15 +320,16 @@ impl Oracle {
     }
 
     /// Cases in `set` the oracle alarms on within 3 samples.
-    fn caught(&self, set: &[usize]) -> usize {
+    pub(crate) fn caught(&self, set: &[usize]) -> usize {
         set.iter()
             .filter(|&&i| self.peak3[i] > self.threshold)
             .count()
     }
 }
 
-/// The highest inverse-variance-weighted cumulative z of a canary-minus-stable difference, on
-/// any critical metric, after each of the first `looks` samples.
+/// The highest inverse-variance-weighted cumulative z of a canary-minus-stable difference (a
+/// stable count scaled to the canary's share), on any critical metric, after each of the first
+/// `looks` samples.
 fn peak(case: &Case, looks: usize) -> f64 {
     let mut best = f64::MIN;
     for (m, (_, _, critical)) in METRICS.iter().enumerate() {
@@ -342,6 +340,11 @@ fn peak(case: &Case, looks: usize) -> f64 {
         for k in 0..looks {
             let (Some(c), Some(s)) = (case.canary[m][k].value(), case.stable[m][k].value()) else {
                 continue;
+            };
+            let s = if m == deploys::LOG_LINES {
+                s * case.count_ratio[k]
+            } else {
+                s
             };
             let variance = case.noise[m][k].powi(2);
             if variance > 0.0 {

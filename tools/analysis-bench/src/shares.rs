@@ -10,8 +10,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use signalbox_analysis::{Decision, Direction, Kind, Metric, Policy};
 
-use crate::cases::{self, Case, FLEET_INSTANCES, HORIZON, METRICS, Split};
-use crate::deploy_report::{pct, pools};
+use crate::cases::{self, FLEET_INSTANCES, HORIZON, METRICS, Split};
+use crate::deploy_report::{Oracle, pct, pools};
 use crate::deploys::{self, Method, Mode, Named, Outcome, STATIC_INCREASE, default_policy};
 
 /// The canary's shares of the fleet, as the issue sets them.
@@ -168,7 +168,7 @@ pub fn run(dir: &Path, seed: u64, n: usize) -> Result<()> {
                 .filter(|&i| cases[i].kind == cases::Kind::Clean)
                 .collect();
             let goal: Vec<usize> = (0..n).filter(|&i| in_goal(cases[i].kind)).collect();
-            let bound = pct(oracle_caught(&cases, &clean, &goal), goal.len());
+            let bound = pct(Oracle::of(&cases, &clean).caught(&goal), goal.len());
             for (m, named) in methods.iter().enumerate() {
                 let o: Vec<Outcome> = cases
                     .iter()
@@ -266,7 +266,10 @@ pub fn every_series(dir: &Path, seed: u64) -> Result<()> {
         .collect();
     // A traffic level is relative to the series' median: one at or below 0 cannot be one.
     let (grids, flat): (Vec<_>, Vec<_>) = all.into_iter().partition(|g| g.median > 0.0);
-    let policy = Method::Engine { policy: kinds_policy(), aa: true };
+    let policy = Method::Engine {
+        policy: kinds_policy(),
+        aa: true,
+    };
     println!(
         "1c. Every NAB series as the traffic of {PER_SERIES} cases per share (KINDS ONLY, seed {seed}; textbook noise)"
     );
@@ -276,7 +279,8 @@ pub fn every_series(dir: &Path, seed: u64) -> Result<()> {
     );
     let mut skipped = Vec::new();
     for (i, share) in SHARES.into_iter().enumerate() {
-        let (mut caught, mut goals, mut fails, mut paused, mut clean, mut used) = (0, 0, 0, 0, 0, 0);
+        let (mut caught, mut goals, mut fails, mut paused, mut clean, mut used) =
+            (0, 0, 0, 0, 0, 0);
         let mut worst = (0.0, String::new());
         for (g, grid) in grids.iter().enumerate() {
             let series_pools = cases::Pools {
@@ -287,15 +291,23 @@ pub fn every_series(dir: &Path, seed: u64) -> Result<()> {
             };
             let stream = seed.wrapping_add(100_000 + 1000 * i as u64 + g as u64);
             let mut rng = ChaCha8Rng::seed_from_u64(stream);
-            let split = Split::Share { share, heavy: false };
-            let Some(cases) = cases::generate_bounded(&series_pools, PER_SERIES, split, &mut rng, 200) else {
+            let split = Split::Share {
+                share,
+                heavy: false,
+            };
+            let Some(cases) =
+                cases::generate_bounded(&series_pools, PER_SERIES, split, &mut rng, 200)
+            else {
                 if i == 0 {
                     skipped.push(grid.name.clone());
                 }
                 continue;
             };
             used += 1;
-            let o: Vec<Outcome> = cases.iter().map(|c| deploys::run(&policy, c, Mode::Concurrent)).collect();
+            let o: Vec<Outcome> = cases
+                .iter()
+                .map(|c| deploys::run(&policy, c, Mode::Concurrent))
+                .collect();
             let mut series_fails = 0;
             for (c, o) in cases.iter().zip(&o) {
                 if c.kind == cases::Kind::Clean {
@@ -325,52 +337,20 @@ pub fn every_series(dir: &Path, seed: u64) -> Result<()> {
     }
     println!("{} series in the corpus", corpus.len());
     if !skipped.is_empty() {
-        println!("counted out, no case fits ({}): {}", skipped.len(), skipped.join(", "));
+        println!(
+            "counted out, no case fits ({}): {}",
+            skipped.len(),
+            skipped.join(", ")
+        );
     }
     if !flat.is_empty() {
         let names: Vec<&str> = flat.iter().map(|g| g.name.as_str()).collect();
-        println!("counted out, median not positive ({}): {}", names.len(), names.join(", "));
+        println!(
+            "counted out, median not positive ({}): {}",
+            names.len(),
+            names.join(", ")
+        );
     }
     println!("(section took {:.1} s)\n", t.elapsed().as_secs_f64());
     Ok(())
-}
-
-/// Goal cases an oracle catches within 3 samples when alarming at the level 1% of the clean
-/// cases exceed: per critical metric, the inverse-variance-weighted mean of the canary's
-/// difference from the stable group's (a count scaled to the canary's share), with the
-/// generator's true noise.
-fn oracle_caught(cases: &[Case], clean: &[usize], goal: &[usize]) -> usize {
-    let mut levels: Vec<f64> = clean.iter().map(|&i| peak(&cases[i], HORIZON)).collect();
-    levels.sort_by(f64::total_cmp);
-    let threshold = levels[levels.len() - levels.len() / 100 - 1];
-    goal.iter()
-        .filter(|&&i| peak(&cases[i], 3) > threshold)
-        .count()
-}
-
-fn peak(case: &Case, looks: usize) -> f64 {
-    let mut best = f64::MIN;
-    for (m, (_, _, critical)) in METRICS.iter().enumerate() {
-        if !critical {
-            continue;
-        }
-        let (mut weighted, mut weights) = (0.0, 0.0);
-        for k in 0..looks {
-            let (Some(c), Some(s)) = (case.canary[m][k].value(), case.stable[m][k].value()) else {
-                continue;
-            };
-            let s = if m == deploys::LOG_LINES {
-                s * case.count_ratio[k]
-            } else {
-                s
-            };
-            let variance = case.noise[m][k].powi(2);
-            if variance > 0.0 {
-                weighted += (c - s) / variance;
-                weights += 1.0 / variance;
-                best = best.max(weighted / weights.sqrt());
-            }
-        }
-    }
-    best
 }
