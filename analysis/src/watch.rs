@@ -207,8 +207,8 @@ impl Watch {
         }
         // Judged like with like, the comparison stands aside: its window is not kept either,
         // and ranks only the samples it judged.
-        let aside = self.like_with_like(metric);
-        if let Some(window) = self.window.as_mut().filter(|_| !aside) {
+        let like = self.like_with_like(metric);
+        if let Some(window) = self.window.as_mut().filter(|_| !like) {
             let concurrent = self.concurrent.get_or_insert_with(|| {
                 // The first concurrent reading: from now on the window is ranked against
                 // the concurrent readings instead of the baseline.
@@ -245,8 +245,8 @@ impl Watch {
                 return Check::of(Status::NoData, None);
             }
         };
-        let modelled = self.like_with_like(metric);
-        if let Some(window) = self.window.as_mut().filter(|_| !modelled) {
+        let like = self.like_with_like(metric);
+        if let Some(window) = self.window.as_mut().filter(|_| !like) {
             let reference = match self.concurrent.as_ref() {
                 Some(concurrent) => concurrent,
                 None => {
@@ -273,13 +273,13 @@ impl Watch {
                     b => breach(metric.direction, b, value).map_or(Finding::Clear, Finding::Bad),
                 }
             }),
-            metric.zscore.as_ref().filter(|_| !modelled).map(|z| {
+            metric.zscore.as_ref().filter(|_| !like).map(|z| {
                 match self.baseline.moments.count() >= 2 {
                     true => z.check(&self.baseline.moments, metric.direction, value).0,
                     false => Finding::NoReference,
                 }
             }),
-            metric.comparison.as_ref().filter(|_| !modelled).map(|c| {
+            metric.comparison.as_ref().filter(|_| !like).map(|c| {
                 match (&self.window, self.compared_with()) {
                     (Some(window), b) if b.len() > 0 => {
                         match c.finding(window, b, metric.direction, self.critical_z) {
@@ -334,7 +334,7 @@ impl Watch {
             fired: findings.map(|f| matches!(f, Some(Finding::Bad(_)))),
             critical: status.is_bad() && (critical || metric.critical),
             decisive: decisive && metric.critical,
-            cumulative: cumulative && (metric.critical || modelled) && !metric.advisory,
+            cumulative: cumulative && (metric.critical || like) && !metric.advisory,
             large: status.is_bad() && large && !metric.advisory,
             error: None,
         }
@@ -424,8 +424,8 @@ impl Watch {
             },
         );
         let baseline = Some(&self.baseline).filter(|b| b.len() > 0);
-        let modelled = self.like_with_like(metric);
-        let zscore = value.filter(|_| !modelled).and_then(|v| {
+        let like = self.like_with_like(metric);
+        let zscore = value.filter(|_| !like).and_then(|v| {
             let b = baseline.filter(|b| b.moments.count() >= 2)?;
             Some(
                 metric
@@ -438,7 +438,7 @@ impl Watch {
         let paired = value
             .and_then(|v| self.paired(metric, v))
             .map(|(_, r, _)| r);
-        let comparison = value.filter(|_| !modelled).and_then(|_| {
+        let comparison = value.filter(|_| !like).and_then(|_| {
             let reference = Some(self.compared_with()).filter(|r| r.len() > 0)?;
             metric
                 .comparison
