@@ -221,6 +221,24 @@ impl Model {
         spread * dispersion.sqrt()
     }
 
+    /// The model's standard deviation of one group's reading over `n` requests when its true
+    /// value is `reference` (dispersion applied): the least spread a reading can have, which
+    /// floors a z-score against readings that happened to agree (a few windows without an
+    /// error). A rate is taken at one event in `n` at least. `None` for counts (a group's
+    /// total, whose reference would be another group's) and gauges.
+    pub(crate) fn reading_stddev(&self, reference: f64, n: u64) -> Option<f64> {
+        let n = (n as f64).max(1.0);
+        let spread = match self.kind {
+            Kind::Rate => {
+                let p = reference.clamp(1.0 / n, 1.0);
+                (p * (1.0 - p) / n).sqrt()
+            }
+            Kind::Quantile => reference.abs() * self.quantile_error / n.sqrt(),
+            Kind::Count | Kind::Gauge => return None,
+        };
+        Some(spread * self.dispersion.sqrt())
+    }
+
     /// Whether the evidence of several samples is judged from their summed events (rates and
     /// counts), rather than by summing their z's (quantiles).
     pub(crate) fn sums_events(&self) -> bool {

@@ -6,7 +6,7 @@ use crate::detectors::paired::{LEVEL_READINGS, Noise, Running, Successive};
 use crate::detectors::rank_sum::{Window, slide};
 use crate::detectors::seasonal::Profile;
 use crate::detectors::static_threshold::breach;
-use crate::detectors::{Detector, Finding, PairedReport, ThresholdReport};
+use crate::detectors::{Detector, Finding, PairedReport, ThresholdReport, ZScore};
 use crate::input::Baseline;
 use crate::kind::{Kind, Model, Totals};
 use crate::metric::{Metric, Observation, Side};
@@ -192,6 +192,25 @@ impl Watch {
             || (metric.kind == Some(Kind::Gauge) && self.stable.is_some() && self.aa.is_some())
     }
 
+    /// The z-score settings for this sample: with a kind and the canary's requests, the
+    /// baseline's spread is floored by the model's spread of a reading over those requests,
+    /// so readings that happened to agree (three windows without an error) do not make one
+    /// error a breach.
+    fn zscore_floored(&self, z: &ZScore) -> ZScore {
+        let floor = self
+            .model
+            .as_ref()
+            .zip(self.requests)
+            .and_then(|(model, n)| model.reading_stddev(self.baseline.moments.mean(), n));
+        match floor {
+            Some(floor) if floor > z.min_stddev => ZScore {
+                min_stddev: floor,
+                ..z.clone()
+            },
+            _ => z.clone(),
+        }
+    }
+
     /// Takes in a concurrent reading of the stable version.
     pub(crate) fn observe_stable(&mut self, metric: &Metric, value: f64, at: i64) {
         self.stable = Some(value);
@@ -275,7 +294,11 @@ impl Watch {
             }),
             metric.zscore.as_ref().filter(|_| !like).map(|z| {
                 match self.baseline.moments.count() >= 2 {
-                    true => z.check(&self.baseline.moments, metric.direction, value).0,
+                    true => {
+                        self.zscore_floored(z)
+                            .check(&self.baseline.moments, metric.direction, value)
+                            .0
+                    }
                     false => Finding::NoReference,
                 }
             }),
@@ -428,9 +451,7 @@ impl Watch {
         let zscore = value.filter(|_| !like).and_then(|v| {
             let b = baseline.filter(|b| b.moments.count() >= 2)?;
             Some(
-                metric
-                    .zscore
-                    .as_ref()?
+                self.zscore_floored(metric.zscore.as_ref()?)
                     .check(&b.moments, metric.direction, v)
                     .1,
             )

@@ -301,3 +301,34 @@ fn an_undecided_analysis_says_how_many_passes_it_still_needs() {
     assert_eq!(judge(&input).expect("valid").passes_needed, None);
 }
 
+
+/// A whole fleet judged against its readings before the change (no stable group left, as in a
+/// rolling deploy's last batch), whose few windows happened to see no error.
+fn without_a_stable_group(canary_rate: f64) -> AnalysisInput {
+    let input = serde_json::json!({
+        "policy": {
+            "metrics": [{"name": "error_rate", "kind": "rate"}],
+            "rules": {"required_passes": 3},
+            "low_traffic": {"min_requests": 10}
+        },
+        "timestamps": (0..6).map(|i| START + i * STEP).collect::<Vec<_>>(),
+        "traffic": [400, 400, 400, 400, 400, 400],
+        "metrics": [{
+            "name": "error_rate",
+            "baseline": {"values": [0.0, 0.0, 0.0]},
+            "canary": vec![canary_rate; 6]
+        }]
+    });
+    AnalysisInput::from_json(&input.to_string()).expect("a valid input")
+}
+
+#[test]
+fn a_rate_against_readings_that_saw_no_error_is_held_to_the_spread_of_its_requests() {
+    // One error in 400 requests, every sample: a 0.25% error rate, no evidence against a
+    // baseline of three windows without errors.
+    let one = judge(&without_a_stable_group(1.0 / 400.0)).expect("valid");
+    assert_eq!(one.decision, Decision::Pass, "{one}");
+    // 30% of requests failing is.
+    let bad = judge(&without_a_stable_group(0.30)).expect("valid");
+    assert_eq!(bad.decision, Decision::Fail, "{bad}");
+}
