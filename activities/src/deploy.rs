@@ -17,7 +17,7 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::{info, instrument};
 
-use crate::heartbeat::{until_cancelled, with_heartbeat};
+use crate::heartbeat::{Sampled, until_cancelled, with_heartbeat};
 use crate::sampling::Sampler;
 use crate::{Error, Result};
 
@@ -187,7 +187,7 @@ impl DeployActivities {
     #[activity(definition = contract::SampleAaPeriod)]
     #[instrument(skip_all, fields(target = %input.fleet, windows = input.windows))]
     pub async fn sample_aa_period(self: Arc<Self>, ctx: ActivityContext, input: AaPeriodInput) -> Result<Vec<Sample>, ActivityError> {
-        let progress = AtomicUsize::new(0);
+        let progress = Sampled::default();
         let work = async { self.sampler.aa_period(self.open(&input.fleet)?.as_ref(), &input, &progress).await };
         until_cancelled(&ctx, &progress, work).await?.map_err(Error::into_activity)
     }
@@ -210,7 +210,7 @@ impl DeployActivities {
     #[activity(definition = contract::AnalyzeHealth)]
     #[instrument(skip_all, fields(target = %input.fleet, canary = input.canary.len(), stable = input.stable.len()))]
     pub async fn analyze_health(self: Arc<Self>, ctx: ActivityContext, input: AnalyzeInput) -> Result<AnalyzeOutput, ActivityError> {
-        let progress = AtomicUsize::new(0);
+        let progress = Sampled::default();
         let work = async { self.sampler.analyze(self.open(&input.fleet)?.as_ref(), input, &progress).await };
         until_cancelled(&ctx, &progress, work).await?.map_err(Error::into_activity)
     }
@@ -219,7 +219,7 @@ impl DeployActivities {
     #[activity(definition = contract::EvaluateHealth)]
     #[instrument(skip_all, fields(target = %input.fleet, canary = input.canary.len(), control = input.control.len()))]
     pub async fn evaluate_health(self: Arc<Self>, ctx: ActivityContext, input: EvaluateInput) -> Result<HealthReport, ActivityError> {
-        let progress = AtomicUsize::new(0);
+        let progress = Sampled::default();
         let work = async { self.sampler.evaluate(self.open(&input.fleet)?.as_ref(), input, &progress).await };
         until_cancelled(&ctx, &progress, work).await?.map_err(Error::into_activity)
     }
@@ -228,7 +228,7 @@ impl DeployActivities {
     #[activity(definition = contract::VerifyInstances)]
     #[instrument(skip_all, fields(target = %input.fleet, instances = input.instances.len(), reference = input.reference.len()))]
     pub async fn verify(self: Arc<Self>, ctx: ActivityContext, input: VerifyInput) -> Result<HealthReport, ActivityError> {
-        let progress = AtomicUsize::new(0);
+        let progress = Sampled::default();
         let work = async { self.sampler.verify(self.open(&input.fleet)?.as_ref(), input, &progress).await };
         until_cancelled(&ctx, &progress, work).await?.map_err(Error::into_activity)
     }

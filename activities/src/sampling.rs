@@ -7,7 +7,6 @@
 //! Only verdicts leave: the loop runs inside a heartbeating activity, and just the verdict
 //! (with what the engine judged) goes into workflow history.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use signalbox_analysis::{Decision, Sample};
@@ -20,6 +19,7 @@ use signalbox_substrate::{HealthEndpoint, Substrate};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::info;
 
+use crate::heartbeat::Sampled;
 use crate::{Error, Result};
 
 /// A metric-source cohort of `endpoints`: the scrape source wants `host:port`.
@@ -98,18 +98,14 @@ impl Sampler {
     /// Judges one step: each window the policy's metrics of the canary and of the stable
     /// instances, fed to the engine until it decides or the windows run out (undecided:
     /// inconclusive). `progress` counts the windows judged.
-    pub async fn analyze(&self, substrate: &dyn Substrate, input: AnalyzeInput, progress: &AtomicUsize) -> Result<AnalyzeOutput> {
+    pub async fn analyze(&self, substrate: &dyn Substrate, input: AnalyzeInput, progress: &Sampled) -> Result<AnalyzeOutput> {
         if input.dry_run {
             let report = AnalysisReport { decision: Decision::Pass, rule: None, summary: "dry run: not analysed".into(), metrics: vec![] };
             return Ok(AnalyzeOutput { report, input: None });
         }
         let canary_endpoints = substrate.health_endpoints(&input.canary).await?;
         let stable_endpoints = substrate.health_endpoints(&input.stable).await?;
-        let _load = input.load_rps.map(|rps| {
-            let urls: Vec<String> = canary_endpoints.iter().chain(&stable_endpoints).map(|e| e.service_url.clone()).collect();
-            let total = rps.saturating_mul(urls.len() as u32);
-            Load::start(self.http.clone(), urls, total)
-        });
+        let _load = input.load_rps.map(|rps| self.load(&canary_endpoints, &stable_endpoints, rps));
         let canary = cohort(&input.service, &canary_endpoints);
         let stable = (!stable_endpoints.is_empty()).then(|| cohort(&input.service, &stable_endpoints));
         let baselines = analysis::aa_baselines(&input.policy, &input.aa)
@@ -130,7 +126,7 @@ impl Sampler {
             tick.tick().await;
             let sample = signalbox_metrics::sample(&source, &input.policy, &canary, stable.as_ref(), SystemTime::now()).await;
             let decision = recorder.push(sample).map_err(refused)?;
-            progress.store(n, Ordering::Relaxed);
+            progress.record(n, recorder.passes_needed());
             if decision != Decision::Continue {
                 break;
             }
@@ -141,14 +137,25 @@ impl Sampler {
         Ok(AnalyzeOutput { report, input: Some(judged) })
     }
 
+    /// `rps` requests per second at each instance of both groups, until dropped.
+    fn load(&self, canary: &[HealthEndpoint], stable: &[HealthEndpoint], rps: u32) -> Load {
+        let urls: Vec<String> = canary.iter().chain(stable).map(|e| e.service_url.clone()).collect();
+        let total = rps.saturating_mul(urls.len() as u32);
+        Load::start(self.http.clone(), urls, total)
+    }
+
     /// The live A/A period: the canary-to-be and the rest read side by side, one sample per
-    /// window, before anything changes. `progress` counts the windows read.
-    pub async fn aa_period(&self, substrate: &dyn Substrate, input: &AaPeriodInput, progress: &AtomicUsize) -> Result<Vec<Sample>> {
+    /// window, before anything changes (under the step's verification load, if it has one).
+    /// `progress` counts the windows read.
+    pub async fn aa_period(&self, substrate: &dyn Substrate, input: &AaPeriodInput, progress: &Sampled) -> Result<Vec<Sample>> {
         if input.dry_run || input.stable.is_empty() {
             return Ok(Vec::new());
         }
-        let canary = cohort(&input.service, &substrate.health_endpoints(&input.canary).await?);
-        let stable = cohort(&input.service, &substrate.health_endpoints(&input.stable).await?);
+        let canary_endpoints = substrate.health_endpoints(&input.canary).await?;
+        let stable_endpoints = substrate.health_endpoints(&input.stable).await?;
+        let _load = input.load_rps.map(|rps| self.load(&canary_endpoints, &stable_endpoints, rps));
+        let canary = cohort(&input.service, &canary_endpoints);
+        let stable = cohort(&input.service, &stable_endpoints);
         let source = Scrape::new(self.scraper.clone(), Scrape::default_measures());
         let mut tick = tokio::time::interval(Duration::from_millis(input.window_ms));
         tick.tick().await;
@@ -157,14 +164,14 @@ impl Sampler {
         for n in 1..=input.windows as usize {
             tick.tick().await;
             samples.push(signalbox_metrics::sample(&source, &input.policy, &canary, Some(&stable), SystemTime::now()).await);
-            progress.store(n, Ordering::Relaxed);
+            progress.record(n, None);
         }
         Ok(samples)
     }
 
     /// The first-version gate's `health.evaluate` of older runs: the engine under the gate
     /// preset, answered in the gate's report.
-    pub async fn evaluate(&self, substrate: &dyn Substrate, input: EvaluateInput, progress: &AtomicUsize) -> Result<HealthReport> {
+    pub async fn evaluate(&self, substrate: &dyn Substrate, input: EvaluateInput, progress: &Sampled) -> Result<HealthReport> {
         let analyze = gate_input(&input.policy, input.canary, input.control, input.baseline, None, input.dry_run, &input.fleet);
         let out = self.analyze(substrate, analyze, progress).await?;
         Ok(HealthReport { verdict: out.report.decision, summary: out.report.summary, baseline: input.baseline, samples: Vec::new() })
@@ -172,7 +179,7 @@ impl Sampler {
 
     /// The legacy blue/green workflow's `health.verify`: the gate preset under a verification
     /// load on both sets.
-    pub async fn verify(&self, substrate: &dyn Substrate, input: VerifyInput, progress: &AtomicUsize) -> Result<HealthReport> {
+    pub async fn verify(&self, substrate: &dyn Substrate, input: VerifyInput, progress: &Sampled) -> Result<HealthReport> {
         let analyze =
             gate_input(&input.policy, input.instances, input.reference, GroupFigures::default(), Some(input.rps_per_instance), false, &input.fleet);
         let out = self.analyze(substrate, analyze, progress).await?;

@@ -233,13 +233,18 @@ impl Evaluator {
             tally: self.tally.clone(),
             sample: self.last.clone(),
             metrics,
-            passes_needed: (decision == Decision::Continue).then(|| {
-                self.policy
-                    .rules
-                    .required_passes
-                    .saturating_sub(self.tally.passes)
-            }),
+            passes_needed: self.passes_needed(),
         }
+    }
+
+    /// Passing samples still needed to promote while undecided; `None` once decided.
+    pub fn passes_needed(&self) -> Option<u32> {
+        self.decided.is_none().then(|| {
+            self.policy
+                .rules
+                .required_passes
+                .saturating_sub(self.tally.passes)
+        })
     }
 
     /// Ends the stream: an undecided analysis is inconclusive (rule `end_of_input`), since it

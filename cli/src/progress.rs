@@ -81,6 +81,11 @@ fn state_line(status: &DeployStatus) -> String {
         let approved = if approved.is_empty() { "no approvals yet".to_owned() } else { format!("approved by {}", approved.join(", ")) };
         holds.push(format!("awaiting approval before batch {} ({approved}; expires {})", gate.before_batch, time(gate.expires_at)));
     }
+    if let Some(s) = &status.sampling {
+        let what = if s.aa_period { format!("A/A period before {}", s.step) } else { format!("sampling {}", s.step) };
+        let needed = s.passes_needed.map(|n| format!(", {n} passes needed to promote")).unwrap_or_default();
+        holds.push(format!("{what}: {} of {} samples, {} left at most{needed}", s.samples, s.max_samples, s.samples_left));
+    }
     if let Some(b) = &status.bypass {
         holds.push(format!("gates bypassed by {}", b.by));
     }
@@ -215,6 +220,26 @@ mod tests {
         s.instances_per_version = BTreeMap::from([("1.0.0".to_owned(), 20)]);
         assert_eq!(p.lines(&s), ["RolledBack  1.0.0=20  reason: batch 1: unhealthy"]);
         assert!(!succeeded(&s));
+    }
+
+    #[test]
+    fn sampling_in_progress_says_how_many_samples_are_left() {
+        use signalbox_domain::{Sampling, SamplingProgress};
+        let mut p = Progress::default();
+        let mut s = at(Phase::Evaluating, 2, 20, 0);
+        let started_at = DateTime::from_timestamp(0, 0).unwrap();
+        let mut aa = Sampling::started("batch 2", true, 6, 1_000, started_at);
+        aa.progressed(SamplingProgress { samples: 2, passes_needed: None });
+        s.sampling = Some(aa);
+        assert_eq!(p.lines(&s), ["batch 2/4 Evaluating  1.0.0=20  [A/A period before batch 2: 2 of 6 samples, 4 left at most]"]);
+        s.instances_per_version = BTreeMap::from([("1.0.0".to_owned(), 15), ("1.1.0".to_owned(), 5)]);
+        let mut judging = Sampling::started("batch 2", false, 12, 1_000, started_at);
+        judging.progressed(SamplingProgress { samples: 3, passes_needed: Some(7) });
+        s.sampling = Some(judging);
+        assert_eq!(
+            p.lines(&s),
+            ["batch 2/4 Evaluating  1.0.0=15 1.1.0=5  [sampling batch 2: 3 of 12 samples, 9 left at most, 7 passes needed to promote]"]
+        );
     }
 
     fn entry(action: Action, by: &str, reason: &str, secs: i64) -> AuditEntry {

@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
+use signalbox_contract::activities::{AnalyzeHealth, SampleAaPeriod};
 use signalbox_contract::deploy::{Abort, ApproveGate, Bypass, DeployRun, Halt, Pause, Resume, Rollback, Status};
 use signalbox_contract::lane::{held, lane_id};
 use signalbox_contract::search;
-use signalbox_domain::{Approve, Command, DeployRequest, DeployStatus, Phase, control, deploy_id};
+use signalbox_domain::{Approve, Command, DeployRequest, DeployStatus, Phase, SamplingProgress, control, deploy_id};
 use temporalio_client::errors::{WorkflowInteractionError, WorkflowQueryError, WorkflowStartError, WorkflowUpdateError};
 use temporalio_client::{
     Client, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions, WorkflowFetchHistoryOptions, WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
@@ -199,13 +200,34 @@ impl Deploys {
         }
     }
 
-    /// The deploy's status, from its `status` query.
+    /// The deploy's status, from its `status` query; while it samples, with how far the
+    /// sampling got (its activity's last heartbeat).
     pub async fn status(&self, id: &str) -> Result<DeployStatus> {
         let handle = self.client.get_workflow_handle::<DeployRun>(id);
-        handle.query(Status, (), WorkflowQueryOptions::default()).await.map_err(|e| match e {
+        let mut status = handle.query(Status, (), WorkflowQueryOptions::default()).await.map_err(|e| match e {
             WorkflowQueryError::NotFound(_) => Error::NotFound(id.to_owned()),
             other => Error::Unavailable(other.to_string()),
-        })
+        })?;
+        if let Some(sampling) = status.sampling.as_mut() {
+            // Without a heartbeat yet (or a server that cannot say), no sample is counted.
+            if let Some(progress) = self.sampling_progress(id).await {
+                sampling.progressed(progress);
+            }
+        }
+        Ok(status)
+    }
+
+    /// The last heartbeat of the deploy's sampling activity in flight (an A/A period or an
+    /// analysis), if it sent one.
+    async fn sampling_progress(&self, id: &str) -> Option<SamplingProgress> {
+        let handle = self.client.get_workflow_handle::<DeployRun>(id);
+        let described = handle.describe(WorkflowDescribeOptions::default()).await.ok()?;
+        described
+            .raw_description
+            .pending_activities
+            .iter()
+            .filter(|a| a.activity_type.as_ref().is_some_and(|t| t.name == SampleAaPeriod::NAME || t.name == AnalyzeHealth::NAME))
+            .find_map(|a| serde_json::from_slice(&a.heartbeat_details.as_ref()?.payloads.first()?.data).ok())
     }
 
     /// Waits for the deploy's workflow to close and returns its final status.

@@ -26,6 +26,6 @@ pub use error::{Error, Result};
 pub use health::{GroupFigures, HealthPolicy, HealthReport};
 pub use plan::{BatchPlan, BatchStep};
 pub use request::{DEFAULT_ROLLBACK_WINDOW_MS, DeployRequest, deploy_id};
-pub use status::{DeployStatus, InvalidField, Phase, TrafficState};
+pub use status::{DeployStatus, InvalidField, Phase, Sampling, SamplingProgress, TrafficState};
 pub use strategy::{BlueGreenSpec, CanarySpec, Strategy};
 pub use target::Target;

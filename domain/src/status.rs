@@ -111,6 +111,9 @@ pub struct DeployStatus {
     /// the lane, or the world it reads), rather than failing to roll back.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub refused: bool,
+    /// The health sampling in progress (an A/A period or a step's analysis), while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<Sampling>,
 }
 
 fn rolling() -> String {
@@ -124,6 +127,57 @@ pub struct InvalidField {
     pub field: String,
     /// The rule, in words.
     pub rule: String,
+}
+
+/// What a deploy is sampling now. The workflow knows what it asked for; how far the sampling
+/// got comes from the activity's heartbeat ([`SamplingProgress`]), which the status read adds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sampling {
+    /// The step it is for, as the verdicts name it (`batch 2`, `step 3 (25%)`, `green`).
+    pub step: String,
+    /// An A/A period before the step changes anything, rather than the step's judgement.
+    pub aa_period: bool,
+    /// Samples it takes at most: an A/A period reads exactly this many; a judgement ends
+    /// sooner once its rules decide, and inconclusive (never promoting) if they have not by then.
+    pub max_samples: u32,
+    /// One sample's window, in milliseconds.
+    pub window_ms: u64,
+    /// When it started (workflow time).
+    pub started_at: DateTime<Utc>,
+    /// Samples taken so far, from the activity's last heartbeat (0 before the first).
+    #[serde(default)]
+    pub samples: u32,
+    /// Samples left at most: `max_samples - samples`.
+    #[serde(default)]
+    pub samples_left: u32,
+    /// Passes the judgement still needs to promote, as of its last sample; `None` before the
+    /// first sample, for an A/A period, or for a policy that promotes on its score alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passes_needed: Option<u32>,
+}
+
+impl Sampling {
+    /// Sampling for `step` that has not taken a sample yet.
+    pub fn started(step: impl Into<String>, aa_period: bool, max_samples: u32, window_ms: u64, started_at: DateTime<Utc>) -> Self {
+        Self { step: step.into(), aa_period, max_samples, window_ms, started_at, samples: 0, samples_left: max_samples, passes_needed: None }
+    }
+
+    /// Takes in a heartbeat's progress.
+    pub fn progressed(&mut self, progress: SamplingProgress) {
+        self.samples = progress.samples.min(self.max_samples);
+        self.samples_left = self.max_samples - self.samples;
+        self.passes_needed = progress.passes_needed;
+    }
+}
+
+/// How far a sampling activity got: its heartbeat details.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SamplingProgress {
+    /// Samples taken.
+    pub samples: u32,
+    /// Passes still needed to promote, as of the last sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passes_needed: Option<u32>,
 }
 
 /// Where the traffic of a canary or blue/green deploy stands.
@@ -162,6 +216,7 @@ impl DeployStatus {
             held_by: None,
             invalid: None,
             refused: false,
+            sampling: None,
         }
     }
 

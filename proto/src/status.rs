@@ -2,7 +2,7 @@
 
 use signalbox_domain::analysis::{AnalysisReport, Decision, Rule};
 use signalbox_domain::health::SampleJudgement;
-use signalbox_domain::{DeployStatus, Error, GroupFigures, HealthReport, Phase, Result, TrafficState};
+use signalbox_domain::{DeployStatus, Error, GroupFigures, HealthReport, Phase, Result, Sampling, TrafficState};
 
 use crate::control::{instant, timestamp, within};
 use crate::pb;
@@ -145,6 +145,38 @@ impl TryFrom<pb::AnalysisReport> for AnalysisReport {
     }
 }
 
+impl From<Sampling> for pb::Sampling {
+    fn from(s: Sampling) -> Self {
+        Self {
+            samples_left: s.samples_left,
+            step: s.step,
+            aa_period: s.aa_period,
+            samples: s.samples,
+            max_samples: s.max_samples,
+            passes_needed: s.passes_needed,
+            window_ms: s.window_ms,
+            started_at: Some(timestamp(s.started_at)),
+        }
+    }
+}
+
+impl TryFrom<pb::Sampling> for Sampling {
+    type Error = Error;
+
+    fn try_from(s: pb::Sampling) -> Result<Self> {
+        Ok(Self {
+            step: s.step,
+            aa_period: s.aa_period,
+            max_samples: s.max_samples,
+            window_ms: s.window_ms,
+            started_at: instant("sampling.started_at", s.started_at)?,
+            samples: s.samples,
+            samples_left: s.samples_left,
+            passes_needed: s.passes_needed,
+        })
+    }
+}
+
 impl From<DeployStatus> for pb::DeployStatus {
     fn from(s: DeployStatus) -> Self {
         Self {
@@ -166,6 +198,7 @@ impl From<DeployStatus> for pb::DeployStatus {
             traffic: s.traffic.map(|t| pb::TrafficState { new_share_percent: t.new_share_percent, weights: t.weights, new_set: t.new_set, old_set: t.old_set }),
             held_by: s.held_by,
             refused: s.refused,
+            sampling: s.sampling.map(Into::into),
         }
     }
 }
@@ -198,6 +231,7 @@ impl TryFrom<pb::DeployStatus> for DeployStatus {
             // The worker's refusal of a field is already in `reason`; the wire carries no more.
             invalid: None,
             refused: s.refused,
+            sampling: s.sampling.map(TryInto::try_into).transpose()?,
         })
     }
 }
@@ -377,6 +411,20 @@ mod tests {
         assert_eq!(DeployStatus::try_from(pb::DeployStatus::from(canary.clone())).unwrap(), canary);
         let queued = DeployStatus { phase: Phase::Queued, held_by: Some("deploy/s/t/a1".into()), ..DeployStatus::starting() };
         assert_eq!(DeployStatus::try_from(pb::DeployStatus::from(queued.clone())).unwrap(), queued);
+    }
+
+    #[test]
+    fn sampling_in_progress_survives_the_wire_with_the_samples_left() {
+        let mut sampling = Sampling::started("batch 2", false, 12, 1_000, DateTime::from_timestamp(1_700_000_000, 0).unwrap());
+        sampling.progressed(signalbox_domain::SamplingProgress { samples: 5, passes_needed: Some(4) });
+        let evaluating = DeployStatus { phase: Phase::Evaluating, sampling: Some(sampling), ..DeployStatus::starting() };
+        let wire = pb::DeployStatus::from(evaluating.clone());
+        let on_wire = wire.sampling.clone().unwrap();
+        assert_eq!((on_wire.samples, on_wire.max_samples, on_wire.samples_left, on_wire.passes_needed), (5, 12, 7, Some(4)));
+        assert_eq!(DeployStatus::try_from(wire).unwrap(), evaluating);
+        let mut broken = pb::DeployStatus::from(evaluating);
+        broken.sampling.as_mut().unwrap().started_at = None;
+        assert_eq!(DeployStatus::try_from(broken).unwrap_err().field(), "sampling.started_at");
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .register_activities(DeployActivities::new(home.clone(), substrates(&home, &options.etcd)))
         .register_activities(LaneActivities::new(client.clone()))
         .register_activities(TrafficActivities)
+        // Every heartbeat reaches the server (they come every 2 s), so a deploy's status shows
+        // how far its sampling got within 2 s rather than the default throttle's 8.
+        .max_heartbeat_throttle_interval(signalbox_activities::heartbeat::HEARTBEAT_EVERY)
         .build();
     let mut worker = Worker::new(&runtime, client, worker_options)?;
     let shutdown = worker.shutdown_handle();

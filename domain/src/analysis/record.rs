@@ -54,6 +54,11 @@ impl Recorder {
         Ok(decision)
     }
 
+    /// Passing samples still needed to promote while undecided; `None` once decided.
+    pub fn passes_needed(&self) -> Option<u32> {
+        self.evaluator.passes_needed()
+    }
+
     /// Ends the stream (undecided: inconclusive) and returns the verdict and what it judged.
     ///
     /// A sample whose traffic was not measured skips the low-traffic check. The input's
