@@ -35,9 +35,10 @@ activity!(
     SampleBaseline = "health.baseline": BaselineInput => GroupFigures
 );
 activity!(
-    /// The analysis engine's live A/A period: reads the instances a deploy changes first next to
-    /// the rest, window by window with both groups' requests, before anything changes. The
-    /// samples become each later analysis's baseline.
+    /// The analysis engine's live A/A period: reads the instances a step is about to change next
+    /// to those it leaves, window by window with both groups' requests, before it changes
+    /// anything. The samples become the step's analysis's baseline. Heartbeats a
+    /// `SamplingProgress`.
     SampleAaPeriod = "health.aa_period": AaPeriodInput => Vec<Sample>
 );
 activity!(
@@ -217,6 +218,10 @@ pub struct AaPeriodInput {
     pub windows: u32,
     /// Sample nothing; return no windows.
     pub dry_run: bool,
+    /// Requests per second driven straight at each instance of both groups while reading, as
+    /// the step's judgement will drive them (blue/green's idle green set); `None`: live traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_rps: Option<u32>,
 }
 
 /// Input of [`AdvanceBatch`].
@@ -345,8 +350,9 @@ pub struct AnalyzeInput {
     /// instances the balancer sends nothing (blue/green's green set); `None`: live traffic only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_rps: Option<u32>,
-    /// The live A/A period read before the first change ([`SampleAaPeriod`]), when the policy
-    /// asked for one: each metric's baseline is then its windows, the stable group's readings
+    /// The live A/A period read before the step changed anything ([`SampleAaPeriod`]; before
+    /// the first change only, in runs recorded before every step read its own), when the
+    /// policy asked for one: each metric's baseline is then its windows, the stable group's readings
     /// as values and the canary group's beside them, with both groups' requests.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aa: Vec<Sample>,

@@ -12,10 +12,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use signalbox_analysis::detectors::ZScore;
 use signalbox_analysis::{
-    AnalysisInput, Baseline, Direction, Metric, MetricData, Observation, Policy,
+    AnalysisInput, Baseline, Direction, Metric, MetricData, Observation, Policy, Sample,
 };
 use signalbox_contract::activities::{
-    AnalyzeHealth, AnalyzeInput, AnalyzeOutput, EvaluateHealth, EvaluateInput,
+    AaPeriodInput, AnalyzeHealth, AnalyzeInput, AnalyzeOutput, EvaluateHealth, EvaluateInput,
+    SampleAaPeriod,
 };
 use signalbox_domain::health::SampleJudgement;
 use signalbox_domain::{GroupFigures, HealthPolicy, HealthReport};
@@ -71,6 +72,30 @@ pub fn analyses(history: &[u8]) -> Result<Vec<Analysis>> {
             finished_at_ms,
             input,
             output,
+        })
+        .collect())
+}
+
+/// One live A/A period (`health.aa_period`): the groups it read and the samples it returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AaPeriod {
+    /// When it finished: Unix milliseconds.
+    pub finished_at_ms: i64,
+    /// The instances about to change, the ones read beside them, the windows.
+    pub input: AaPeriodInput,
+    /// One sample per window.
+    pub samples: Vec<Sample>,
+}
+
+/// Every completed live A/A period in a workflow history, oldest first; `history` as for
+/// [`evaluations`].
+pub fn aa_periods(history: &[u8]) -> Result<Vec<AaPeriod>> {
+    Ok(completed(history, SampleAaPeriod::NAME)?
+        .into_iter()
+        .map(|(finished_at_ms, input, samples)| AaPeriod {
+            finished_at_ms,
+            input,
+            samples,
         })
         .collect())
 }

@@ -8,10 +8,10 @@ use std::process::{Command, Output};
 
 use signalbox_analysis::{AnalysisInput, Decision, Policy, judge};
 use signalbox_devstack::workspace_binary;
-use signalbox_domain::Phase;
+use signalbox_domain::{Phase, Sampling};
 use signalbox_domain::analysis::AnalysisReport;
 use signalbox_localstack::{DEPLOY_DEADLINE, LoadedFleet, demo_build, publish, request};
-use signalbox_metrics::recorded::analyses;
+use signalbox_metrics::recorded::{aa_periods, analyses};
 use signalbox_tests::{histories_dir, record_history, run, stack};
 
 /// The engine's default policy (z-score and Mann-Whitney on both metrics) over the demo's
@@ -174,10 +174,12 @@ fn kinds_policy() -> Policy {
     .expect("a valid policy")
 }
 
-/// The live A/A period: read before the first change, in history, every batch's baseline, and
-/// what a backtest of the deploy judges.
+/// The live A/A period: every batch with instances left on the old build reads its own just
+/// before it changes anything (the batch's instances next to those that stay), in history as
+/// that batch's baseline, shown in the status while it runs, and what a backtest of the deploy
+/// judges.
 #[test]
-fn a_policy_with_kinds_reads_an_aa_period_first_and_judges_like_with_like() {
+fn a_policy_with_kinds_reads_each_batchs_aa_period_first_and_judges_like_with_like() {
     run(async {
         let s = stack().await;
         let base = publish(&s.home, demo_build("atlas", "6.0.0", 0.002, 5)).await?;
@@ -188,28 +190,68 @@ fn a_policy_with_kinds_reads_an_aa_period_first_and_judges_like_with_like() {
 
         let mut req = request("atlas", "engine-kinds", next);
         req.analysis = Some(kinds_policy());
+        let max = signalbox_domain::analysis::windows(&kinds_policy(), &req.health);
         let id = deploys.start(req, None).await?.id;
-        let status = tokio::time::timeout(DEPLOY_DEADLINE, deploys.result(&id)).await??;
+        // What the status says while the deploy samples, read as a person would, every 200 ms.
+        let watched = async {
+            let mut seen: Vec<Sampling> = Vec::new();
+            loop {
+                let status = deploys.status(&id).await?;
+                if status.phase.is_final() {
+                    return anyhow::Ok(seen);
+                }
+                seen.extend(status.sampling);
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        };
+        let (status, seen) = tokio::time::timeout(DEPLOY_DEADLINE, async { tokio::join!(deploys.result(&id), watched) }).await?;
+        let (status, seen) = (status?, seen?);
         assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
-        let recorded = analyses(deploys.history_json(&id).await?.as_bytes())?;
-        assert!(!recorded.is_empty());
+        assert!(status.sampling.is_none(), "nothing samples once done: {:?}", status.sampling);
+
+        let history = deploys.history_json(&id).await?;
+        let recorded = analyses(history.as_bytes())?;
+        let periods = aa_periods(history.as_bytes())?;
+        assert!(recorded.len() >= 3, "{} batches", recorded.len());
+        assert_eq!(periods.len(), recorded.len() - 1, "every batch but the last leaves instances on the old build to read beside it");
+        let mut updated: Vec<String> = Vec::new();
         for (i, analysis) in recorded.iter().enumerate() {
-            let aa = &analysis.input.aa;
-            assert_eq!(aa.len(), 3, "batch {}: the A/A period went with it: {aa:?}", i + 1);
+            let batch: Vec<String> = analysis.input.canary.iter().filter(|c| !updated.contains(c)).cloned().collect();
+            updated.clone_from(&analysis.input.canary);
+            // The last batch has no stable group: the A/A period read before it stands.
+            let period = &periods[i.min(periods.len() - 1)];
+            if i < periods.len() {
+                assert_eq!((&period.input.canary, &period.input.stable), (&batch, &analysis.input.stable), "batch {}: its instances next to those that stay", i + 1);
+                assert!(period.finished_at_ms <= analysis.finished_at_ms);
+            }
+            assert_eq!(period.samples.len(), 3, "batch {}", i + 1);
+            assert_eq!(analysis.input.aa, period.samples, "batch {}: judged on its own A/A period", i + 1);
             let input = analysis.output.input.as_ref().expect("the judged input");
             for m in &input.metrics {
                 let b = &m.baseline;
                 assert_eq!((b.values.len(), b.canary.len(), b.traffic.len(), b.stable_traffic.len()), (3, 3, 3, 3), "{}: {b:?}", m.name);
-                assert!(b.traffic.iter().zip(&b.stable_traffic).all(|(c, s)| c < s), "one instance read next to nine: {b:?}");
+                if i == 0 {
+                    assert!(b.traffic.iter().zip(&b.stable_traffic).all(|(c, s)| c < s), "one instance read next to nine: {b:?}");
+                }
             }
             if i + 1 < recorded.len() {
                 let both = input.stable_traffic.as_ref().is_some_and(|t| t.iter().all(|&n| n > 0));
                 assert!(both, "batch {}: both groups' requests in every sample: {:?}", i + 1, input.stable_traffic);
             }
         }
+        // The status said what was being sampled and how many samples were left.
+        let counted = |s: &&Sampling| s.samples > 0 && s.samples_left == s.max_samples - s.samples;
+        let aa = seen.iter().filter(|s| s.aa_period).find(counted);
+        assert!(aa.is_some_and(|s| s.max_samples == 3 && s.step.starts_with("batch ")), "an A/A period with its samples counted: {seen:?}");
+        let judging = seen.iter().filter(|s| !s.aa_period).find(counted);
+        assert!(
+            judging.is_some_and(|s| s.max_samples == max && s.passes_needed.is_some_and(|n| n <= 3)),
+            "a judgement with the samples left and the passes it still needs: {seen:?}"
+        );
+
         let last = status.last_analysis.clone().expect("judged");
         assert_eq!(AnalysisReport::of(&judge(recorded.last().and_then(|a| a.output.input.as_ref()).expect("input"))?), last, "a backtest judges what the deploy judged");
-        record_history(&deploys, &id, "analysis_engine_kinds").await?;
+        record_history(&deploys, &id, "analysis_engine_kinds_every_batch").await?;
 
         // A build failing 30% of its requests is caught in batch 1, with no metric critical.
         let mut req = request("atlas", "engine-kinds", bad);

@@ -66,13 +66,15 @@ const V2: [&str; 22] = [
     "lane_rollback_refused", "rolling_slow_windows",
 ];
 
-/// Recorded by the current code: the same deploys (a queued one halted), and a promoted canary
-/// held by a late halt and rolled back in its window.
-const CURRENT: [&str; 23] = [
+/// Recorded by the current code: the same deploys (a queued one halted), a promoted canary
+/// held by a late halt and rolled back in its window, and policies with metric kinds (an A/A
+/// period before the first batch only, then before every step of each strategy).
+const CURRENT: [&str; 27] = [
     "rolling_good", "rolling_bad", "rolling_abort", "worker_crash", "server_restart", "canary_good", "canary_bad", "bluegreen_flip",
     "bluegreen_flip_back", "analysis_engine_good", "analysis_engine_bad", "analysis_engine_exported", "control_pause", "control_halt_abort",
     "control_rollback_window", "control_approval", "control_expiry_abort", "control_bypass", "lane_redeploy", "lane_queued",
-    "lane_rollback_refused", "rolling_slow_windows", "canary_promoted_rollback",
+    "lane_rollback_refused", "rolling_slow_windows", "canary_promoted_rollback", "analysis_engine_kinds", "analysis_engine_kinds_every_batch",
+    "canary_kinds", "bluegreen_kinds",
 ];
 
 #[tokio::test]

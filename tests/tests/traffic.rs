@@ -8,11 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use signalbox_devstack::wait_for;
+use signalbox_analysis::{Policy, Sample};
 use signalbox_domain::analysis::Decision;
 use signalbox_domain::traffic::{AdminState, plan_canary, share_percent, split_weights};
 use signalbox_domain::{Command, DeployRequest, DeployStatus, Phase, Strategy};
 use signalbox_localstack::traffic::{BalancedFleet, BalancedOptions, bluegreen_request, canary_request, observe_canary};
 use signalbox_localstack::{DEPLOY_DEADLINE, demo_build, publish};
+use signalbox_metrics::recorded::{aa_periods, analyses};
 use signalbox_proto::pb;
 use signalbox_tests::{GrpcApi, record_history, run, signalbox, stack};
 
@@ -340,6 +342,86 @@ fn a_canary_waits_for_approval_before_its_second_step_and_a_halt_freezes_its_wei
         assert_eq!(done.gates[0].approvals.iter().map(|a| a.by.as_str()).collect::<Vec<_>>(), ["bob"]);
         assert_eq!(fleet.served_through(20).await?, only("5.1.0", 20));
         api.stop().await
+    });
+}
+
+/// What a user writes for the demo's metrics: each one's name and kind, a live A/A period of
+/// three one-second windows, three passes a step, and a request floor of one (a 1% step sends
+/// the canaries a few requests a window, which the kinds judge from the requests themselves).
+fn kinds_policy() -> anyhow::Result<Policy> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "metrics": [{"name": "error_rate", "kind": "rate"}, {"name": "p99_ms", "kind": "quantile"}],
+        "rules": {"required_passes": 3},
+        "low_traffic": {"min_requests": 1},
+        "aa_windows": 3
+    }))?)
+}
+
+/// The position of the first scheduled `activity` in `order`.
+fn first(order: &[(String, serde_json::Value)], activity: &str) -> usize {
+    order.iter().position(|(name, _)| name == activity).unwrap_or(usize::MAX)
+}
+
+/// A policy with metric kinds on the traffic strategies: each reads its A/A period before it
+/// changes anything, the groups it will compare side by side on the old build (a canary's
+/// canaries while they still serve; blue/green's idle green set next to blue, under the
+/// verification load green's judgement drives), and judges every step on it.
+#[test]
+fn traffic_strategies_read_their_aa_period_before_changing_anything() {
+    run(async {
+        let s = stack().await;
+        let deploys = s.deploys().await?;
+        let policy = kinds_policy()?;
+
+        let base = publish(&s.home, demo_build("quota", "7.0.0", 0.002, 5)).await?;
+        let next = publish(&s.home, demo_build("quota", "7.1.0", 0.002, 5)).await?;
+        let options = BalancedOptions { rps: 400, ..BalancedOptions::new("quota", "canary-kinds", 10) };
+        let fleet = BalancedFleet::start(&s.home, options, base.clone(), &s.options.dir).await?;
+        let ids = fleet.ids();
+        let mut req = canary_request("quota", &fleet, next.clone(), ids[..2].to_vec());
+        req.analysis = Some(policy.clone());
+        let id = deploys.start(req, None).await?.id;
+        let status = tokio::time::timeout(DEPLOY_DEADLINE, deploys.result(&id)).await??;
+        assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
+        let history = deploys.history_json(&id).await?;
+        let periods = aa_periods(history.as_bytes())?;
+        assert_eq!(periods.len(), 1, "one A/A period, before the canaries leave rotation");
+        let period = &periods[0];
+        assert_eq!((&period.input.canary[..], &period.input.stable[..], period.input.load_rps), (&ids[..2], &ids[2..], None));
+        assert_eq!(period.samples.len(), 3);
+        let served = |s: &Sample| s.traffic.is_some_and(|n| n > 0) && s.stable_traffic.is_some_and(|n| n > 0);
+        assert!(period.samples.iter().all(served), "the canaries served on the old build beside the baseline: {:?}", period.samples);
+        let order = scheduled(&history)?;
+        let aa_at = first(&order, "health.aa_period");
+        assert!(aa_at < first(&order, "lb.set_weights") && aa_at < first(&order, "fleet.advance_batch"), "read before any change: {order:?}");
+        let judged = analyses(history.as_bytes())?;
+        assert_eq!(judged.len(), 5, "every traffic step judged");
+        assert!(judged.iter().all(|a| a.input.aa == period.samples), "every step judged on the A/A period");
+        record_history(&deploys, &id, "canary_kinds").await?;
+
+        let options = BalancedOptions { rps: 150, idle: 3, ..BalancedOptions::new("quota", "bg-kinds", 6) };
+        let fleet = BalancedFleet::start(&s.home, options, base, &s.options.dir).await?;
+        let mut req = bluegreen_request("quota", &fleet, next, 0);
+        let Strategy::BlueGreen(spec) = &req.strategy else { anyhow::bail!("not blue/green") };
+        let verify_rps = spec.verify_rps;
+        req.analysis = Some(policy);
+        let id = deploys.start(req, None).await?.id;
+        let status = tokio::time::timeout(DEPLOY_DEADLINE, deploys.result(&id)).await??;
+        assert_eq!(status.phase, Phase::Succeeded, "{status:#?}");
+        let traffic = status.traffic.clone().expect("a traffic strategy's status");
+        let history = deploys.history_json(&id).await?;
+        let periods = aa_periods(history.as_bytes())?;
+        assert_eq!(periods.len(), 1, "one A/A period, before green changes");
+        let period = &periods[0];
+        assert_eq!((&period.input.canary, &period.input.stable, period.input.load_rps), (&traffic.new_set, &traffic.old_set, Some(verify_rps)));
+        // Green takes no live traffic: what it served there was the verification load.
+        assert!(period.samples.iter().all(served), "green under the verification load beside blue: {:?}", period.samples);
+        let order = scheduled(&history)?;
+        assert!(first(&order, "health.aa_period") < first(&order, "fleet.advance_batch"), "read before green changed: {order:?}");
+        let judged = analyses(history.as_bytes())?;
+        assert_eq!(judged.len(), 1);
+        assert_eq!(judged[0].input.aa, period.samples, "green judged on the A/A period");
+        record_history(&deploys, &id, "bluegreen_kinds").await
     });
 }
 

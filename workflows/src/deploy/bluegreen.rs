@@ -31,6 +31,8 @@ pub(crate) async fn roll_out(run: &mut Run<'_>, spec: &BlueGreenSpec, plan: Blue
 
     run.push().await?;
     run.checkpoint(Boundary::BeforeStep).await?;
+    // Both sets still on the old build, under the load green's verification will drive.
+    run.step_aa_period(&plan.green, &plan.blue, Some(spec.verify_rps), "green").await?;
     run.enter(Phase::Rolling);
     run.update(&plan.green, format!("update {} green instances to {}", plan.green.len(), run.req.artifact.version)).await?;
     run.hold(Boundary::WithinStep).await?;

@@ -51,6 +51,8 @@ pub(crate) async fn roll_out(run: &mut Run<'_>, spec: &CanarySpec, prepared: Pre
     let baseline = run.baseline(serving, "sample the serving servers before anything changes").await?;
 
     run.checkpoint(Boundary::BeforeStep).await?;
+    // The canaries still serve on the old build: their noise next to the baseline's.
+    run.step_aa_period(&canary, &plan.baseline, None, "the canaries").await?;
     run.shift(&spec.lb, &plan.off, Some(&plan.original), "take the canaries out of rotation".into()).await?;
     run.enter(Phase::Rolling);
     run.update(&canary, format!("update {} canaries to {}", canary.len(), run.req.artifact.version)).await?;

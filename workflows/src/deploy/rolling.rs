@@ -1,10 +1,10 @@
 //! The rolling strategy: batches of instances updated in place, each judged before the next.
 //!
-//! Before the first batch, when the analysis policy asks for it, the live A/A period: the first
-//! batch's instances read next to the rest while nothing has changed.
-//! Per batch: approval gate (if the policy has one there) -> hold (pause, halt) -> update the
-//! batch -> bake -> judge the updated instances against the ones not yet updated -> go on or
-//! stop. Histories recorded before strategies existed are rolling deploys and replay here.
+//! Per batch: approval gate (if the policy has one there) -> hold (pause, halt) -> the live A/A
+//! period, when the analysis policy asks for one (the batch's instances read next to those that
+//! stay on the old build, both still on it) -> update the batch -> bake -> judge the updated
+//! instances against the ones not yet updated -> go on or stop. Runs recorded before every batch
+//! read its own A/A period read the first batch's once, before the first change. Histories recorded before strategies existed are rolling deploys and replay here.
 
 use signalbox_domain::Phase;
 use signalbox_domain::control::Boundary;
@@ -20,7 +20,7 @@ pub(crate) async fn roll_out(run: &mut Run<'_>) -> Result<(), Stop> {
 
     let batches = run.pre.batches.clone();
     let first = batches.first().map_or(0, |&upto| (upto as usize).min(ids.len()));
-    run.aa_period(&ids[..first], &ids[first..]).await?;
+    run.first_aa_period(&ids[..first], &ids[first..]).await?;
     let total = batches.len();
     let mut done = 0usize;
     for (i, &upto) in batches.iter().enumerate() {
@@ -28,6 +28,7 @@ pub(crate) async fn roll_out(run: &mut Run<'_>) -> Result<(), Stop> {
         run.gate(n, total as u32).await?;
         run.hold(Boundary::BeforeStep).await?;
         run.ctx.state_mut(|s| s.status.current_batch = n);
+        run.step_aa_period(&ids[done..upto], &ids[upto..], None, &format!("batch {n}")).await?;
         run.enter(Phase::Rolling);
         let summary = format!("batch {n}/{total}: update {} instances ({done} -> {upto} of {})", upto - done, ids.len());
         run.update(&ids[done..upto], summary).await?;

@@ -32,7 +32,7 @@ use signalbox_domain::analysis::{AnalysisReport, Sample};
 use signalbox_domain::approval::{Gate, GateOutcome};
 use signalbox_domain::control::{self, Action, AuditEntry, Boundary, Step, timestamp};
 use signalbox_domain::traffic::{LbTarget, Weights};
-use signalbox_domain::{DeployRequest, GroupFigures, OnExpiry, Phase, TrafficState};
+use signalbox_domain::{DeployRequest, GroupFigures, OnExpiry, Phase, Sampling, TrafficState};
 use temporalio_sdk::workflows::select;
 use temporalio_sdk::{CancellableFuture, TimerOptions, TimerResult, WaitConditionOptions, WorkflowCancellationToken, WorkflowContext};
 
@@ -57,6 +57,13 @@ const ONE_HEALTH_PATH: &str = "signalbox-one-health-path";
 /// batch next to the rest before the first change. Histories recorded before read none.
 const LIVE_AA_PERIOD: &str = "signalbox-live-aa-period";
 
+/// Patch id of every step reading its own A/A period just before it changes anything: a
+/// rolling batch's instances next to those that stay, a canary's canaries before they leave
+/// rotation, blue/green's green set next to blue under the verification load. Histories
+/// recorded before read one before a rolling deploy's first change only, and none for the
+/// traffic strategies.
+const AA_EVERY_STEP: &str = "signalbox-aa-every-step";
+
 /// Patch id of holding wherever a change is about to start or the run is about to end (see
 /// [`Run::checkpoint`]). Histories recorded before held only around steps, so a halt or a pause
 /// that came while queued, before a canary's first weights, or during a last step went unheld.
@@ -75,8 +82,8 @@ pub(crate) struct Run<'a> {
     pub(crate) pre: PreflightOutput,
     /// What undoes what the run changed so far.
     pub(crate) saga: Saga,
-    /// The live A/A period read before the first change, when the policy asked for one: every
-    /// later analysis's baseline.
+    /// The live A/A period last read, when the policy asked for one: the next analysis's
+    /// baseline (every analysis's, in runs recorded before every step read its own).
     pub(crate) aa: Vec<Sample>,
 }
 
@@ -282,31 +289,76 @@ impl Run<'_> {
         Ok(self.ctx.execute_activity(SampleBaseline, input, long(summary, windows(window, policy.consecutive_bad_samples))).await?)
     }
 
-    /// Reads `canary` (the instances the first batch changes) next to `stable` (the rest) for
-    /// the policy's A/A windows before anything changes, and keeps the samples for every later
-    /// analysis. Nothing to read without a policy asking for it, a stable group, or when the
-    /// gates are bypassed.
-    pub(crate) async fn aa_period(&mut self, canary: &[String], stable: &[String]) -> Result<(), Stop> {
-        let Some(policy) = self.req.analysis.clone() else { return Ok(()) };
-        let n = policy.aa_windows();
-        if n == 0 || canary.is_empty() || stable.is_empty() || self.ctx.state(|s| s.status.bypass.is_some()) || !self.ctx.patched(LIVE_AA_PERIOD) {
+    /// The A/A period of runs recorded before every step read its own: `canary` (the instances
+    /// the first batch changes) next to `stable` (the rest) before the first change, kept for
+    /// every later analysis. Nothing in runs that read one per step ([`Run::step_aa_period`]).
+    pub(crate) async fn first_aa_period(&mut self, canary: &[String], stable: &[String]) -> Result<(), Stop> {
+        let Some(input) = self.aa_input(canary, stable, None) else { return Ok(()) };
+        if self.ctx.patched(AA_EVERY_STEP) || !self.ctx.patched(LIVE_AA_PERIOD) {
             return Ok(());
         }
-        let window_ms = self.req.health.sample_interval_ms;
-        let input = AaPeriodInput {
+        let summary = format!("A/A period: {} to change first next to {} others, {} windows", canary.len(), stable.len(), input.windows);
+        let timeout = windows(Duration::from_millis(input.window_ms), input.windows.saturating_add(1));
+        self.aa = self.ctx.execute_activity(SampleAaPeriod, input, long(summary, timeout)).await?;
+        Ok(())
+    }
+
+    /// Reads `canary` (the instances the step `what` is about to change) next to `stable` (those
+    /// it leaves alone) for the policy's A/A windows, under `load_rps` if the step's judgement
+    /// drives one, and keeps the samples for that judgement: its noise is then measured on the
+    /// groups it compares (the batch's instances for the instances updated so far), just
+    /// before. The status shows the windows left (phase `Evaluating`, `sampling.aa_period`);
+    /// an abort cancels it, the bypass skips it. Nothing to read without a policy asking for it, a stable
+    /// group, or after the bypass, when the last one read stands.
+    pub(crate) async fn step_aa_period(&mut self, canary: &[String], stable: &[String], load_rps: Option<u32>, what: &str) -> Result<(), Stop> {
+        let Some(input) = self.aa_input(canary, stable, load_rps) else { return Ok(()) };
+        if !self.ctx.patched(AA_EVERY_STEP) {
+            return Ok(());
+        }
+        self.hold(Boundary::BeforeStep).await?;
+        self.enter(Phase::Evaluating);
+        let summary = format!("A/A period before {what}: {} to change next to {} others, {} windows", canary.len(), stable.len(), input.windows);
+        let (window_ms, n) = (input.window_ms, input.windows);
+        let timeout = windows(Duration::from_millis(window_ms), n.saturating_add(1));
+        self.sampling(what, true, n);
+        let step = self.ctx.execute_activity(SampleAaPeriod, input, long(summary, timeout));
+        let read = self.attend(Step::Evaluate, step).await;
+        self.ctx.state_mut(|s| s.status.sampling = None);
+        if let Some(samples) = read? {
+            self.aa = samples?;
+        }
+        // Nothing changed yet: a pause that came while reading holds before the change.
+        self.hold(Boundary::BeforeStep).await
+    }
+
+    /// The A/A period's input for `canary` next to `stable`, when the policy asks for one and
+    /// there is something to compare (and the gates are not bypassed).
+    fn aa_input(&self, canary: &[String], stable: &[String], load_rps: Option<u32>) -> Option<AaPeriodInput> {
+        let policy = self.req.analysis.clone()?;
+        let n = policy.aa_windows();
+        if n == 0 || canary.is_empty() || stable.is_empty() || self.ctx.state(|s| s.status.bypass.is_some()) {
+            return None;
+        }
+        Some(AaPeriodInput {
             fleet: self.req.target.clone(),
             service: self.req.service.clone(),
             canary: canary.to_vec(),
             stable: stable.to_vec(),
             policy,
-            window_ms,
+            window_ms: self.req.health.sample_interval_ms,
             windows: n,
             dry_run: self.req.dry_run,
-        };
-        let summary = format!("A/A period: {} to change first next to {} others, {n} windows", canary.len(), stable.len());
-        let timeout = windows(Duration::from_millis(window_ms), n.saturating_add(1));
-        self.aa = self.ctx.execute_activity(SampleAaPeriod, input, long(summary, timeout)).await?;
-        Ok(())
+            load_rps,
+        })
+    }
+
+    /// Shows in the status that the run samples for `what` (at most `max_samples` windows).
+    fn sampling(&self, what: &str, aa_period: bool, max_samples: u32) {
+        let started_at = timestamp(self.ctx.workflow_time());
+        let window_ms = self.req.health.sample_interval_ms;
+        self.ctx.state_mut(|s| {
+            s.status.sampling = Some(Sampling::started(what, aa_period, max_samples, window_ms, started_at));
+        });
     }
 
     /// Updates `instances` to the artifact under operator control: the undo is registered
@@ -384,8 +436,11 @@ impl Run<'_> {
             load_rps,
             aa: self.aa.clone(),
         };
+        self.sampling(what, false, windows_n);
         let step = self.ctx.execute_activity(AnalyzeHealth, analyze, long(summary, windows(window, windows_n.saturating_add(1))));
-        let Some(output) = self.attend(Step::Evaluate, step).await? else {
+        let output = self.attend(Step::Evaluate, step).await;
+        self.ctx.state_mut(|s| s.status.sampling = None);
+        let Some(output) = output? else {
             return Ok(());
         };
         // The judged input stays in history only (for `signalbox backtest export`).
