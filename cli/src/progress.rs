@@ -84,7 +84,7 @@ fn state_line(status: &DeployStatus) -> String {
     if let Some(s) = &status.sampling {
         let what = if s.aa_period { format!("A/A period before {}", s.step) } else { format!("sampling {}", s.step) };
         let needed = s.passes_needed.map(|n| format!(", {n} passes needed to promote")).unwrap_or_default();
-        holds.push(format!("{what}: {} of {} samples, {} left at most{needed}", s.samples, s.max_samples, s.samples_left));
+        holds.push(format!("{what}: {} of {} samples, {} left at most{needed}", s.samples, s.max_samples, s.samples_left()));
     }
     if let Some(b) = &status.bypass {
         holds.push(format!("gates bypassed by {}", b.by));

@@ -9,7 +9,7 @@ use signalbox_contract::search;
 use signalbox_domain::{Approve, Command, DeployRequest, DeployStatus, Phase, SamplingProgress, control, deploy_id};
 use temporalio_client::errors::{WorkflowInteractionError, WorkflowQueryError, WorkflowStartError, WorkflowUpdateError};
 use temporalio_client::{
-    Client, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions, WorkflowFetchHistoryOptions, WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
+    Client, WorkflowDescribeOptions, WorkflowExecuteUpdateOptions, WorkflowFetchHistoryOptions, WorkflowGetResultOptions, WorkflowHandle, WorkflowIdConflictPolicy, WorkflowIdReusePolicy,
     WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
 };
 use temporalio_common::MemoValues;
@@ -27,6 +27,17 @@ fn fingerprint(req: &DeployRequest) -> String {
     use sha2::Digest as _;
     let json = serde_json::to_vec(req).expect("a request serializes");
     sha2::Sha256::digest(&json).iter().map(|b| format!("{b:02x}")).collect()
+}
+/// The last heartbeat of the deploy's sampling activity in flight (an A/A period or an
+/// analysis), if it sent one.
+async fn sampling_progress(handle: &WorkflowHandle<Client, DeployRun>) -> Option<SamplingProgress> {
+    let described = handle.describe(WorkflowDescribeOptions::default()).await.ok()?;
+    described
+        .raw_description
+        .pending_activities
+        .iter()
+        .filter(|a| a.activity_type.as_ref().is_some_and(|t| t.name == SampleAaPeriod::NAME || t.name == AnalyzeHealth::NAME))
+        .find_map(|a| serde_json::from_slice(&a.heartbeat_details.as_ref()?.payloads.first()?.data).ok())
 }
 /// How often the admission is looked at.
 const ADMISSION_POLL: Duration = Duration::from_millis(100);
@@ -210,24 +221,11 @@ impl Deploys {
         })?;
         if let Some(sampling) = status.sampling.as_mut() {
             // Without a heartbeat yet (or a server that cannot say), no sample is counted.
-            if let Some(progress) = self.sampling_progress(id).await {
+            if let Some(progress) = sampling_progress(&handle).await {
                 sampling.progressed(progress);
             }
         }
         Ok(status)
-    }
-
-    /// The last heartbeat of the deploy's sampling activity in flight (an A/A period or an
-    /// analysis), if it sent one.
-    async fn sampling_progress(&self, id: &str) -> Option<SamplingProgress> {
-        let handle = self.client.get_workflow_handle::<DeployRun>(id);
-        let described = handle.describe(WorkflowDescribeOptions::default()).await.ok()?;
-        described
-            .raw_description
-            .pending_activities
-            .iter()
-            .filter(|a| a.activity_type.as_ref().is_some_and(|t| t.name == SampleAaPeriod::NAME || t.name == AnalyzeHealth::NAME))
-            .find_map(|a| serde_json::from_slice(&a.heartbeat_details.as_ref()?.payloads.first()?.data).ok())
     }
 
     /// Waits for the deploy's workflow to close and returns its final status.

@@ -147,9 +147,6 @@ pub struct Sampling {
     /// Samples taken so far, from the activity's last heartbeat (0 before the first).
     #[serde(default)]
     pub samples: u32,
-    /// Samples left at most: `max_samples - samples`.
-    #[serde(default)]
-    pub samples_left: u32,
     /// Passes the judgement still needs to promote, as of its last sample; `None` before the
     /// first sample, for an A/A period, or for a policy that promotes on its score alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,13 +156,17 @@ pub struct Sampling {
 impl Sampling {
     /// Sampling for `step` that has not taken a sample yet.
     pub fn started(step: impl Into<String>, aa_period: bool, max_samples: u32, window_ms: u64, started_at: DateTime<Utc>) -> Self {
-        Self { step: step.into(), aa_period, max_samples, window_ms, started_at, samples: 0, samples_left: max_samples, passes_needed: None }
+        Self { step: step.into(), aa_period, max_samples, window_ms, started_at, samples: 0, passes_needed: None }
+    }
+
+    /// Samples left at most.
+    pub fn samples_left(&self) -> u32 {
+        self.max_samples.saturating_sub(self.samples)
     }
 
     /// Takes in a heartbeat's progress.
     pub fn progressed(&mut self, progress: SamplingProgress) {
         self.samples = progress.samples.min(self.max_samples);
-        self.samples_left = self.max_samples - self.samples;
         self.passes_needed = progress.passes_needed;
     }
 }

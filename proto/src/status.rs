@@ -148,7 +148,7 @@ impl TryFrom<pb::AnalysisReport> for AnalysisReport {
 impl From<Sampling> for pb::Sampling {
     fn from(s: Sampling) -> Self {
         Self {
-            samples_left: s.samples_left,
+            samples_left: s.samples_left(),
             step: s.step,
             aa_period: s.aa_period,
             samples: s.samples,
@@ -171,7 +171,6 @@ impl TryFrom<pb::Sampling> for Sampling {
             window_ms: s.window_ms,
             started_at: instant("sampling.started_at", s.started_at)?,
             samples: s.samples,
-            samples_left: s.samples_left,
             passes_needed: s.passes_needed,
         })
     }

@@ -4,7 +4,8 @@
 //! period, when the analysis policy asks for one (the batch's instances read next to those that
 //! stay on the old build, both still on it) -> update the batch -> bake -> judge the updated
 //! instances against the ones not yet updated -> go on or stop. Runs recorded before every batch
-//! read its own A/A period read the first batch's once, before the first change. Histories recorded before strategies existed are rolling deploys and replay here.
+//! read its own A/A period read the first batch's once, before the first change. Histories
+//! recorded before strategies existed are rolling deploys and replay here.
 
 use signalbox_domain::Phase;
 use signalbox_domain::control::Boundary;
