@@ -114,7 +114,9 @@ impl Reference {
             return;
         }
         let mut sorted: Vec<f64> = self.arrival.iter().copied().collect();
-        sorted.sort_unstable_by(f64::total_cmp);
+        // Only finite values are kept, for which the plain comparison is a total order and
+        // cheaper than `total_cmp`'s bit juggling.
+        sorted.sort_unstable_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
         self.ties = sorted
             .chunk_by(|a, b| a == b)
             .map(|g| tie_term(g.len() as u64))
@@ -154,6 +156,14 @@ impl Reference {
 
     /// Values strictly below `value`, and equal to it.
     pub(crate) fn rank_of(&self, value: f64) -> (usize, usize) {
+        if self.sorted.len() <= LINEAR_RANK {
+            // A comparison's window is a dozen values: counting them all, without a branch,
+            // is quicker than a search whose every step waits on the one before.
+            let (below, tied) = self.sorted.iter().fold((0, 0), |(b, t), x| {
+                (b + usize::from(*x < value), t + usize::from(*x == value))
+            });
+            return (below, tied);
+        }
         let below = self.sorted.partition_point(|b| *b < value);
         let rest = &self.sorted[below..];
         // Most values have no tie in the baseline: one comparison instead of a second search.
@@ -172,9 +182,21 @@ impl Reference {
 
     /// Removes the oldest value (the one [`Self::next_evicted`] names).
     pub(crate) fn remove_oldest(&mut self) {
+        if let Some(&old) = self.arrival.front() {
+            let rank = if self.ranked {
+                self.rank_of(old)
+            } else {
+                (0, 0)
+            };
+            self.remove_oldest_ranked(rank);
+        }
+    }
+
+    /// [`Self::remove_oldest`] when the caller already knows the oldest value's
+    /// [`Self::rank_of`].
+    pub(crate) fn remove_oldest_ranked(&mut self, (below, tied): (usize, usize)) {
         if let Some(old) = self.arrival.pop_front() {
             if self.ranked {
-                let (below, tied) = self.rank_of(old);
                 self.ties -= tie_term(tied as u64) - tie_term(tied as u64 - 1);
                 self.sorted.remove(below);
             }
@@ -184,8 +206,17 @@ impl Reference {
 
     /// Adds a finite value; call [`Self::remove_oldest`] first when the window is full.
     pub(crate) fn insert(&mut self, value: f64) {
+        let rank = if self.ranked {
+            self.rank_of(value)
+        } else {
+            (0, 0)
+        };
+        self.insert_ranked(value, rank);
+    }
+
+    /// [`Self::insert`] when the caller already knows `value`'s [`Self::rank_of`].
+    pub(crate) fn insert_ranked(&mut self, value: f64, (below, tied): (usize, usize)) {
         if self.ranked {
-            let (below, tied) = self.rank_of(value);
             self.ties += tie_term(tied as u64 + 1) - tie_term(tied as u64);
             self.sorted.insert(below + tied, value);
         }
@@ -193,6 +224,9 @@ impl Reference {
         self.moments.add(value);
     }
 }
+
+/// Largest reference ranked by counting rather than by binary search.
+const LINEAR_RANK: usize = 32;
 
 /// `t^3 - t`, the contribution of a group of `t` tied values to the rank-variance correction.
 pub(crate) fn tie_term(t: u64) -> u64 {

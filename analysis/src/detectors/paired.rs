@@ -132,37 +132,43 @@ impl NoiseScale {
     }
 
     /// The factor for every reading of `values` (in time order), at the level up to it.
-    pub(crate) fn factors(self, values: &[f64]) -> Vec<f64> {
+    pub(crate) fn factors(self, values: &[f64]) -> impl Iterator<Item = f64> + '_ {
         let mut level = Level::default();
-        values
-            .iter()
-            .map(|v| {
-                level.push(*v);
-                self.factor(level.mean())
-            })
-            .collect()
+        values.iter().map(move |v| {
+            level.push(*v);
+            self.factor(level.mean())
+        })
     }
 }
 
 /// The level of a metric: the mean of the finite ones among its last [`LEVEL_READINGS`]
 /// readings.
+/// A ring of fixed size: the level is taken for every reading of an A/A period, and a
+/// queue's bookkeeping cost more than the mean.
 #[derive(Debug, Clone, Default)]
 struct Level {
-    recent: VecDeque<f64>,
+    recent: [f64; LEVEL_READINGS],
+    len: usize,
+    next: usize,
 }
 
 impl Level {
     fn push(&mut self, value: f64) {
-        if self.recent.len() == LEVEL_READINGS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(value);
+        self.recent[self.next] = value;
+        self.next = (self.next + 1) % LEVEL_READINGS;
+        self.len = (self.len + 1).min(LEVEL_READINGS);
     }
 
-    /// 0 without a finite reading.
+    /// 0 without a finite reading. Summed oldest first.
     fn mean(&self) -> f64 {
-        let finite = self.recent.iter().filter(|v| v.is_finite());
-        let (sum, n) = finite.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+        let oldest = (self.next + LEVEL_READINGS - self.len) % LEVEL_READINGS;
+        let (mut sum, mut n) = (0.0, 0usize);
+        for i in 0..self.len {
+            let v = self.recent[(oldest + i) % LEVEL_READINGS];
+            if v.is_finite() {
+                (sum, n) = (sum + v, n + 1);
+            }
+        }
         sum / n.max(1) as f64
     }
 }

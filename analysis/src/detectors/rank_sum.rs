@@ -6,8 +6,6 @@
 //! tie-corrected variance `n1 n2 / 12 * ((N + 1) - sum(t^3 - t) / (N (N - 1)))`; p-values use
 //! that approximation with a continuity correction of 1/2.
 
-use std::collections::VecDeque;
-
 use statrs::distribution::{ContinuousCDF, Normal};
 
 use crate::metric::{Direction, Side};
@@ -111,54 +109,72 @@ pub fn mann_whitney(canary: &[f64], baseline: &[f64]) -> Option<MannWhitney> {
 
 /// Adds a concurrent baseline reading to `baseline`, pushing out its oldest value once full,
 /// and keeps the canary window's U and ties exact.
-pub(crate) fn slide(baseline: &mut Reference, mut window: Option<&mut Window>, value: f64) {
-    if let Some(old) = baseline.next_evicted() {
-        if let Some(w) = window.as_deref_mut() {
-            w.baseline_changed(old, baseline.rank_of(old).1, false);
+pub(crate) fn slide(baseline: &mut Reference, window: Option<&mut Window>, value: f64) {
+    let Some(window) = window else {
+        if baseline.next_evicted().is_some() {
+            baseline.remove_oldest();
         }
-        baseline.remove_oldest();
+        baseline.insert(value);
+        return;
+    };
+    // Each value is ranked once, for the window and the reference alike.
+    if let Some(old) = baseline.next_evicted() {
+        let rank = baseline.rank_of(old);
+        window.baseline_changed(old, rank.1, false);
+        baseline.remove_oldest_ranked(rank);
     }
-    if let Some(w) = window {
-        w.baseline_changed(value, baseline.rank_of(value).1, true);
-    }
-    baseline.insert(value);
+    let rank = baseline.rank_of(value);
+    window.baseline_changed(value, rank.1, true);
+    baseline.insert_ranked(value, rank);
 }
 
 /// The most recent canary values of one metric, with their ranks among the baseline kept
 /// up to date as values enter and leave, so each sample costs `O(log n + window)`.
+///
+/// Values and ranks are kept in parallel vectors whose live part starts at `start`: the loop
+/// over the window that every baseline change runs then reads contiguous numbers, which the
+/// compiler turns into vector instructions. Leaving values are dropped from the front in
+/// batches.
 #[derive(Debug, Clone)]
 pub(crate) struct Window {
     capacity: Option<usize>,
-    entries: VecDeque<Entry>,
+    start: usize,
+    values: Vec<f64>,
+    /// Baseline values strictly below each canary value, and equal to it.
+    below: Vec<usize>,
+    tied: Vec<usize>,
     /// Twice U, so that half-counted ties stay integers.
     twice_u: u64,
     /// Change in the pooled `sum(t^3 - t)` caused by the canary values.
     extra_ties: i64,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    value: f64,
-    below: usize,
-    tied: usize,
-}
+/// Values that have left the window before they are dropped from its vectors.
+const COMPACT_AFTER: usize = 64;
 
 impl Window {
     pub(crate) fn new(capacity: Option<usize>) -> Self {
         Window {
             capacity,
-            entries: VecDeque::new(),
+            start: 0,
+            values: Vec::new(),
+            below: Vec::new(),
+            tied: Vec::new(),
             twice_u: 0,
             extra_ties: 0,
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.values.len() - self.start
     }
 
     pub(crate) fn values(&self) -> impl Iterator<Item = f64> + '_ {
-        self.entries.iter().map(|e| e.value)
+        self.live().iter().copied()
+    }
+
+    fn live(&self) -> &[f64] {
+        &self.values[self.start..]
     }
 
     pub(crate) fn mean(&self) -> f64 {
@@ -166,7 +182,7 @@ impl Window {
     }
 
     pub(crate) fn push(&mut self, value: f64, baseline: &Reference) {
-        if self.capacity.is_some_and(|c| self.entries.len() >= c) {
+        if self.capacity.is_some_and(|c| self.len() >= c) {
             self.evict();
         }
         let (below, tied) = baseline.rank_of(value);
@@ -174,7 +190,9 @@ impl Window {
         let g = (tied + self.count_equal(value)) as i64;
         self.extra_ties += 3 * g * g + 3 * g;
         self.twice_u += (2 * below + tied) as u64;
-        self.entries.push_back(Entry { value, below, tied });
+        self.values.push(value);
+        self.below.push(below);
+        self.tied.push(tied);
     }
 
     /// The same canary values ranked against `baseline` instead.
@@ -187,11 +205,24 @@ impl Window {
     }
 
     fn evict(&mut self) {
-        if let Some(e) = self.entries.pop_front() {
-            // Group size including the leaving value.
-            let g = (e.tied + self.count_equal(e.value) + 1) as i64;
-            self.extra_ties -= 3 * g * g - 3 * g;
-            self.twice_u -= (2 * e.below + e.tied) as u64;
+        if self.len() == 0 {
+            return;
+        }
+        let (value, below, tied) = (
+            self.values[self.start],
+            self.below[self.start],
+            self.tied[self.start],
+        );
+        self.start += 1;
+        // Group size including the leaving value.
+        let g = (tied + self.count_equal(value) + 1) as i64;
+        self.extra_ties -= 3 * g * g - 3 * g;
+        self.twice_u -= (2 * below + tied) as u64;
+        if self.start >= COMPACT_AFTER && 2 * self.start >= self.values.len() {
+            self.values.drain(..self.start);
+            self.below.drain(..self.start);
+            self.tied.drain(..self.start);
+            self.start = 0;
         }
     }
 
@@ -203,14 +234,16 @@ impl Window {
         // those equal to it a tie; the equal ones also size the tie group.
         // Without branches on the values: which way a comparison goes is a coin toss, and
         // mispredicted branches cost more than the arithmetic.
+        let s = self.start;
+        let (values, below, ties) = (&self.values[s..], &mut self.below[s..], &mut self.tied[s..]);
         let (mut above, mut equal) = (0usize, 0usize);
-        for e in self.entries.iter_mut() {
-            let (a, q) = (usize::from(x < e.value), usize::from(x == e.value));
+        for ((v, b), t) in values.iter().zip(below.iter_mut()).zip(ties.iter_mut()) {
+            let (a, q) = (usize::from(x < *v), usize::from(x == *v));
             (above, equal) = (above + a, equal + q);
             if joins {
-                (e.below, e.tied) = (e.below + a, e.tied + q);
+                (*b, *t) = (*b + a, *t + q);
             } else {
-                (e.below, e.tied) = (e.below - a, e.tied - q);
+                (*b, *t) = (*b - a, *t - q);
             }
         }
         let (above, equal) = (above as u64, equal as u64);
@@ -239,7 +272,7 @@ impl Window {
     }
 
     fn count_equal(&self, value: f64) -> usize {
-        self.entries.iter().filter(|e| e.value == value).count()
+        self.live().iter().map(|v| usize::from(*v == value)).sum()
     }
 
     pub(crate) fn test(&self, baseline: &Reference) -> MannWhitney {
@@ -301,7 +334,8 @@ mod tests {
         let mut baseline: Vec<f64> = initial.clone();
         let mut window = Window::new(Some(5));
         let mut canary = Vec::new();
-        for i in 0..60usize {
+        // Long enough for the window to drop its leaving values more than once.
+        for i in 0..300usize {
             if i % 3 != 0 {
                 let v = ((i * 7) % 5) as f64;
                 slide(&mut reference, Some(&mut window), v);
