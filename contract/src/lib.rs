@@ -15,6 +15,7 @@ pub mod deploy;
 pub mod lane;
 pub mod legacy;
 mod received;
+pub mod release;
 pub mod search;
 
 pub use received::{Received, Unreadable};

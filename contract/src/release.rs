@@ -1,0 +1,44 @@
+//! The release workflow (`signalbox.release`): services promoted through a pipeline's
+//! stages, each target of a stage deployed by a child deploy workflow (`signalbox.deploy`).
+//!
+//! | name     | kind  | effect                                                  |
+//! |----------|-------|---------------------------------------------------------|
+//! | `status` | query | the whole tree: stage, target, service, deploy, soak end |
+//!
+//! With the `temporal` CLI: `temporal workflow query --workflow-id <id> --type status`.
+
+use signalbox_domain::{ReleaseRequest, ReleaseStatus, Target, deploy_id};
+
+workflow!(
+    /// A release of one or more services through a pipeline of stages.
+    ReleaseRun = "signalbox.release": ReleaseRequest => ReleaseStatus
+);
+query!(
+    /// Where the release stands: every stage, and every deploy of every stage.
+    ReleaseStatusQuery = "status" on ReleaseRun: () => ReleaseStatus
+);
+
+/// The workflow id of a release of `pipeline`: `release/<pipeline>/<suffix>`.
+pub fn release_id(pipeline: &str, suffix: &str) -> String {
+    format!("release/{pipeline}/{suffix}")
+}
+
+/// The workflow id of the deploy of `service` on `target` in the release with id `release`:
+/// a deploy id ending with the release's suffix, so the deploy is found like any other (a
+/// pipeline deploys each target once).
+pub fn release_deploy_id(release: &str, service: &str, target: &Target) -> String {
+    let suffix = release.rsplit('/').next().unwrap_or(release);
+    deploy_id(service, target, suffix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_release_deploy_is_named_like_any_deploy() {
+        let release = release_id("web", "r1");
+        assert_eq!(release, "release/web/r1");
+        assert_eq!(release_deploy_id(&release, "checkout", &Target::local("test")), "deploy/checkout/test/r1");
+    }
+}
