@@ -94,6 +94,22 @@ fn every_workflow_type_starts_from_the_fields_a_person_types() {
         start(s, "signalbox.canary", "typed-legacy-canary", &input).await?;
         let (status, message) = closed(&deploys, "typed-legacy-canary").await?;
         assert_eq!(status, WorkflowExecutionStatus::Completed, "{message}");
+        // A release as its pipeline file reads, with every deploy setting but the health
+        // sampling at its default.
+        let release_build = publish(&s.home, demo_build("typed-release", "4.1.0", 0.002, 5)).await?;
+        let release_base = publish(&s.home, demo_build("typed-release", "4.0.0", 0.002, 5)).await?;
+        let _release_fleet = LoadedFleet::start(&s.home, "typed-release", 2, release_base, 200, &s.options.dir).await?;
+        let input = format!(
+            r#"{{"pipeline": {{"name": "typed", "stages": [{{"name": "only", "targets": [{{"target": {{"name": "typed-release"}}, "instances": 2,
+                "deploy": {{"health": {{"sample_interval_ms": 1000, "samples": 4, "min_requests_per_sample": 2}}}}}}]}}]}},
+                "services": [{{"service": "typed-release", "artifact": {}}}], "deployer": "alice"}}"#,
+            digest(&release_build)
+        );
+        start(s, "signalbox.release", "typed-release", &input).await?;
+        let (status, message) = closed(&deploys, "typed-release").await?;
+        assert_eq!(status, WorkflowExecutionStatus::Completed, "{message}");
+        let release = s.releases().await?.status("typed-release").await?;
+        assert_eq!(release.phase, signalbox_domain::ReleasePhase::Succeeded, "{release:#?}");
         start(s, "signalbox.bench.noop_chain", "typed-noop", "3").await?;
         let ran: u32 = deploys.client().get_workflow_handle::<signalbox_contract::bench::NoopChainRun>("typed-noop").get_result(Default::default()).await?;
         assert_eq!(ran, 3);
@@ -122,6 +138,23 @@ fn input_that_cannot_be_read_fails_the_workflow_naming_the_field() {
             ("signalbox.bluegreen", "unread-legacy-bluegreen", r#"{"service": 7}"#.to_owned(), "service: invalid type"),
             ("signalbox.lane", "unread-lane", "{}".to_owned(), "service: is required"),
             ("signalbox.bench.noop_chain", "unread-noop", r#""three""#.to_owned(), "input: invalid type"),
+            ("signalbox.release", "unread-release-typo", r#"{"pipeline": {"name": "p", "stages": []}, "services": [], "deployer": "a", "stage": 1}"#.to_owned(), "stage: unknown field"),
+            (
+                "signalbox.release",
+                "unread-release-empty-stage",
+                format!(r#"{{"pipeline": {{"name": "p", "stages": [{{"name": "s", "targets": []}}]}}, "services": [{{"service": "x", "artifact": {{"digest": "{d}"}}}}], "deployer": "a"}}"#),
+                "pipeline.stages[0].targets: must not be empty",
+            ),
+            (
+                "signalbox.release",
+                "unread-release-cycle",
+                format!(
+                    r#"{{"pipeline": {{"name": "p", "stages": [{{"name": "s", "targets": [{{"target": {{"name": "t"}}, "instances": 1}}]}}]}},
+                        "services": [{{"service": "a", "artifact": {{"digest": "{d}"}}, "depends_on": ["b"]}}, {{"service": "b", "artifact": {{"digest": "{d}"}}, "depends_on": ["a"]}}],
+                        "deployer": "a"}}"#
+                ),
+                "services: depends_on has a cycle: a -> b -> a",
+            ),
         ];
         for (kind, id, input, named) in cases {
             start(s, kind, id, &input).await?;

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use signalbox_tests::histories_dir;
-use signalbox_workflows::{BlueGreenWorkflow, CanaryWorkflow, DeployWorkflow, LaneWorkflow, NoopChainWorkflow};
+use signalbox_workflows::{BlueGreenWorkflow, CanaryWorkflow, DeployWorkflow, LaneWorkflow, NoopChainWorkflow, ReleaseWorkflow};
 use temporalio_client::WorkflowHistory;
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
@@ -26,6 +26,8 @@ fn replayer() -> WorkflowReplayer {
         .expect("canary workflow registers")
         .register_workflow::<BlueGreenWorkflow>()
         .expect("blue/green workflow registers")
+        .register_workflow::<ReleaseWorkflow>()
+        .expect("release workflow registers")
         .build();
     WorkflowReplayer::new(options).expect("replayer builds")
 }
@@ -67,14 +69,15 @@ const V2: [&str; 22] = [
 ];
 
 /// Recorded by the current code: the same deploys (a queued one halted), a promoted canary
-/// held by a late halt and rolled back in its window, and policies with metric kinds (an A/A
-/// period before the first batch only, then before every step of each strategy).
-const CURRENT: [&str; 27] = [
+/// held by a late halt and rolled back in its window, policies with metric kinds (an A/A
+/// period before the first batch only, then before every step of each strategy), and releases
+/// (a build stopped in a channel, region waves).
+const CURRENT: [&str; 29] = [
     "rolling_good", "rolling_bad", "rolling_abort", "worker_crash", "server_restart", "canary_good", "canary_bad", "bluegreen_flip",
     "bluegreen_flip_back", "analysis_engine_good", "analysis_engine_bad", "analysis_engine_exported", "control_pause", "control_halt_abort",
     "control_rollback_window", "control_approval", "control_expiry_abort", "control_bypass", "lane_redeploy", "lane_queued",
     "lane_rollback_refused", "rolling_slow_windows", "canary_promoted_rollback", "analysis_engine_kinds", "analysis_engine_kinds_every_batch",
-    "canary_kinds", "bluegreen_kinds",
+    "canary_kinds", "bluegreen_kinds", "release_bad_in_test", "release_regions",
 ];
 
 #[tokio::test]

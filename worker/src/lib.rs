@@ -10,7 +10,7 @@ use signalbox_store::Home;
 use signalbox_substrate::Registry;
 use signalbox_substrate_agent::AgentTargets;
 use signalbox_substrate_local::LocalFleets;
-use signalbox_workflows::{BlueGreenWorkflow, CanaryWorkflow, DeployWorkflow, LaneWorkflow, NoopChainWorkflow};
+use signalbox_workflows::{BlueGreenWorkflow, CanaryWorkflow, DeployWorkflow, LaneWorkflow, NoopChainWorkflow, ReleaseWorkflow};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tracing::info;
 
@@ -52,6 +52,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let worker_options = WorkerOptions::new(options.task_queue.clone())
         .register_workflow::<DeployWorkflow>()?
         .register_workflow::<LaneWorkflow>()?
+        .register_workflow::<ReleaseWorkflow>()?
         .register_workflow::<NoopChainWorkflow>()?
         .register_workflow::<CanaryWorkflow>()?
         .register_workflow::<BlueGreenWorkflow>()?

@@ -4,6 +4,8 @@
 //!
 //! - [`DeployWorkflow`] (`signalbox.deploy`): every deploy, with any strategy.
 //! - [`LaneWorkflow`] (`signalbox.lane`): held by a deploy, so one runs per service and target.
+//! - [`ReleaseWorkflow`] (`signalbox.release`): services through a pipeline's stages, each
+//!   target's deploy a child [`DeployWorkflow`].
 //! - [`CanaryWorkflow`], [`BlueGreenWorkflow`]: the legacy traffic workflows, kept for runs
 //!   started before canary and blue/green were strategies.
 //! - [`NoopChainWorkflow`]: the benchmark's yardstick.
@@ -19,6 +21,8 @@ mod deploy;
 mod lane;
 #[allow(missing_docs)]
 mod legacy;
+#[allow(missing_docs)]
+mod release;
 mod shared;
 
 pub use bench::NoopChainWorkflow;
@@ -26,3 +30,4 @@ pub use deploy::DeployWorkflow;
 pub use lane::LaneWorkflow;
 pub use legacy::bluegreen::BlueGreenWorkflow;
 pub use legacy::canary::CanaryWorkflow;
+pub use release::ReleaseWorkflow;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use signalbox_client::{Client, Deploys};
+use signalbox_client::{Client, Deploys, Releases};
 use signalbox_devstack::{DevServerOptions, ManagedProcess, TemporalDevServer, workspace_binary};
 use signalbox_domain::{Artifact, BatchPlan, DeployRequest, HealthPolicy, Strategy, Target};
 use signalbox_store::{Home, Record, digest_of};
@@ -83,6 +83,11 @@ impl Stack {
     /// The deploy client of this stack.
     pub async fn deploys(&self) -> anyhow::Result<Deploys> {
         Ok(Deploys::new(self.client().await?, self.options.task_queue.clone()))
+    }
+
+    /// The release client of this stack.
+    pub async fn releases(&self) -> anyhow::Result<Releases> {
+        Ok(Releases::new(self.client().await?, self.options.task_queue.clone()))
     }
 }
 

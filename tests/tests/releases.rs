@@ -1,0 +1,195 @@
+//! Releases end to end: a real dev server, the worker as a process, one local fleet per
+//! target under real load, every target's deploy a child workflow of the release.
+
+use std::collections::BTreeSet;
+
+use signalbox_domain::{
+    Artifact, BatchPlan, BatchStep, DeploySettings, DeployState, HealthPolicy, Pipeline, ReleasePhase, ReleaseRequest, ServiceBuild, Stage, StagePhase,
+    StageTarget, Target,
+};
+use signalbox_localstack::{DEPLOY_DEADLINE, LoadedFleet, demo_build, publish};
+use signalbox_tests::{record_history, run, stack};
+use temporalio_client::{WorkflowDescribeOptions, WorkflowExecutionStatus};
+
+/// How a release's deploys run on these small fleets: two batches, one-second windows.
+fn settings() -> DeploySettings {
+    DeploySettings {
+        batch_plan: BatchPlan { steps: vec![BatchStep::Percent(50.0), BatchStep::Percent(100.0)] },
+        bake_ms: 500,
+        health: HealthPolicy { samples: 4, sample_interval_ms: 1_000, min_requests_per_sample: 10, ..HealthPolicy::default() },
+        ..DeploySettings::default()
+    }
+}
+
+fn on(name: &str, instances: u32, deploy: DeploySettings) -> StageTarget {
+    StageTarget { target: Target::local(name), instances, deploy }
+}
+
+fn release(pipeline: Pipeline, service: &str, artifact: Artifact) -> ReleaseRequest {
+    ReleaseRequest { pipeline, services: vec![ServiceBuild { service: service.into(), artifact, depends_on: Vec::new() }], deployer: "ci@signalbox".into(), dry_run: false }
+}
+
+/// The instances of `fleet` that were ever restarted onto `digest`, from its operation log.
+fn ran(fleet: &LoadedFleet, artifact: &Artifact) -> anyhow::Result<BTreeSet<String>> {
+    Ok(fleet.fleet.oplog()?.into_iter().filter(|e| e.op == "restart" && e.digest == artifact.digest).map(|e| e.instance).collect())
+}
+
+/// The timers of a history (Temporal's JSON): each one's summary and duration.
+fn timers(history: &str) -> anyhow::Result<Vec<(String, String)>> {
+    use base64::Engine as _;
+    let history: serde_json::Value = serde_json::from_str(history)?;
+    let mut found = Vec::new();
+    for event in history["events"].as_array().into_iter().flatten() {
+        let Some(timer) = event["attributes"].get("TimerStartedEventAttributes") else { continue };
+        let data = event["user_metadata"]["summary"]["data"].as_str().unwrap_or_default();
+        let summary: String = serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(data)?)?;
+        found.push((summary, timer["start_to_fire_timeout"].as_str().unwrap_or_default().to_owned()));
+    }
+    Ok(found)
+}
+
+/// Playground -> test -> production, the playground lenient (it tolerates a 50-point error
+/// rise) so that the bad build passes it and is caught in test, as a build that only shows its
+/// fault under test's traffic would be.
+#[test]
+fn a_build_bad_in_test_never_reaches_production() {
+    run(async {
+        let s = stack().await;
+        let base = publish(&s.home, demo_build("ledger", "1.0.0", 0.002, 5)).await?;
+        let bad = publish(&s.home, demo_build("ledger", "1.1.0", 0.30, 5)).await?;
+        let playground = LoadedFleet::start(&s.home, "playground", 4, base.clone(), 200, &s.options.dir).await?;
+        let test = LoadedFleet::start(&s.home, "test", 4, base.clone(), 200, &s.options.dir).await?;
+        let production = LoadedFleet::start(&s.home, "production", 6, base.clone(), 300, &s.options.dir).await?;
+        let lenient = DeploySettings { health: HealthPolicy { min_error_rate_delta: 0.5, ..settings().health }, ..settings() };
+        let pipeline = Pipeline {
+            name: "ledger".into(),
+            stages: vec![
+                Stage { name: "playground".into(), targets: vec![on("playground", 4, lenient)], max_parallel: 1, soak_ms: 2_000 },
+                Stage { name: "test".into(), targets: vec![on("test", 4, settings())], max_parallel: 1, soak_ms: 2_000 },
+                Stage { name: "production".into(), targets: vec![on("production", 6, settings())], max_parallel: 1, soak_ms: 0 },
+            ],
+            blast_radius_percent: None,
+        };
+        let releases = s.releases().await?;
+        let id = releases.start(release(pipeline, "ledger", bad.clone()), None).await?;
+        let status = tokio::time::timeout(3 * DEPLOY_DEADLINE, releases.result(&id)).await??;
+
+        assert_eq!(status.phase, ReleasePhase::Failed, "{status:#?}");
+        let phases: Vec<StagePhase> = status.stages.iter().map(|s| s.phase).collect();
+        assert_eq!(phases, [StagePhase::Passed, StagePhase::Failed, StagePhase::Waiting]);
+        let reason = status.reason.clone().unwrap_or_default();
+        assert!(reason.starts_with("stage test: deploy deploy/ledger/test/") && reason.contains("rolled back"), "{reason}");
+        assert_eq!(status.stages[1].deploys[0].state, DeployState::RolledBack);
+        assert_eq!(status.stages[2].deploys[0].state, DeployState::Waiting, "production's deploy never started");
+        // Production ran the old build throughout: none of its instances was ever restarted.
+        assert!(ran(&production, &bad)?.is_empty(), "production ran the bad build");
+        let changed: Vec<String> = production.fleet.oplog()?.into_iter().map(|e| e.deploy_id).filter(|d| d.starts_with("deploy/")).collect();
+        assert!(changed.is_empty(), "deploys changed production: {changed:?}");
+        assert!(production.served_versions().await.iter().all(|v| v.as_deref() == Some("1.0.0")));
+        // Test caught it in its first batch and rolled back; the playground keeps it.
+        let in_test = ran(&test, &bad)?;
+        assert!(!in_test.is_empty() && in_test.len() <= 2, "{} of 4 test instances ran the bad build", in_test.len());
+        assert!(test.served_versions().await.iter().all(|v| v.as_deref() == Some("1.0.0")));
+        assert!(playground.served_versions().await.iter().all(|v| v.as_deref() == Some("1.1.0")));
+        // The production deploy was never started, so Temporal knows no such workflow.
+        let never = &status.stages[2].deploys[0].deploy_id;
+        let described = s.deploys().await?.client().get_workflow_handle::<signalbox_contract::deploy::DeployRun>(never.clone()).describe(WorkflowDescribeOptions::default()).await;
+        assert!(described.is_err(), "{never} exists");
+        // The playground soaked (2 s) before test started; test, failed, did not.
+        let timers = timers(&s.deploys().await?.history_json(&id).await?)?;
+        assert_eq!(timers, [("soak of stage playground".to_owned(), "2.000000000s".to_owned())]);
+        record_history(&s.deploys().await?, &id, "release_bad_in_test").await
+    });
+}
+
+/// A canary region, then two regions at once: a good build reaches every region, the two
+/// regions' deploys overlapping in time.
+#[test]
+fn a_good_build_reaches_every_region_the_last_wave_in_parallel() {
+    run(async {
+        let s = stack().await;
+        let base = publish(&s.home, demo_build("atlas", "3.0.0", 0.002, 5)).await?;
+        let next = publish(&s.home, demo_build("atlas", "3.1.0", 0.002, 5)).await?;
+        let canary = LoadedFleet::start(&s.home, "region-canary", 2, base.clone(), 200, &s.options.dir).await?;
+        let eu = LoadedFleet::start(&s.home, "region-eu", 4, base.clone(), 200, &s.options.dir).await?;
+        let us = LoadedFleet::start(&s.home, "region-us", 4, base.clone(), 200, &s.options.dir).await?;
+        let pipeline = Pipeline {
+            name: "atlas".into(),
+            stages: vec![
+                Stage { name: "canary".into(), targets: vec![on("region-canary", 2, settings())], max_parallel: 1, soak_ms: 1_000 },
+                Stage { name: "rest".into(), targets: vec![on("region-eu", 4, settings()), on("region-us", 4, settings())], max_parallel: 2, soak_ms: 0 },
+            ],
+            // The canary region's first batch (1 of 10 instances) may run the build unproven.
+            blast_radius_percent: Some(10.0),
+        };
+        let releases = s.releases().await?;
+        let id = releases.start(release(pipeline, "atlas", next.clone()), None).await?;
+        let status = tokio::time::timeout(3 * DEPLOY_DEADLINE, releases.result(&id)).await??;
+
+        assert_eq!(status.phase, ReleasePhase::Succeeded, "{status:#?}");
+        assert!(status.stages.iter().all(|s| s.phase == StagePhase::Passed), "{status:#?}");
+        for fleet in [&canary, &eu, &us] {
+            assert!(fleet.served_versions().await.iter().all(|v| v.as_deref() == Some("3.1.0")));
+        }
+        // The two regions' deploys overlapped: each started before the other ended.
+        let client = s.client().await?;
+        let mut spans = Vec::new();
+        for d in &status.stages[1].deploys {
+            assert_eq!(d.state, DeployState::Succeeded);
+            let handle = client.get_workflow_handle::<signalbox_contract::deploy::DeployRun>(d.deploy_id.clone());
+            let described = handle.describe(WorkflowDescribeOptions::default()).await?;
+            assert_eq!(described.status(), WorkflowExecutionStatus::Completed);
+            spans.push((described.start_time().expect("started"), described.close_time().expect("closed")));
+        }
+        let ((a_start, a_end), (b_start, b_end)) = (spans[0], spans[1]);
+        assert!(a_start < b_end && b_start < a_end, "the regions' deploys did not overlap: {spans:?}");
+        // The canary region's deploy ended before either region's began (its soak between).
+        let canary_id = &status.stages[0].deploys[0].deploy_id;
+        let canary_end = client.get_workflow_handle::<signalbox_contract::deploy::DeployRun>(canary_id.clone()).describe(WorkflowDescribeOptions::default()).await?.close_time().expect("closed");
+        assert!(canary_end < a_start.min(b_start), "a region started before the canary region ended");
+        record_history(&s.deploys().await?, &id, "release_regions").await
+    });
+}
+
+/// A pipeline over its blast-radius budget is refused before anything starts, naming the
+/// stage; so is a service list with a cycle.
+#[test]
+fn a_release_over_its_budget_or_with_a_cycle_starts_nothing() {
+    run(async {
+        let s = stack().await;
+        let releases = s.releases().await?;
+        let artifact = publish(&s.home, demo_build("budget", "1.0.0", 0.002, 5)).await?;
+        let whole = DeploySettings { batch_plan: BatchPlan { steps: vec![BatchStep::Percent(100.0)] }, ..settings() };
+        let pipeline = Pipeline {
+            name: "budget".into(),
+            stages: vec![
+                Stage { name: "first".into(), targets: vec![on("budget-a", 20, whole)], max_parallel: 1, soak_ms: 0 },
+                Stage { name: "rest".into(), targets: vec![on("budget-b", 80, settings())], max_parallel: 1, soak_ms: 0 },
+            ],
+            blast_radius_percent: Some(10.0),
+        };
+        let refused = releases.start(release(pipeline.clone(), "budget", artifact.clone()), Some("r1".into())).await;
+        match refused {
+            Err(signalbox_client::Error::Invalid { field, rule }) => {
+                assert_eq!(field, "pipeline.blast_radius_percent");
+                assert!(rule.contains("stage first") && rule.contains("20 of 100 instances"), "{rule}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let mut cyclic = release(Pipeline { blast_radius_percent: None, ..pipeline }, "budget", artifact.clone());
+        cyclic.services = vec![
+            ServiceBuild { service: "a".into(), artifact: artifact.clone(), depends_on: vec!["b".into()] },
+            ServiceBuild { service: "b".into(), artifact, depends_on: vec!["a".into()] },
+        ];
+        match releases.start(cyclic, Some("r2".into())).await {
+            Err(signalbox_client::Error::Invalid { field, rule }) => assert_eq!((field.as_str(), rule.as_str()), ("services", "depends_on has a cycle: a -> b -> a")),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // Nothing started under either request id.
+        for suffix in ["r1", "r2"] {
+            let id = signalbox_contract::release::release_id("budget", suffix);
+            assert!(releases.status(&id).await.is_err(), "{id} started");
+        }
+        Ok(())
+    });
+}
