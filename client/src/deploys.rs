@@ -39,6 +39,17 @@ async fn sampling_progress(handle: &WorkflowHandle<Client, DeployRun>) -> Option
         .filter(|a| a.activity_type.as_ref().is_some_and(|t| t.name == SampleAaPeriod::NAME || t.name == AnalyzeHealth::NAME))
         .find_map(|a| serde_json::from_slice(&a.heartbeat_details.as_ref()?.payloads.first()?.data).ok())
 }
+/// The end of a workflow id: the caller's request id once checked, or a fresh random one.
+pub(crate) fn id_suffix(request_id: Option<&str>) -> Result<String> {
+    match request_id {
+        Some(r) => {
+            signalbox_domain::request::check_request_id("request_id", r)?;
+            Ok(r.to_owned())
+        }
+        None => Ok(uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()),
+    }
+}
+
 /// How often the admission is looked at.
 const ADMISSION_POLL: Duration = Duration::from_millis(100);
 
@@ -119,13 +130,7 @@ impl Deploys {
     /// with that deploy instead of starting another: a retried call is harmless.
     pub async fn start(&self, req: DeployRequest, request_id: Option<String>) -> Result<Started> {
         req.validate()?;
-        let suffix = match &request_id {
-            Some(r) => {
-                signalbox_domain::request::check_request_id("request_id", r)?;
-                r.clone()
-            }
-            None => uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
-        };
+        let suffix = id_suffix(request_id.as_deref())?;
         let id = deploy_id(&req.service, &req.target, &suffix);
         let fingerprint = fingerprint(&req);
         if request_id.is_some() && self.started_as(&id, &fingerprint).await? {

@@ -5,6 +5,7 @@ use signalbox_domain::{ReleaseRequest, ReleaseStatus};
 use temporalio_client::errors::{WorkflowQueryError, WorkflowStartError};
 use temporalio_client::{Client, WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowStartOptions};
 
+use crate::deploys::id_suffix;
 use crate::{Error, Result};
 
 /// Starts and reads releases on one task queue (the deploys' queue: a release's deploys run
@@ -27,13 +28,7 @@ impl Releases {
     /// naming the release that has it.
     pub async fn start(&self, req: ReleaseRequest, request_id: Option<String>) -> Result<String> {
         req.validate()?;
-        let suffix = match request_id {
-            Some(r) => {
-                signalbox_domain::request::check_request_id("request_id", &r)?;
-                r
-            }
-            None => uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
-        };
+        let suffix = id_suffix(request_id.as_deref())?;
         let id = release_id(&req.pipeline.name, &suffix);
         let services: Vec<&str> = req.services.iter().map(|s| s.service.as_str()).collect();
         let summary = format!("{} through {} by {}", services.join(", "), req.pipeline.name, req.deployer);
