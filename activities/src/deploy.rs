@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use signalbox_contract::activities::{
     self as contract, AaPeriodInput, AdvanceInput, AdvanceOutput, AnalyzeInput, AnalyzeOutput, BaselineInput, EvaluateInput, EvictInput, HaltInput, InstanceChange,
-    OwnersInput, OwnersOutput, PreflightInput, PreflightOutput, PushInput, PushOutput, ReleaseInput, RollbackInput, RollbackOutput, VerifyInput,
+    OwnersInput, OwnersOutput, PreflightInput, QuarantineInput, PreflightOutput, PushInput, PushOutput, ReleaseInput, RollbackInput, RollbackOutput, VerifyInput,
 };
 use signalbox_domain::analysis::Sample;
 use signalbox_domain::{Artifact, GroupFigures, HealthReport};
@@ -55,6 +55,7 @@ impl DeployActivities {
         if !store.contains(digest).await? {
             return Err(signalbox_store::Error::UnknownArtifact(digest.clone()).into());
         }
+        store.check_not_quarantined(digest).await?;
         let recorded = store.record(digest).await?.map_or_else(
             || Artifact { digest: digest.clone(), git_sha: String::new(), version: String::new() },
             |r| r.artifact(digest),
@@ -172,6 +173,19 @@ impl DeployActivities {
             evicted.map_err(|e| Error::from(e).into_activity())?;
         }
         Ok(())
+    }
+
+    /// See [`contract::QuarantineArtifact`].
+    #[activity(definition = contract::QuarantineArtifact)]
+    #[instrument(skip_all, fields(digest = %input.digest, by = %input.by))]
+    pub async fn quarantine_artifact(self: Arc<Self>, _ctx: ActivityContext, input: QuarantineInput) -> Result<bool, ActivityError> {
+        if input.dry_run {
+            return Ok(false);
+        }
+        let store = self.home.store().map_err(|e| Error::from(e).into_activity())?;
+        let took = store.quarantine(&input.digest, &input.by, &input.reason, input.at).await.map_err(|e| Error::from(e).into_activity())?;
+        info!(took, reason = %input.reason, "build quarantined");
+        Ok(took)
     }
 
     /// See [`contract::SampleBaseline`].

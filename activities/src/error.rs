@@ -41,7 +41,7 @@ impl Error {
         use signalbox_substrate::Error as S;
         matches!(
             self,
-            Self::Invalid(_) | Self::Store(signalbox_store::Error::UnknownArtifact(_)) | Self::Substrate(S::Invalid(_) | S::UnknownKind { .. } | S::Target(_))
+            Self::Invalid(_) | Self::Store(signalbox_store::Error::UnknownArtifact(_) | signalbox_store::Error::Quarantined { .. }) | Self::Substrate(S::Invalid(_) | S::UnknownKind { .. } | S::Target(_))
         )
     }
 

@@ -5,7 +5,7 @@ use futures::StreamExt;
 use signalbox_domain::Digest;
 use signalbox_proto::pb;
 use signalbox_proto::pb::artifact_service_server::ArtifactService;
-use signalbox_store::{ArtifactStore, Record, digest_of};
+use signalbox_store::{ArtifactStore, QuarantineAction, QuarantineEvent, QuarantineRecord, Record, digest_of};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, instrument};
 
@@ -20,6 +20,18 @@ pub struct Artifacts {
 }
 
 impl Artifacts {
+    /// The build `d`, refused as NOT_FOUND when the store does not hold it.
+    async fn held(&self, d: &Digest) -> Result<Record, Status> {
+        match self.store.record(d).await.map_err(status_of)? {
+            Some(r) if self.store.contains(d).await.map_err(status_of)? => Ok(r),
+            _ => Err(Status::not_found(format!("digest: the store holds no build {d}"))),
+        }
+    }
+
+    async fn quarantined(&self, d: &Digest) -> Result<bool, Status> {
+        Ok(self.store.quarantine_of(d).await.map_err(status_of)?.active.is_some())
+    }
+
     /// Handlers over the origin `store`, refusing builds above `max_bytes`.
     pub fn new(store: ArtifactStore, max_bytes: u64) -> Self {
         Self { store, max_bytes }
@@ -35,6 +47,7 @@ fn status_of(e: signalbox_store::Error) -> Status {
     match e {
         Error::Invalid(_) | Error::Bundle(signalbox_bundle::Error::Invalid { .. }) => Status::invalid_argument(e.to_string()),
         Error::UnknownArtifact(_) => Status::not_found(e.to_string()),
+        Error::NotQuarantined(_) => Status::failed_precondition(e.to_string()),
         other if other.is_retryable() => Status::unavailable(other.to_string()),
         other => Status::internal(other.to_string()),
     }
@@ -44,8 +57,23 @@ fn digest(field: &str, text: &str) -> Result<Digest, Status> {
     text.parse().map_err(|_| invalid(field, "must be sha256:<64 lowercase hex digits>"))
 }
 
+/// A quarantine record on the wire.
+fn quarantine(digest: &Digest, q: QuarantineRecord) -> pb::Quarantine {
+    let event = |e: QuarantineEvent| pb::QuarantineEvent {
+        action: match e.action {
+            QuarantineAction::Quarantined => "quarantined",
+            QuarantineAction::Lifted => "lifted",
+        }
+        .to_owned(),
+        by: e.by,
+        reason: e.reason,
+        at: Some(signalbox_proto::timestamp(e.at)),
+    };
+    pb::Quarantine { digest: digest.to_string(), active: q.active.map(event), history: q.history.into_iter().map(event).collect() }
+}
+
 /// A store record on the wire.
-fn record(digest: &Digest, r: Record) -> pb::ArtifactRecord {
+fn record(digest: &Digest, r: Record, quarantined: bool) -> pb::ArtifactRecord {
     let at = |t: Option<String>| t.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()).map(|t| signalbox_proto::timestamp(t.to_utc()));
     pb::ArtifactRecord {
         digest: digest.to_string(),
@@ -62,6 +90,7 @@ fn record(digest: &Digest, r: Record) -> pb::ArtifactRecord {
             signalbox_store::Format::Demo => "demo",
         }
         .to_owned(),
+        quarantined,
     }
 }
 
@@ -105,7 +134,8 @@ impl ArtifactService for Artifacts {
             && let Some(first) = self.store.record(d).await.map_err(status_of)?
         {
             info!(digest = %d, "push of a build the store holds: nothing sent twice");
-            return Ok(Response::new(pb::PushArtifactResponse { artifact: Some(record(d, first)), stored: false }));
+            let quarantined = self.quarantined(d).await?;
+            return Ok(Response::new(pb::PushArtifactResponse { artifact: Some(record(d, first, quarantined)), stored: false }));
         }
         let mut bytes = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
         while let Some(part) = parts.next().await.transpose()? {
@@ -132,16 +162,16 @@ impl ArtifactService for Artifacts {
         let size = bytes.len();
         let (d, stored_record, stored) = self.store.push(bytes, record_in).await.map_err(status_of)?;
         info!(digest = %d, size, stored, service = %stored_record.service, version = %stored_record.version, "artifact pushed");
-        Ok(Response::new(pb::PushArtifactResponse { artifact: Some(record(&d, stored_record)), stored }))
+        let quarantined = self.quarantined(&d).await?;
+        Ok(Response::new(pb::PushArtifactResponse { artifact: Some(record(&d, stored_record, quarantined)), stored }))
     }
 
     #[instrument(skip_all, fields(digest = %request.get_ref().digest))]
     async fn get_artifact(&self, request: Request<pb::GetArtifactRequest>) -> Result<Response<pb::ArtifactRecord>, Status> {
         let d = digest("digest", &request.into_inner().digest)?;
-        match self.store.record(&d).await.map_err(status_of)? {
-            Some(r) if self.store.contains(&d).await.map_err(status_of)? => Ok(Response::new(record(&d, r))),
-            _ => Err(Status::not_found(format!("digest: the store holds no build {d}"))),
-        }
+        let r = self.held(&d).await?;
+        let quarantined = self.quarantined(&d).await?;
+        Ok(Response::new(record(&d, r, quarantined)))
     }
 
     #[instrument(skip_all, fields(service = %request.get_ref().service))]
@@ -149,6 +179,38 @@ impl ArtifactService for Artifacts {
         let service = request.into_inner().service;
         let service = (!service.is_empty()).then_some(service.as_str());
         let builds = self.store.list(service).await.map_err(status_of)?;
-        Ok(Response::new(pb::ListArtifactsResponse { artifacts: builds.into_iter().map(|(d, r)| record(&d, r)).collect() }))
+        let mut artifacts = Vec::with_capacity(builds.len());
+        for (d, r) in builds {
+            let quarantined = self.quarantined(&d).await?;
+            artifacts.push(record(&d, r, quarantined));
+        }
+        Ok(Response::new(pb::ListArtifactsResponse { artifacts }))
+    }
+
+    #[instrument(skip_all, fields(digest = %request.get_ref().digest))]
+    async fn get_quarantine(&self, request: Request<pb::GetQuarantineRequest>) -> Result<Response<pb::Quarantine>, Status> {
+        let d = digest("digest", &request.into_inner().digest)?;
+        self.held(&d).await?;
+        Ok(Response::new(quarantine(&d, self.store.quarantine_of(&d).await.map_err(status_of)?)))
+    }
+
+    #[instrument(skip_all, fields(digest = %request.get_ref().digest, by = %request.get_ref().by))]
+    async fn quarantine_artifact(&self, request: Request<pb::QuarantineArtifactRequest>) -> Result<Response<pb::Quarantine>, Status> {
+        let req = request.into_inner();
+        let d = digest("digest", &req.digest)?;
+        self.held(&d).await?;
+        let took = self.store.quarantine(&d, &req.by, &req.reason, chrono::Utc::now()).await.map_err(status_of)?;
+        info!(took, reason = %req.reason, "build quarantined by hand");
+        Ok(Response::new(quarantine(&d, self.store.quarantine_of(&d).await.map_err(status_of)?)))
+    }
+
+    #[instrument(skip_all, fields(digest = %request.get_ref().digest, by = %request.get_ref().by))]
+    async fn lift_quarantine(&self, request: Request<pb::LiftQuarantineRequest>) -> Result<Response<pb::Quarantine>, Status> {
+        let req = request.into_inner();
+        let d = digest("digest", &req.digest)?;
+        self.held(&d).await?;
+        let record = self.store.lift_quarantine(&d, &req.by, &req.reason, chrono::Utc::now()).await.map_err(status_of)?;
+        info!(reason = %req.reason, "quarantine lifted");
+        Ok(Response::new(quarantine(&d, record)))
     }
 }

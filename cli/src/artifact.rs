@@ -1,4 +1,5 @@
-//! `signalbox artifact push|list|show`: builds in the origin store, through the artifact API.
+//! `signalbox artifact push|list|show|quarantine|lift`: builds in the origin store, through the
+//! artifact API.
 //!
 //! A push hashes the file first and names the digest, so pushing a build the store already
 //! holds sends no bytes, and a push retried after a broken connection stores it once.
@@ -37,13 +38,32 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print one build's record as JSON.
+    /// Print one build's record and its quarantine (in force, and every quarantine and lift) as JSON.
     Show {
         #[command(flatten)]
         api: Api,
         /// The build's digest, `sha256:<hex>`.
         digest: String,
     },
+    /// Quarantine a build known bad: every later deploy or release of it is refused.
+    Quarantine(Judged),
+    /// Lift a build's quarantine; the lift, with who and why, stays in its record.
+    Lift(Judged),
+}
+
+/// `signalbox artifact quarantine|lift DIGEST --reason WHY`.
+#[derive(Debug, clap::Args)]
+pub struct Judged {
+    #[command(flatten)]
+    api: Api,
+    /// The build's digest, `sha256:<hex>`.
+    digest: String,
+    /// Why (required).
+    #[arg(long)]
+    reason: String,
+    /// Who; defaults to $SIGNALBOX_DEPLOYER, else $USER.
+    #[arg(long, env = "SIGNALBOX_DEPLOYER")]
+    by: Option<String>,
 }
 
 /// `signalbox artifact push FILE --service S --version V --git-sha SHA`.
@@ -97,6 +117,20 @@ fn json(a: &pb::ArtifactRecord) -> serde_json::Value {
         "pushed_at": at(&a.pushed_at),
         "pushed_by": a.pushed_by,
         "labels": a.labels,
+        "quarantined": a.quarantined,
+    })
+}
+
+fn at(t: &Option<prost_types::Timestamp>) -> Option<String> {
+    t.as_ref().and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// A quarantine as people read it.
+fn quarantine_json(q: &pb::Quarantine) -> serde_json::Value {
+    let event = |e: &pb::QuarantineEvent| serde_json::json!({"action": e.action, "by": e.by, "reason": e.reason, "at": at(&e.at)});
+    serde_json::json!({
+        "active": q.active.as_ref().map(event),
+        "history": q.history.iter().map(event).collect::<Vec<_>>(),
     })
 }
 
@@ -148,8 +182,24 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Show { api, digest } => {
-            let record = connect(&api).await?.get_artifact(pb::GetArtifactRequest { digest }).await?.into_inner();
-            println!("{}", serde_json::to_string_pretty(&json(&record))?);
+            let mut client = connect(&api).await?;
+            let record = client.get_artifact(pb::GetArtifactRequest { digest: digest.clone() }).await?.into_inner();
+            let quarantine = client.get_quarantine(pb::GetQuarantineRequest { digest }).await?.into_inner();
+            let mut shown = json(&record);
+            shown["quarantine"] = quarantine_json(&quarantine);
+            println!("{}", serde_json::to_string_pretty(&shown)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Quarantine(j) => {
+            let req = pb::QuarantineArtifactRequest { digest: j.digest, by: operator(j.by), reason: j.reason };
+            let q = connect(&j.api).await?.quarantine_artifact(req).await?.into_inner();
+            println!("{}", serde_json::to_string_pretty(&quarantine_json(&q))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Lift(j) => {
+            let req = pb::LiftQuarantineRequest { digest: j.digest, by: operator(j.by), reason: j.reason };
+            let q = connect(&j.api).await?.lift_quarantine(req).await?.into_inner();
+            println!("{}", serde_json::to_string_pretty(&quarantine_json(&q))?);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -31,6 +31,12 @@ activity!(
     EvictArtifact = "artifact.evict": EvictInput => ()
 );
 activity!(
+    /// Quarantines a build a release caught failing: every later deploy or release of it is
+    /// refused until someone lifts it. Answers whether it took effect (a build already in
+    /// quarantine keeps its first quarantine, so a retry changes nothing).
+    QuarantineArtifact = "artifact.quarantine": QuarantineInput => bool
+);
+activity!(
     /// Samples the whole fleet before anything changes: the reference for later verdicts.
     SampleBaseline = "health.baseline": BaselineInput => GroupFigures
 );
@@ -182,6 +188,22 @@ pub struct EvictInput {
     /// Regions to evict it from.
     pub regions: Vec<String>,
     /// A rehearsal: evicts nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Input of [`QuarantineArtifact`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuarantineInput {
+    /// The build.
+    pub digest: Digest,
+    /// Who quarantines it: the release that caught it.
+    pub by: String,
+    /// Why: the verdict that failed.
+    pub reason: String,
+    /// When, in workflow time.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// A rehearsal: quarantines nothing.
     #[serde(default)]
     pub dry_run: bool,
 }

@@ -420,6 +420,9 @@ pub struct ReleaseStatus {
     /// Why the release failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The builds this release quarantined: a deploy of theirs failed its verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<Digest>,
 }
 
 impl ReleaseStatus {
@@ -450,12 +453,12 @@ impl ReleaseStatus {
                     .collect(),
             })
             .collect();
-        Self { pipeline: req.pipeline.name.clone(), phase: ReleasePhase::Deploying, stage: None, stages, reason: None }
+        Self { pipeline: req.pipeline.name.clone(), phase: ReleasePhase::Deploying, stage: None, stages, reason: None, quarantined: Vec::new() }
     }
 
     /// A release refused before it started.
     pub fn refused(pipeline: &str, reason: String) -> Self {
-        Self { pipeline: pipeline.to_owned(), phase: ReleasePhase::Failed, stage: None, stages: Vec::new(), reason: Some(reason) }
+        Self { pipeline: pipeline.to_owned(), phase: ReleasePhase::Failed, stage: None, stages: Vec::new(), reason: Some(reason), quarantined: Vec::new() }
     }
 }
 

@@ -59,6 +59,10 @@ impl ArtifactStore {
         Self { inner }
     }
 
+    pub(crate) fn inner(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner
+    }
+
     fn key(digest: &Digest) -> ObjectPath {
         ObjectPath::from(format!("sha256/{}", digest.hex()))
     }

@@ -10,6 +10,21 @@ pub enum Error {
     /// The store has no artifact with this digest.
     #[error("artifact.digest: unknown artifact {0}; push it to the store first")]
     UnknownArtifact(Digest),
+    /// The build is in quarantine: a release caught it failing; someone must lift it first.
+    #[error("artifact.digest: build {digest} is quarantined by {by} since {at}: {reason}; lift it with `signalbox artifact lift {digest} --reason ...` once it is known good")]
+    Quarantined {
+        /// The build.
+        digest: Digest,
+        /// Who quarantined it.
+        by: String,
+        /// Why.
+        reason: String,
+        /// Since when.
+        at: chrono::DateTime<chrono::Utc>,
+    },
+    /// A lift of a build that is not in quarantine.
+    #[error("digest: build {0} is not in quarantine")]
+    NotQuarantined(Digest),
     /// Bytes under a digest do not hash to it.
     #[error("artifact {expected} is corrupt: its bytes hash to {actual}")]
     Corrupt {
@@ -62,7 +77,7 @@ impl Error {
 
     /// Whether retrying the same call could succeed: an unknown or corrupt artifact stays so.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, Self::UnknownArtifact(_) | Self::Corrupt { .. } | Self::Record { .. } | Self::Invalid(_) | Self::Bundle(_))
+        !matches!(self, Self::UnknownArtifact(_) | Self::Quarantined { .. } | Self::NotQuarantined(_) | Self::Corrupt { .. } | Self::Record { .. } | Self::Invalid(_) | Self::Bundle(_))
     }
 }
 

@@ -6,7 +6,9 @@
 mod artifacts;
 mod error;
 mod home;
+mod quarantine;
 
 pub use artifacts::{ArtifactStore, Record, digest_of, Format, MAX_LABELS};
 pub use error::{Error, Result};
 pub use home::Home;
+pub use quarantine::{MAX_QUARANTINE_EVENTS, QuarantineAction, QuarantineEvent, QuarantineRecord};

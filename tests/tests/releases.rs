@@ -98,7 +98,28 @@ fn a_build_bad_in_test_never_reaches_production() {
         // The playground soaked (2 s) before test started; test, failed, did not.
         let timers = timers(&s.deploys().await?.history_json(&id).await?)?;
         assert_eq!(timers, [("soak of stage playground".to_owned(), "2.000000000s".to_owned())]);
-        record_history(&s.deploys().await?, &id, "release_bad_in_test").await
+        record_history(&s.deploys().await?, &id, "release_bad_in_test").await?;
+
+        // The bad build is quarantined: a later release of it is refused by its first deploy's
+        // preflight, naming the quarantine, and changes nothing.
+        assert_eq!(status.quarantined, [bad.digest.clone()]);
+        let store = s.home.store()?;
+        let q = store.quarantine_of(&bad.digest).await?.active.expect("in quarantine");
+        assert!(q.by == id && q.reason.starts_with("stage test: "), "{q:?}");
+        let solo = Pipeline { name: "ledger".into(), stages: vec![Stage { name: "test".into(), targets: vec![on("test", 4, settings())], max_parallel: 1, soak_ms: 0 }], blast_radius_percent: None };
+        let again = releases.start(release(solo.clone(), "ledger", bad.clone()), None).await?;
+        let refused = tokio::time::timeout(DEPLOY_DEADLINE, releases.result(&again)).await??;
+        let reason = refused.reason.clone().unwrap_or_default();
+        assert_eq!(refused.phase, ReleasePhase::Failed);
+        assert!(reason.contains("is quarantined by release/ledger/"), "{reason}");
+        assert!(refused.quarantined.is_empty(), "a refusal is no verdict: {refused:?}");
+        assert_eq!(ran(&test, &bad)?, in_test, "the refused release changed nothing");
+        // Lifting it is audited, and the build may go again.
+        let lifted = store.lift_quarantine(&bad.digest, "alice", "fault found in the test database", chrono::Utc::now()).await?;
+        let audit: Vec<(signalbox_store::QuarantineAction, String)> = lifted.history.iter().map(|e| (e.action, e.by.clone())).collect();
+        assert_eq!(audit, [(signalbox_store::QuarantineAction::Quarantined, id.clone()), (signalbox_store::QuarantineAction::Lifted, "alice".to_owned())]);
+        store.check_not_quarantined(&bad.digest).await?;
+        Ok(())
     });
 }
 

@@ -6,7 +6,8 @@
 //! `max_parallel` at once) -> when all succeeded, the stage's soak (a durable timer) -> the
 //! next stage. A deploy that does not succeed stops promotion: the stage's deploys still in
 //! flight are cancelled (they roll back, as an abort does), no later deploy starts, and the
-//! release ends `Failed` with the reason.
+//! release ends `Failed` with the reason. A deploy that failed its verdict quarantines its
+//! build: no later deploy or release of it starts until someone lifts the quarantine.
 //!
 //! History stays small: the parent records one child per deploy and summaries only; each
 //! deploy's steps are in its own history.
@@ -17,15 +18,18 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
+use signalbox_domain::analysis::Decision;
+use signalbox_contract::activities::{QuarantineArtifact, QuarantineInput};
 use signalbox_contract::{Received, search};
 use signalbox_contract::deploy::DeployRun;
 use signalbox_contract::release::{ReleaseRun, ReleaseStatusQuery, release_deploy_id};
 use signalbox_domain::control::timestamp;
-use signalbox_domain::{DeployState, DeployStatus, Phase, ReleaseDeploy, ReleasePhase, ReleaseRequest, ReleaseStatus, StagePhase};
+use signalbox_domain::{DeployState, Digest, DeployStatus, Phase, ReleaseDeploy, ReleasePhase, ReleaseRequest, ReleaseStatus, StagePhase};
 use temporalio_common::error::ChildWorkflowExecutionError;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{CancellableFuture, ChildWorkflowOptions, ParentClosePolicy, TimerOptions, WorkflowContext, WorkflowContextView, WorkflowResult};
 
+use crate::shared::options::detached;
 use crate::shared::stop::refuse;
 
 /// A release: its status is the whole tree, kept as the run goes.
@@ -36,7 +40,7 @@ pub struct ReleaseWorkflow {
 
 impl Default for ReleaseWorkflow {
     fn default() -> Self {
-        Self { status: ReleaseStatus { pipeline: String::new(), phase: ReleasePhase::Deploying, stage: None, stages: Vec::new(), reason: None } }
+        Self { status: ReleaseStatus { pipeline: String::new(), phase: ReleasePhase::Deploying, stage: None, stages: Vec::new(), reason: None, quarantined: Vec::new() } }
     }
 }
 
@@ -70,8 +74,14 @@ impl ReleaseWorkflow {
                 let services: Vec<&str> = wave.iter().map(|&i| req.services[i].service.as_str()).collect();
                 let deploys: Vec<usize> =
                     ctx.state(|s| s.status.stages[si].deploys.iter().enumerate().filter(|(_, d)| services.contains(&d.service.as_str())).map(|(k, _)| k).collect());
-                if let Err(reason) = deploy_all(ctx, &req, si, deploys).await {
-                    let reason = format!("stage {}: {reason}", stage.name);
+                if let Err(stop) = deploy_all(ctx, &req, si, deploys).await {
+                    let reason = format!("stage {}: {}", stage.name, stop.reason);
+                    if let Some(service) = stop.failed_verdict
+                        && let Some(build) = req.services.iter().find(|b| b.service == service)
+                        && ctx.patched(QUARANTINE_PATCH)
+                    {
+                        quarantine(ctx, &id, &build.artifact.digest, &reason, req.dry_run).await;
+                    }
                     ctx.state_mut(|s| {
                         s.status.stages[si].phase = StagePhase::Failed;
                         s.status.phase = ReleasePhase::Failed;
@@ -106,15 +116,38 @@ impl ReleaseWorkflow {
     }
 }
 
+/// Patch id of the quarantine of a build that failed its verdict; runs recorded before
+/// quarantined nothing.
+const QUARANTINE_PATCH: &str = "signalbox-release-quarantine";
+
+/// Why a stage stopped: the reason, and the service whose deploy failed its verdict (its build
+/// is bad, not the world around it), if one did.
+struct Stop {
+    reason: String,
+    failed_verdict: Option<String>,
+}
+
+/// Quarantines `digest`, which a deploy of the release `id` caught failing. A store that cannot
+/// be written after the retries leaves the build out of quarantine, and the release says so.
+async fn quarantine(ctx: &WorkflowContext<ReleaseWorkflow>, id: &str, digest: &Digest, reason: &str, dry_run: bool) {
+    let input = QuarantineInput { digest: digest.clone(), by: id.to_owned(), reason: reason.to_owned(), at: timestamp(ctx.workflow_time()), dry_run };
+    // Detached: a release cancelled while it stops still quarantines what it caught.
+    match ctx.execute_activity(QuarantineArtifact, input, detached(format!("quarantine {}", digest.short()))).await {
+        Ok(_) if !dry_run => ctx.state_mut(|s| s.status.quarantined.push(digest.clone())),
+        Ok(_) => {}
+        Err(e) => ctx.state_mut(|s| s.status.reason = Some(format!("{}; the build could not be quarantined: {e}", s.status.reason.clone().unwrap_or_default()))),
+    }
+}
+
 /// Runs the deploys `deploys` (places in stage `si`'s list) as child workflows, at most the
 /// stage's `max_parallel` at once, until all succeeded. The first that does not stops the
 /// rest: those in flight are cancelled and awaited (they roll back), those not started never
-/// start; the reason is returned.
-async fn deploy_all(ctx: &WorkflowContext<ReleaseWorkflow>, req: &ReleaseRequest, si: usize, deploys: Vec<usize>) -> Result<(), String> {
+/// start; why is returned.
+async fn deploy_all(ctx: &WorkflowContext<ReleaseWorkflow>, req: &ReleaseRequest, si: usize, deploys: Vec<usize>) -> Result<(), Stop> {
     let stage = &req.pipeline.stages[si];
     let mut waiting: VecDeque<usize> = deploys.into();
     let mut running: Vec<InFlight> = Vec::new();
-    let mut failure: Option<String> = None;
+    let mut failure: Option<Stop> = None;
     loop {
         while failure.is_none()
             && running.len() < stage.max_parallel as usize
@@ -140,7 +173,7 @@ async fn deploy_all(ctx: &WorkflowContext<ReleaseWorkflow>, req: &ReleaseRequest
                 Err(e) => {
                     let reason = format!("deploy {} could not start: {e}", d.deploy_id);
                     ended(ctx, si, k, DeployState::Failed, Some(reason.clone()));
-                    failure = Some(reason);
+                    failure = Some(Stop { reason, failed_verdict: None });
                 }
             }
         }
@@ -163,19 +196,31 @@ async fn deploy_all(ctx: &WorkflowContext<ReleaseWorkflow>, req: &ReleaseRequest
         })
         .await;
         let (k, _) = running.remove(at);
+        let verdict_failed = matches!(&outcome, Ok(status)
+            if status.last_analysis.as_ref().is_some_and(|a| a.decision == Decision::Fail) || status.last_verdict.as_ref().is_some_and(|v| v.verdict == Decision::Fail));
         let (state, reason) = match outcome {
             Ok(status) if status.phase == Phase::Succeeded => (DeployState::Succeeded, None),
             Ok(status) if status.phase == Phase::RolledBack => (DeployState::RolledBack, status.reason),
             Ok(status) => (DeployState::Failed, status.reason),
-            Err(e) => (DeployState::Failed, Some(e.to_string())),
+            Err(e) => (DeployState::Failed, Some(child_failure(&e))),
         };
         ended(ctx, si, k, state, reason.clone());
         if state != DeployState::Succeeded && failure.is_none() {
             let d = ctx.state(|s| s.status.stages[si].deploys[k].clone());
-            failure = Some(describe(&d, state, reason.as_deref()));
+            failure = Some(Stop { reason: describe(&d, state, reason.as_deref()), failed_verdict: verdict_failed.then(|| d.service.clone()) });
         }
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// Why a child deploy failed: the innermost cause (the deploy's own refusal, e.g. a quarantined
+/// build), not the wrapper Temporal adds around a child's failure.
+fn child_failure(e: &ChildWorkflowExecutionError) -> String {
+    let Some(mut failure) = e.failure() else { return e.to_string() };
+    while let Some(cause) = failure.cause.as_deref() {
+        failure = cause;
+    }
+    failure.message.clone()
 }
 
 /// Records how deploy `k` of stage `si` ended.
