@@ -103,9 +103,6 @@ async fn connect(api: &Api) -> anyhow::Result<ArtifactServiceClient<Channel>> {
 
 /// A record as people read it: times as RFC 3339, labels as an object.
 fn json(a: &pb::ArtifactRecord) -> serde_json::Value {
-    let at = |t: &Option<prost_types::Timestamp>| {
-        t.as_ref().and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-    };
     serde_json::json!({
         "digest": a.digest,
         "service": a.service,

@@ -76,17 +76,17 @@ impl ReleaseWorkflow {
                     ctx.state(|s| s.status.stages[si].deploys.iter().enumerate().filter(|(_, d)| services.contains(&d.service.as_str())).map(|(k, _)| k).collect());
                 if let Err(stop) = deploy_all(ctx, &req, si, deploys).await {
                     let reason = format!("stage {}: {}", stage.name, stop.reason);
+                    ctx.state_mut(|s| {
+                        s.status.stages[si].phase = StagePhase::Failed;
+                        s.status.phase = ReleasePhase::Failed;
+                        s.status.reason = Some(reason.clone());
+                    });
                     if let Some(service) = stop.failed_verdict
                         && let Some(build) = req.services.iter().find(|b| b.service == service)
                         && ctx.patched(QUARANTINE_PATCH)
                     {
                         quarantine(ctx, &id, &build.artifact.digest, &reason, req.dry_run).await;
                     }
-                    ctx.state_mut(|s| {
-                        s.status.stages[si].phase = StagePhase::Failed;
-                        s.status.phase = ReleasePhase::Failed;
-                        s.status.reason = Some(reason);
-                    });
                     return Ok(ctx.state(|s| s.status.clone()));
                 }
             }
