@@ -12,9 +12,12 @@ pub mod heartbeat;
 #[allow(missing_docs)]
 pub mod lane;
 pub mod lb;
+#[allow(missing_docs)]
+pub mod release;
 pub mod sampling;
 
 pub use deploy::DeployActivities;
 pub use error::{Error, Result};
 pub use lane::LaneActivities;
 pub use lb::TrafficActivities;
+pub use release::ReleaseActivities;

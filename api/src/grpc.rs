@@ -7,11 +7,12 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::Stream;
-use signalbox_client::{Deploys, Error};
+use signalbox_client::{Deploys, Error, Releases};
 use signalbox_domain::{Approve, Command, DeployStatus};
 use signalbox_proto::{StartDeploy, pb, wire_field};
 use signalbox_proto::pb::artifact_service_server::ArtifactServiceServer;
 use signalbox_proto::pb::deploy_service_server::{DeployService, DeployServiceServer};
+use signalbox_proto::pb::release_service_server::ReleaseServiceServer;
 use signalbox_proto::pb::target_service_server::TargetServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -20,6 +21,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
 use crate::artifacts::Artifacts;
+use crate::releases::ReleaseApi;
 use crate::targets::Targets;
 
 
@@ -105,7 +107,12 @@ impl DeployService for Api {
         let id = deploy_id(request.into_inner().deploy_id)?;
         // Asked before the stream opens, so an unknown id is an error of the call itself.
         let first = self.deploys.status(&id).await.map_err(status_of)?;
-        Ok(Response::new(Box::pin(watch_changes(self.deploys.clone(), id, first, self.stopping.clone()))))
+        let deploys = self.deploys.clone();
+        let fetch: Fetch<DeployStatus> = Box::new(move || {
+            let (deploys, id) = (deploys.clone(), id.clone());
+            Box::pin(async move { deploys.status(&id).await })
+        });
+        Ok(Response::new(Box::pin(watch_changes(fetch, |s: &DeployStatus| s.phase.is_final(), first, self.stopping.clone()))))
     }
 
     #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id, by = %request.get_ref().by))]
@@ -156,21 +163,28 @@ impl DeployService for Api {
     }
 }
 
+/// Reads a watched workflow's status once more.
+pub(crate) type Fetch<S> = Box<dyn Fn() -> futures::future::BoxFuture<'static, signalbox_client::Result<S>> + Send + Sync>;
+
 /// Where a watch stands between two polls.
-struct Watch {
-    deploys: Deploys,
-    id: String,
+struct Watch<S> {
+    fetch: Fetch<S>,
+    is_final: fn(&S) -> bool,
     /// A status not yet sent.
-    pending: Option<DeployStatus>,
-    last_sent: Option<DeployStatus>,
+    pending: Option<S>,
+    last_sent: Option<S>,
     stopping: watch::Receiver<bool>,
     ended: bool,
 }
 
-/// `first`, then every status that differs from the one sent before, until a final phase has
-/// been sent, a query fails, or the server shuts down.
-fn watch_changes(deploys: Deploys, id: String, first: DeployStatus, stopping: watch::Receiver<bool>) -> impl Stream<Item = Result<pb::DeployStatus, Status>> {
-    let start = Watch { deploys, id, pending: Some(first), last_sent: None, stopping, ended: false };
+/// `first`, then every status `fetch` reads that differs from the one sent before, until a
+/// final one (`is_final`) has been sent, a read fails, or the server shuts down.
+pub(crate) fn watch_changes<S, P>(fetch: Fetch<S>, is_final: fn(&S) -> bool, first: S, stopping: watch::Receiver<bool>) -> impl Stream<Item = Result<P, Status>>
+where
+    S: Clone + PartialEq + Send + 'static,
+    P: From<S>,
+{
+    let start = Watch { fetch, is_final, pending: Some(first), last_sent: None, stopping, ended: false };
     futures::stream::unfold(start, |mut w| async move {
         if w.ended {
             return None;
@@ -182,9 +196,9 @@ fn watch_changes(deploys: Deploys, id: String, first: DeployStatus, stopping: wa
             if let Some(status) = w.pending.take()
                 && w.last_sent.as_ref() != Some(&status)
             {
-                w.ended = status.phase.is_final();
+                w.ended = (w.is_final)(&status);
                 w.last_sent = Some(status.clone());
-                return Some((Ok(status.into()), w));
+                return Some((Ok(P::from(status)), w));
             }
             let stopping = tokio::select! {
                 _ = ticks.tick() => false,
@@ -194,7 +208,7 @@ fn watch_changes(deploys: Deploys, id: String, first: DeployStatus, stopping: wa
                 w.ended = true;
                 return Some((Err(Status::unavailable("the API server is shutting down; watch again")), w));
             }
-            match w.deploys.status(&w.id).await {
+            match (w.fetch)().await {
                 Ok(status) => w.pending = Some(status),
                 Err(e) => {
                     w.ended = true;
@@ -208,15 +222,16 @@ fn watch_changes(deploys: Deploys, id: String, first: DeployStatus, stopping: wa
 /// Largest message of an artifact push: a chunk of up to 4 MiB and its framing.
 const MAX_CHUNK_MESSAGE: usize = 4 * 1024 * 1024 + 1024;
 
-/// Serves the deploy, artifact and target APIs on `listener` until `shutdown` completes; then stops accepting calls,
+/// Serves the deploy, release, artifact and target APIs on `listener` until `shutdown` completes; then stops accepting calls,
 /// ends open watches with `UNAVAILABLE`, and returns once the calls in flight are answered.
-pub async fn serve(listener: TcpListener, deploys: Deploys, artifacts: Artifacts, targets: Targets, shutdown: impl Future<Output = ()>) -> Result<(), tonic::transport::Error> {
+pub async fn serve(listener: TcpListener, deploys: Deploys, releases: Releases, artifacts: Artifacts, targets: Targets, shutdown: impl Future<Output = ()>) -> Result<(), tonic::transport::Error> {
     let (stop, stopping) = watch::channel(false);
     let signal = async move {
         shutdown.await;
         let _ = stop.send(true);
     };
     tonic::transport::Server::builder()
+        .add_service(ReleaseServiceServer::new(ReleaseApi::new(releases, stopping.clone())))
         .add_service(DeployServiceServer::new(Api::new(deploys, stopping)))
         .add_service(ArtifactServiceServer::new(artifacts).max_decoding_message_size(MAX_CHUNK_MESSAGE))
         .add_service(TargetServiceServer::new(targets))

@@ -1,5 +1,5 @@
 //! The signalbox API: the `signalbox.v1.DeployService` gRPC server ([`grpc`]) over the deploy
-//! client of `signalbox-client`, the `signalbox.v1.ArtifactService` ([`artifacts`]) over the
+//! client of `signalbox-client`, the `signalbox.v1.ReleaseService` ([`releases`]) over its release client, the `signalbox.v1.ArtifactService` ([`artifacts`]) over the
 //! origin store, the `signalbox.v1.TargetService` ([`targets`]) over the agents' etcd, and the
 //! `signalbox-api` server process ([`server`]). Deploys go through
 //! Temporal only: checks that need the worker's world are the worker's to answer. Builds go to
@@ -7,5 +7,6 @@
 
 pub mod artifacts;
 pub mod grpc;
+pub mod releases;
 pub mod server;
 pub mod targets;

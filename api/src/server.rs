@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use signalbox_client::{DEFAULT_TASK_QUEUE, Deploys};
+use signalbox_client::{DEFAULT_TASK_QUEUE, Deploys, Releases};
 use tracing::info;
 
 use signalbox_store::{ArtifactStore, Home};
@@ -41,6 +41,7 @@ pub struct Options {
 /// Serves until SIGTERM or Ctrl-C, then answers the calls in flight and returns.
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let client = signalbox_client::connect().await?;
+    let releases = Releases::new(client.clone(), options.task_queue.clone());
     let deploys = Deploys::new(client, options.task_queue.clone());
     let store = match &options.store {
         Some(location) => ArtifactStore::open(location, std::iter::empty::<(&str, String)>()),
@@ -50,7 +51,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let artifacts = Artifacts::new(store, options.max_artifact_bytes);
     let listener = tokio::net::TcpListener::bind(options.listen).await.with_context(|| format!("listening on {}", options.listen))?;
     info!(listen = %options.listen, task_queue = %options.task_queue, "deploy API serving");
-    grpc::serve(listener, deploys, artifacts, Targets::new(options.etcd.clone()), terminated()).await?;
+    grpc::serve(listener, deploys, releases, artifacts, Targets::new(options.etcd.clone()), terminated()).await?;
     info!("deploy API stopped");
     Ok(())
 }

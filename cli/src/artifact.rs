@@ -118,7 +118,7 @@ fn json(a: &pb::ArtifactRecord) -> serde_json::Value {
     })
 }
 
-fn at(t: &Option<prost_types::Timestamp>) -> Option<String> {
+pub(crate) fn at(t: &Option<prost_types::Timestamp>) -> Option<String> {
     t.as_ref().and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 

@@ -1,5 +1,5 @@
 //! `signalbox`: pushes builds through the artifact API, starts and follows deploys through the
-//! deploy API, judges recorded analyses again, and runs the local demo (`signalbox demo` runs
+//! deploy API and releases through the release API, judges recorded analyses again, and runs the local demo (`signalbox demo` runs
 //! the `signalbox-demo` binary of the harness, built next to this one; the production CLI links
 //! none of it).
 //!
@@ -11,6 +11,7 @@ mod backtest;
 mod control;
 mod deploy;
 mod progress;
+mod release;
 mod target;
 
 use std::process::ExitCode;
@@ -35,6 +36,9 @@ enum Command {
     /// Start, inspect, follow and steer deploys through the deploy API.
     #[command(subcommand)]
     Deploy(deploy::Command),
+    /// Start, inspect, follow and steer releases (services through a pipeline's stages).
+    #[command(subcommand)]
+    Release(release::Command),
     /// Run a whole local signalbox and roll a build out to a fleet under load (the
     /// `signalbox-demo` harness binary; `signalbox demo --help` shows its options).
     #[command(disable_help_flag = true)]
@@ -69,6 +73,7 @@ async fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
         Command::Artifact(command) => artifact::run(command).await,
         Command::Deploy(command) => deploy::run(command).await,
+        Command::Release(command) => release::run(command).await,
         Command::Target(command) => target::run(command).await,
         Command::Demo { args } => demo(args),
         Command::Backtest(args) => backtest::run(args).await,

@@ -1,9 +1,14 @@
 //! Starting and reading releases: typed calls of the release workflow's contract.
 
-use signalbox_contract::release::{ReleaseRun, ReleaseStatusQuery, release_id};
-use signalbox_domain::{ReleaseRequest, ReleaseStatus};
-use temporalio_client::errors::{WorkflowQueryError, WorkflowStartError};
-use temporalio_client::{Client, WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowStartOptions};
+use signalbox_contract::release::{AbortRelease, ApproveStage, BypassRelease, ReleaseRun, ReleaseStatusQuery, release_id};
+use signalbox_contract::search;
+use signalbox_domain::control::Refusal;
+use signalbox_domain::release_control::{self, BypassStage};
+use signalbox_domain::{Approve, Command, ReleaseRequest, ReleaseStatus};
+use temporalio_client::errors::{WorkflowQueryError, WorkflowStartError, WorkflowUpdateError};
+use temporalio_client::{
+    Client, WorkflowExecuteUpdateOptions, WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowStartOptions,
+};
 
 use crate::deploys::id_suffix;
 use crate::{Error, Result};
@@ -36,6 +41,7 @@ impl Releases {
             .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
             .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
             .static_summary(summary)
+            .search_attributes(search::release(&id, &req))
             .build();
         match self.client.start_workflow(ReleaseRun, req, options).await {
             Ok(_) => Ok(id),
@@ -53,6 +59,41 @@ impl Releases {
             WorkflowQueryError::NotFound(_) => Error::NotFound(id.to_owned()),
             other => Error::Unavailable(other.to_string()),
         })
+    }
+
+    /// Update `approve`: one approval of the open stage gate.
+    pub async fn approve(&self, id: &str, approve: Approve) -> Result<ReleaseStatus> {
+        self.update(id, ApproveStage, approve, |_| Err(Refusal("nothing awaits approval".into()))).await
+    }
+
+    /// Update `bypass`: the emergency bypass of a stage (`reason` and `expiry_ms` are
+    /// mandatory); its verdicts too only with `override_failed_verdict`.
+    pub async fn bypass(&self, id: &str, bypass: BypassStage) -> Result<ReleaseStatus> {
+        self.update(id, BypassRelease, bypass, |s| Err(Refusal(format!("cannot bypass a stage: the release already ended {:?}", s.phase)))).await
+    }
+
+    /// Update `abort`: stops promotion; the deploys in flight roll back.
+    pub async fn abort(&self, id: &str, cmd: Command) -> Result<ReleaseStatus> {
+        self.update(id, AbortRelease, cmd.clone(), |s| release_control::check_abort(s, &cmd)).await
+    }
+
+    /// Runs an update; a release that already closed cannot run its validator, so `rule`
+    /// explains the refusal from its final status.
+    async fn update<U>(&self, id: &str, update: U, input: U::Input, rule: impl FnOnce(&ReleaseStatus) -> Result<(), Refusal>) -> Result<ReleaseStatus>
+    where
+        U: temporalio_common::UpdateDefinition<Workflow = ReleaseRun, Output = ReleaseStatus>,
+        U::Input: Send,
+    {
+        let handle = self.client.get_workflow_handle::<ReleaseRun>(id);
+        match handle.execute_update(update, input, WorkflowExecuteUpdateOptions::default()).await {
+            Ok(status) => Ok(status),
+            Err(WorkflowUpdateError::Failed(failure)) => Err(Error::Refused(failure.message.clone())),
+            Err(WorkflowUpdateError::NotFound(_)) => match self.status(id).await {
+                Ok(status) => Err(Error::Refused(rule(&status).err().map_or_else(|| format!("the release already ended {:?}", status.phase), |r| r.0))),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(Error::Unavailable(e.to_string())),
+        }
     }
 
     /// Waits for the release to end and returns its final status.

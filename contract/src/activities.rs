@@ -95,6 +95,12 @@ activity!(
     AwaitLane = "lane.await": AwaitLaneInput => bool
 );
 activity!(
+    /// Sends the emergency bypass to each of a release's deploys still running, so that their
+    /// health judgements are skipped; returns the deploys that took it. A deploy already
+    /// bypassed or ended is left as it is: a retry redoes nothing.
+    BypassDeploys = "release.bypass_deploys": BypassDeploysInput => Vec<String>
+);
+activity!(
     /// Reads the backend's servers as the balancer reports them. Changes nothing.
     ReadStats = "lb.read_stats": LbTarget => LbStats
 );
@@ -412,6 +418,15 @@ pub struct OwnersInput {
 pub struct OwnersOutput {
     /// Per instance: the deploy that last changed it (`None` when the substrate does not know).
     pub changed_by: BTreeMap<String, Option<String>>,
+}
+
+/// Input of [`BypassDeploys`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BypassDeploysInput {
+    /// The deploys' workflow ids.
+    pub deploys: Vec<String>,
+    /// Who bypasses them and why, as recorded in each deploy's audit trail.
+    pub command: signalbox_domain::Command,
 }
 
 /// Input of [`LaneHolder`].

@@ -4,10 +4,15 @@
 //! | name     | kind  | effect                                                  |
 //! |----------|-------|---------------------------------------------------------|
 //! | `status` | query | the whole tree: stage, target, service, deploy, soak end |
+//! | `approve`| update| approves the open stage gate (`{"approver", "reason"}`) |
+//! | `bypass` | update| emergency bypass of a stage (`{"by", "reason", "expiry_ms", "stage", "override_failed_verdict"}`) |
+//! | `abort`  | update| stops promotion; deploys in flight roll back (`{"by", "reason"}`) |
 //!
-//! With the `temporal` CLI: `temporal workflow query --workflow-id <id> --type status`.
+//! With the `temporal` CLI: `temporal workflow query --workflow-id <id> --type status`, and
+//! `temporal workflow update execute --workflow-id <id> --name approve --input '{"approver": "alice", "reason": "ok"}'`.
 
-use signalbox_domain::{ReleaseRequest, ReleaseStatus, Target, deploy_id};
+use signalbox_domain::release_control::BypassStage;
+use signalbox_domain::{Approve, Command, ReleaseRequest, ReleaseStatus, Target, deploy_id};
 
 workflow!(
     /// A release of one or more services through a pipeline of stages.
@@ -16,6 +21,18 @@ workflow!(
 query!(
     /// Where the release stands: every stage, and every deploy of every stage.
     ReleaseStatusQuery = "status" on ReleaseRun: () => ReleaseStatus
+);
+update!(
+    /// Approve the stage gate that is open.
+    ApproveStage = "approve" on ReleaseRun: Approve => ReleaseStatus
+);
+update!(
+    /// Emergency bypass of a stage: its gate and soak, and with a second flag its verdicts.
+    BypassRelease = "bypass" on ReleaseRun: BypassStage => ReleaseStatus
+);
+update!(
+    /// Stop promotion: deploys in flight roll back; no later stage starts.
+    AbortRelease = "abort" on ReleaseRun: Command => ReleaseStatus
 );
 
 /// The workflow id of a release of `pipeline`: `release/<pipeline>/<suffix>`.

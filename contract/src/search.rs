@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use temporalio_common::search_attributes::{SearchAttributeKey, SearchAttributes};
 
-use signalbox_domain::{BatchStep, DeployRequest, Phase, Strategy};
+use signalbox_domain::{BatchStep, DeployRequest, Phase, ReleaseRequest, Strategy};
 
 /// The deployed service.
 pub const SERVICE: SearchAttributeKey<String> = SearchAttributeKey::keyword("SignalboxService");
@@ -21,8 +21,18 @@ pub const PHASE: SearchAttributeKey<String> = SearchAttributeKey::keyword("Signa
 /// Who started the deploy.
 pub const DEPLOYER: SearchAttributeKey<String> = SearchAttributeKey::keyword("SignalboxDeployer");
 
+/// The release a workflow belongs to: a release's own id, set on the release and on each of
+/// its deploys, so `SignalboxRelease = "release/web/r1"` lists the whole tree.
+pub const RELEASE: SearchAttributeKey<String> = SearchAttributeKey::keyword("SignalboxRelease");
+/// The pipeline of a release (and of its deploys).
+pub const PIPELINE: SearchAttributeKey<String> = SearchAttributeKey::keyword("SignalboxPipeline");
+/// The stage a release is in (kept up to date by the release), or a release deploy's stage.
+pub const STAGE: SearchAttributeKey<String> = SearchAttributeKey::keyword("SignalboxStage");
+/// Every service of a release.
+pub const SERVICES: SearchAttributeKey<Vec<String>> = SearchAttributeKey::keyword_list("SignalboxServices");
+
 /// Every search attribute with its Temporal type, for registration with the server.
-pub const REGISTERED: [(&str, &str); 7] = [
+pub const REGISTERED: [(&str, &str); 11] = [
     ("SignalboxService", "Keyword"),
     ("SignalboxEnvironment", "Keyword"),
     ("SignalboxStrategy", "Keyword"),
@@ -30,6 +40,10 @@ pub const REGISTERED: [(&str, &str); 7] = [
     ("SignalboxGitSha", "Keyword"),
     ("SignalboxPhase", "Keyword"),
     ("SignalboxDeployer", "Keyword"),
+    ("SignalboxRelease", "Keyword"),
+    ("SignalboxPipeline", "Keyword"),
+    ("SignalboxStage", "Keyword"),
+    ("SignalboxServices", "KeywordList"),
 ];
 
 /// The value of [`PHASE`] for a phase.
@@ -48,6 +62,25 @@ pub fn initial(req: &DeployRequest) -> SearchAttributes {
         PHASE.value_set(phase_value(Phase::Preflight)),
         DEPLOYER.value_set(req.deployer.clone()),
     ])
+}
+
+/// The search attributes a release starts with; its stage is set as it reaches each.
+pub fn release(id: &str, req: &ReleaseRequest) -> SearchAttributes {
+    SearchAttributes::new([
+        RELEASE.value_set(id.to_owned()),
+        PIPELINE.value_set(req.pipeline.name.clone()),
+        SERVICES.value_set(req.services.iter().map(|s| s.service.clone()).collect()),
+        DEPLOYER.value_set(req.deployer.clone()),
+    ])
+}
+
+/// The search attributes of a release's deploy: a deploy's, and its release's and stage.
+pub fn release_deploy(req: &DeployRequest, release: &str, pipeline: &str, stage: &str) -> SearchAttributes {
+    let mut attrs = initial(req);
+    attrs.apply(RELEASE.value_set(release.to_owned()));
+    attrs.apply(PIPELINE.value_set(pipeline.to_owned()));
+    attrs.apply(STAGE.value_set(stage.to_owned()));
+    attrs
 }
 
 /// The config snapshot's summary, kept in the deploy's memo: what a reader of the UI needs to

@@ -20,13 +20,17 @@ else
     echo "namespace $namespace created"
 fi
 
-# The deploys' search attributes (domain/src/search.rs): what the Temporal UI filters by.
-for attribute in SignalboxService SignalboxEnvironment SignalboxStrategy SignalboxArtifactDigest \
-    SignalboxGitSha SignalboxPhase SignalboxDeployer; do
+# The deploys' and releases' search attributes (contract/src/search.rs, REGISTERED): what the
+# Temporal UI filters by.
+for entry in SignalboxService:Keyword SignalboxEnvironment:Keyword SignalboxStrategy:Keyword \
+    SignalboxArtifactDigest:Keyword SignalboxGitSha:Keyword SignalboxPhase:Keyword \
+    SignalboxDeployer:Keyword SignalboxRelease:Keyword SignalboxPipeline:Keyword \
+    SignalboxStage:Keyword SignalboxServices:KeywordList; do
+    attribute="${entry%%:*}"
     if temporal operator search-attribute list --address "$TEMPORAL_ADDRESS" -n "$namespace" | grep -qw "$attribute"; then
         echo "search attribute $attribute exists"
     else
         temporal operator search-attribute create --address "$TEMPORAL_ADDRESS" -n "$namespace" \
-            --name "$attribute" --type Keyword
+            --name "$attribute" --type "${entry#*:}"
     fi
 done

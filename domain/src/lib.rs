@@ -14,6 +14,7 @@ pub mod health;
 pub mod metric;
 pub mod plan;
 pub mod release;
+pub mod release_control;
 pub mod request;
 pub mod status;
 pub mod strategy;

@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::approval::ApprovalPolicy;
+use crate::approval::{ApprovalPolicy, Gate};
+use crate::control::AuditEntry;
+use crate::release_control::{StageApproval, StageBypass};
 use crate::bounds::{MAX_ITEMS, MAX_WAIT_MS, check_count, check_ms, check_name, check_principal};
 use crate::plan::BatchStep;
 use crate::{Artifact, BatchPlan, DeployRequest, Digest, Error, HealthPolicy, Result, Strategy, Target};
@@ -56,6 +58,9 @@ pub struct Stage {
     /// milliseconds; default 0.
     #[serde(default)]
     pub soak_ms: u64,
+    /// Who must approve before the stage's deploys start; default nobody.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<StageApproval>,
 }
 
 fn one() -> u32 {
@@ -157,6 +162,9 @@ impl Pipeline {
                 return Err(Error::invalid(format!("{field}.max_parallel"), "must be at least 1"));
             }
             check_ms(&format!("{field}.soak_ms"), stage.soak_ms, MAX_WAIT_MS, "a day")?;
+            if let Some(approval) = &stage.approval {
+                approval.validate(&format!("{field}.approval"), None)?;
+            }
             for (j, t) in stage.targets.iter().enumerate() {
                 let field = format!("{field}.targets[{j}]");
                 t.target.validate(&format!("{field}.target"))?;
@@ -258,6 +266,11 @@ impl ReleaseRequest {
     pub fn validate(&self) -> Result<()> {
         self.pipeline.validate()?;
         check_principal("deployer", &self.deployer)?;
+        for (i, stage) in self.pipeline.stages.iter().enumerate() {
+            if let Some(approval) = &stage.approval {
+                approval.validate(&format!("pipeline.stages[{i}].approval"), Some(&self.deployer))?;
+            }
+        }
         if self.services.is_empty() {
             return Err(Error::invalid("services", "must not be empty"));
         }
@@ -331,17 +344,23 @@ pub enum ReleasePhase {
     Deploying,
     /// The current stage's deploys succeeded; it soaks before the next stage (`soak_until`).
     Soaking,
+    /// The current stage waits for its approvers (its `gate`).
+    AwaitingApproval,
+    /// Aborted: the deploys in flight are being stopped (they roll back).
+    Stopping,
     /// Every stage passed: every target runs the release's builds.
     Succeeded,
     /// A deploy failed or was refused, or the release was refused before it started
     /// (`reason`); no later stage started.
     Failed,
+    /// Aborted by an operator (`reason`); no later stage started.
+    Aborted,
 }
 
 impl ReleasePhase {
     /// Whether the release has ended.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Aborted)
     }
 }
 
@@ -350,14 +369,18 @@ impl ReleasePhase {
 pub enum StagePhase {
     /// Not started: an earlier stage is under way, or promotion stopped before it.
     Waiting,
+    /// Its approval gate is open: nothing of it started.
+    AwaitingApproval,
     /// Its deploys are running.
     Deploying,
     /// Its deploys succeeded; it soaks.
     Soaking,
     /// Its deploys succeeded and its soak ended.
     Passed,
-    /// One of its deploys failed; its other deploys were stopped.
+    /// One of its deploys failed, or its gate expired; its other deploys were stopped.
     Failed,
+    /// The release was aborted while the stage was under way; its deploys were stopped.
+    Aborted,
 }
 
 /// Where one deploy of a release stands, as its release sees it.
@@ -401,6 +424,12 @@ pub struct StageStatus {
     /// While it soaks: when the soak ends (workflow time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soak_until: Option<DateTime<Utc>>,
+    /// Its approval gate, once opened: who approved, when it expires, how it closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<Gate>,
+    /// The emergency bypass granted to it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bypass: Option<StageBypass>,
     /// Its deploys: each service on each of its targets, in the order they start.
     pub deploys: Vec<ReleaseDeploy>,
 }
@@ -423,6 +452,9 @@ pub struct ReleaseStatus {
     /// The builds this release quarantined: a deploy of theirs failed its verdict.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quarantined: Vec<Digest>,
+    /// Who steered the release (approvals, bypasses, the abort), when and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit: Vec<AuditEntry>,
 }
 
 impl ReleaseStatus {
@@ -437,6 +469,8 @@ impl ReleaseStatus {
                 name: stage.name.clone(),
                 phase: StagePhase::Waiting,
                 soak_until: None,
+                gate: None,
+                bypass: None,
                 deploys: waves
                     .iter()
                     .flatten()
@@ -453,12 +487,12 @@ impl ReleaseStatus {
                     .collect(),
             })
             .collect();
-        Self { pipeline: req.pipeline.name.clone(), phase: ReleasePhase::Deploying, stage: None, stages, reason: None, quarantined: Vec::new() }
+        Self { pipeline: req.pipeline.name.clone(), phase: ReleasePhase::Deploying, stage: None, stages, reason: None, quarantined: Vec::new(), audit: Vec::new() }
     }
 
     /// A release refused before it started.
     pub fn refused(pipeline: &str, reason: String) -> Self {
-        Self { pipeline: pipeline.to_owned(), phase: ReleasePhase::Failed, stage: None, stages: Vec::new(), reason: Some(reason), quarantined: Vec::new() }
+        Self { pipeline: pipeline.to_owned(), phase: ReleasePhase::Failed, stage: None, stages: Vec::new(), reason: Some(reason), quarantined: Vec::new(), audit: Vec::new() }
     }
 }
 
@@ -471,7 +505,7 @@ mod tests {
     }
 
     fn stage(name: &str, targets: Vec<StageTarget>) -> Stage {
-        Stage { name: name.into(), targets, max_parallel: 1, soak_ms: 0 }
+        Stage { name: name.into(), targets, max_parallel: 1, soak_ms: 0, approval: None }
     }
 
     fn pipeline(stages: Vec<Stage>) -> Pipeline {

@@ -9,9 +9,11 @@
 //! deploy's decision, not the wire's.
 
 mod control;
+mod release;
 mod request;
 
 pub use control::{instant, timestamp};
+pub use release::{StartRelease, release_wire_field};
 pub use request::{StartDeploy, wire_field};
 mod status;
 

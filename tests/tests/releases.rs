@@ -64,9 +64,9 @@ fn a_build_bad_in_test_never_reaches_production() {
         let pipeline = Pipeline {
             name: "ledger".into(),
             stages: vec![
-                Stage { name: "playground".into(), targets: vec![on("playground", 4, lenient)], max_parallel: 1, soak_ms: 2_000 },
-                Stage { name: "test".into(), targets: vec![on("test", 4, settings())], max_parallel: 1, soak_ms: 2_000 },
-                Stage { name: "production".into(), targets: vec![on("production", 6, settings())], max_parallel: 1, soak_ms: 0 },
+                Stage { name: "playground".into(), targets: vec![on("playground", 4, lenient)], max_parallel: 1, soak_ms: 2_000, approval: None },
+                Stage { name: "test".into(), targets: vec![on("test", 4, settings())], max_parallel: 1, soak_ms: 2_000, approval: None },
+                Stage { name: "production".into(), targets: vec![on("production", 6, settings())], max_parallel: 1, soak_ms: 0, approval: None },
             ],
             blast_radius_percent: None,
         };
@@ -106,7 +106,7 @@ fn a_build_bad_in_test_never_reaches_production() {
         let store = s.home.store()?;
         let q = store.quarantine_of(&bad.digest).await?.active.expect("in quarantine");
         assert!(q.by == id && q.reason.starts_with("stage test: "), "{q:?}");
-        let solo = Pipeline { name: "ledger".into(), stages: vec![Stage { name: "test".into(), targets: vec![on("test", 4, settings())], max_parallel: 1, soak_ms: 0 }], blast_radius_percent: None };
+        let solo = Pipeline { name: "ledger".into(), stages: vec![Stage { name: "test".into(), targets: vec![on("test", 4, settings())], max_parallel: 1, soak_ms: 0, approval: None }], blast_radius_percent: None };
         let again = releases.start(release(solo.clone(), "ledger", bad.clone()), None).await?;
         let refused = tokio::time::timeout(DEPLOY_DEADLINE, releases.result(&again)).await??;
         let reason = refused.reason.clone().unwrap_or_default();
@@ -137,8 +137,8 @@ fn a_good_build_reaches_every_region_the_last_wave_in_parallel() {
         let pipeline = Pipeline {
             name: "atlas".into(),
             stages: vec![
-                Stage { name: "canary".into(), targets: vec![on("region-canary", 2, settings())], max_parallel: 1, soak_ms: 1_000 },
-                Stage { name: "rest".into(), targets: vec![on("region-eu", 4, settings()), on("region-us", 4, settings())], max_parallel: 2, soak_ms: 0 },
+                Stage { name: "canary".into(), targets: vec![on("region-canary", 2, settings())], max_parallel: 1, soak_ms: 1_000, approval: None },
+                Stage { name: "rest".into(), targets: vec![on("region-eu", 4, settings()), on("region-us", 4, settings())], max_parallel: 2, soak_ms: 0, approval: None },
             ],
             // The canary region's first batch (1 of 10 instances) may run the build unproven.
             blast_radius_percent: Some(10.0),
@@ -184,8 +184,8 @@ fn a_release_over_its_budget_or_with_a_cycle_starts_nothing() {
         let pipeline = Pipeline {
             name: "budget".into(),
             stages: vec![
-                Stage { name: "first".into(), targets: vec![on("budget-a", 20, whole)], max_parallel: 1, soak_ms: 0 },
-                Stage { name: "rest".into(), targets: vec![on("budget-b", 80, settings())], max_parallel: 1, soak_ms: 0 },
+                Stage { name: "first".into(), targets: vec![on("budget-a", 20, whole)], max_parallel: 1, soak_ms: 0, approval: None },
+                Stage { name: "rest".into(), targets: vec![on("budget-b", 80, settings())], max_parallel: 1, soak_ms: 0, approval: None },
             ],
             blast_radius_percent: Some(10.0),
         };

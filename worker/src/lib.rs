@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use signalbox_activities::{DeployActivities, LaneActivities, TrafficActivities};
+use signalbox_activities::{DeployActivities, LaneActivities, ReleaseActivities, TrafficActivities};
 use signalbox_client::DEFAULT_TASK_QUEUE;
 use signalbox_store::Home;
 use signalbox_substrate::Registry;
@@ -58,6 +58,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .register_workflow::<BlueGreenWorkflow>()?
         .register_activities(DeployActivities::new(home.clone(), substrates(&home, &options.etcd)))
         .register_activities(LaneActivities::new(client.clone()))
+        .register_activities(ReleaseActivities::new(client.clone(), options.task_queue.clone()))
         .register_activities(TrafficActivities)
         // Every heartbeat reaches the server (they come every 2 s), so a deploy's status shows
         // how far its sampling got within 2 s rather than the default throttle's 8.

@@ -9,40 +9,71 @@
 //! release ends `Failed` with the reason. A deploy that failed its verdict quarantines its
 //! build: no later deploy or release of it starts until someone lifts the quarantine.
 //!
+//! Operators steer it with updates: `approve` counts towards the open stage gate (a stage with
+//! an approval waits for it before its deploys start); `bypass` skips a stage's gate and soak
+//! (and, with `override_failed_verdict`, its deploys' health judgements, by bypassing each of
+//! them); `abort` stops promotion as a failure does, and the release ends `Aborted`.
+//!
 //! History stays small: the parent records one child per deploy and summaries only; each
 //! deploy's steps are in its own history.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::future::poll_fn;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::task::Poll;
 use std::time::Duration;
 
-use signalbox_domain::analysis::Decision;
-use signalbox_contract::activities::{QuarantineArtifact, QuarantineInput};
-use signalbox_contract::{Received, search};
+use chrono::{DateTime, Utc};
+use signalbox_contract::activities::{BypassDeploys, BypassDeploysInput, QuarantineArtifact, QuarantineInput};
 use signalbox_contract::deploy::DeployRun;
-use signalbox_contract::release::{ReleaseRun, ReleaseStatusQuery, release_deploy_id};
-use signalbox_domain::control::timestamp;
-use signalbox_domain::{DeployState, Digest, DeployStatus, Phase, ReleaseDeploy, ReleasePhase, ReleaseRequest, ReleaseStatus, StagePhase};
+use signalbox_contract::release::{AbortRelease, ApproveStage, BypassRelease, ReleaseRun, ReleaseStatusQuery, release_deploy_id};
+use signalbox_contract::{Received, search};
+use signalbox_domain::analysis::Decision;
+use signalbox_domain::approval::{self, ApprovalPolicy, Gate, GateOutcome};
+use signalbox_domain::control::{Action, AuditEntry, SYSTEM, timestamp};
+use signalbox_domain::release_control::{self, BypassStage, StageBypass};
+use signalbox_domain::{Approve, Command, DeployState, DeployStatus, Digest, OnExpiry, Phase, ReleaseDeploy, ReleasePhase, ReleaseRequest, ReleaseStatus, StagePhase};
 use temporalio_common::error::ChildWorkflowExecutionError;
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_sdk::{CancellableFuture, ChildWorkflowOptions, ParentClosePolicy, TimerOptions, WorkflowContext, WorkflowContextView, WorkflowResult};
+use temporalio_sdk::workflows::select;
+use temporalio_sdk::{
+    CancellableFuture, ChildWorkflowOptions, ParentClosePolicy, SyncWorkflowContext, TimerOptions, TimerResult, WaitConditionOptions, WorkflowCancellationToken, WorkflowContext, WorkflowContextView,
+    WorkflowResult,
+};
 
-use crate::shared::options::detached;
+use crate::shared::options::{detached, quick};
 use crate::shared::stop::refuse;
 
 /// A release: its status is the whole tree, kept as the run goes.
 #[workflow]
 pub struct ReleaseWorkflow {
     status: ReleaseStatus,
+    /// Who started it (the approvers' rules need it).
+    deployer: String,
+    /// Each stage's approval rules, in pipeline order.
+    approvals: Vec<Option<ApprovalPolicy>>,
+    /// The abort, once accepted.
+    abort: Option<Command>,
+    /// The deploys the bypass of their stage's verdicts was sent to.
+    bypassed_deploys: BTreeSet<String>,
+    /// The last workflow time the run saw: validators have no clock.
+    clock: DateTime<Utc>,
 }
 
 impl Default for ReleaseWorkflow {
     fn default() -> Self {
-        Self { status: ReleaseStatus { pipeline: String::new(), phase: ReleasePhase::Deploying, stage: None, stages: Vec::new(), reason: None, quarantined: Vec::new() } }
+        Self {
+            status: ReleaseStatus { phase: ReleasePhase::Deploying, reason: None, ..ReleaseStatus::refused("", String::new()) },
+            deployer: String::new(),
+            approvals: Vec::new(),
+            abort: None,
+            bypassed_deploys: BTreeSet::new(),
+            clock: DateTime::UNIX_EPOCH,
+        }
     }
 }
+
+type Validation = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// A deploy of the release in flight: its place in the stage's list, and its result.
 type InFlight = (usize, Pin<Box<dyn CancellableFuture<Output = Result<DeployStatus, ChildWorkflowExecutionError>>>>);
@@ -62,43 +93,64 @@ impl ReleaseWorkflow {
         };
         let waves = req.waves().map_err(|e| refuse(e.to_string()))?;
         let id = ctx.workflow_id().to_owned();
-        ctx.state_mut(|s| s.status = ReleaseStatus::planned(&req, &waves, |service, target| release_deploy_id(&id, service, target)));
+        let now = timestamp(ctx.workflow_time());
+        ctx.state_mut(|s| {
+            s.status = ReleaseStatus::planned(&req, &waves, |service, target| release_deploy_id(&id, service, target));
+            s.deployer = req.deployer.clone();
+            s.approvals = req.pipeline.stages.iter().map(|st| st.approval.as_ref().map(|a| a.policy())).collect();
+            s.clock = now;
+        });
         let last = req.pipeline.stages.len() - 1;
         for (si, stage) in req.pipeline.stages.iter().enumerate() {
+            let now = timestamp(ctx.workflow_time());
             ctx.state_mut(|s| {
+                s.clock = now;
                 s.status.stage = Some(stage.name.clone());
-                s.status.phase = ReleasePhase::Deploying;
                 s.status.stages[si].phase = StagePhase::Deploying;
+                if s.abort.is_none() {
+                    s.status.phase = ReleasePhase::Deploying;
+                }
+                // A bypass granted ahead of its stage holds only if it has not expired by now.
+                if s.status.stages[si].bypass.as_ref().is_some_and(|b| !b.holds(now)) {
+                    s.status.stages[si].bypass = None;
+                    let note = format!("the bypass of stage {} expired before the stage started", stage.name);
+                    s.status.audit.push(AuditEntry::of(Action::Bypass, &Command::new(SYSTEM, note), now));
+                }
             });
+            if ctx.patched(STAGE_PATCH) {
+                ctx.upsert_search_attributes([search::STAGE.value_set(stage.name.clone())]);
+            }
+            let mut outcome = Ok(());
+            if let Some(policy) = ctx.state(|s| s.approvals[si].clone()) {
+                outcome = gate(ctx, si, &policy).await;
+            }
             for wave in &waves {
+                if outcome.is_err() {
+                    break;
+                }
                 let services: Vec<&str> = wave.iter().map(|&i| req.services[i].service.as_str()).collect();
                 let deploys: Vec<usize> =
                     ctx.state(|s| s.status.stages[si].deploys.iter().enumerate().filter(|(_, d)| services.contains(&d.service.as_str())).map(|(k, _)| k).collect());
-                if let Err(stop) = deploy_all(ctx, &req, si, deploys).await {
-                    let reason = format!("stage {}: {}", stage.name, stop.reason);
-                    ctx.state_mut(|s| {
-                        s.status.stages[si].phase = StagePhase::Failed;
-                        s.status.phase = ReleasePhase::Failed;
-                        s.status.reason = Some(reason.clone());
-                    });
-                    if let Some(service) = stop.failed_verdict
-                        && let Some(build) = req.services.iter().find(|b| b.service == service)
-                        && ctx.patched(QUARANTINE_PATCH)
-                    {
-                        quarantine(ctx, &id, &build.artifact.digest, &reason, req.dry_run).await;
-                    }
-                    return Ok(ctx.state(|s| s.status.clone()));
-                }
+                outcome = deploy_all(ctx, &req, si, deploys).await;
             }
-            if stage.soak_ms > 0 && si < last {
-                let until = timestamp(ctx.workflow_time()) + chrono::Duration::milliseconds(stage.soak_ms as i64);
+            if outcome.is_ok() && stage.soak_ms > 0 && si < last {
+                outcome = soak(ctx, si, stage.soak_ms).await;
+            }
+            if let Err(stop) = outcome {
+                let reason = if stop.aborted { stop.reason } else { format!("stage {}: {}", stage.name, stop.reason) };
                 ctx.state_mut(|s| {
-                    s.status.phase = ReleasePhase::Soaking;
-                    s.status.stages[si].phase = StagePhase::Soaking;
-                    s.status.stages[si].soak_until = Some(until);
+                    s.status.stages[si].phase = if stop.aborted { StagePhase::Aborted } else { StagePhase::Failed };
+                    s.status.stages[si].soak_until = None;
+                    s.status.phase = if stop.aborted { ReleasePhase::Aborted } else { ReleasePhase::Failed };
+                    s.status.reason = Some(reason.clone());
                 });
-                let soak = TimerOptions::builder(Duration::from_millis(stage.soak_ms)).summary(format!("soak of stage {}", stage.name)).build();
-                let _ = ctx.timer(soak).await;
+                if let Some(service) = stop.failed_verdict
+                    && let Some(build) = req.services.iter().find(|b| b.service == service)
+                    && ctx.patched(QUARANTINE_PATCH)
+                {
+                    quarantine(ctx, &id, &build.artifact.digest, &reason, req.dry_run).await;
+                }
+                return Ok(ctx.state(|s| s.status.clone()));
             }
             ctx.state_mut(|s| {
                 s.status.stages[si].phase = StagePhase::Passed;
@@ -114,17 +166,212 @@ impl ReleaseWorkflow {
     pub fn status(&self, _ctx: &WorkflowContextView) -> ReleaseStatus {
         self.status.clone()
     }
+
+    #[update_validator(approve)]
+    fn validate_approve(&self, _ctx: &WorkflowContextView, approve: &Approve) -> Validation {
+        let open = self.status.stages.iter().position(|s| s.gate.as_ref().is_some_and(Gate::is_open));
+        let Some(si) = open.filter(|_| !self.status.phase.is_final() && self.abort.is_none()) else {
+            return Err("nothing awaits approval: no stage gate is open".into());
+        };
+        let gates: Vec<Gate> = self.status.stages[si].gate.iter().cloned().collect();
+        Ok(approval::check_approve(self.approvals[si].as_ref(), &self.deployer, &gates, approve)?)
+    }
+
+    /// Approves the open stage gate; quorum opens it and the stage's deploys start.
+    #[update(name = ApproveStage::NAME)]
+    pub fn approve(&mut self, ctx: &mut SyncWorkflowContext<Self>, approve: Approve) -> ReleaseStatus {
+        let entry = AuditEntry::of(Action::Approve, &Command::new(approve.approver, approve.reason), timestamp(ctx.workflow_time()));
+        if let Some(gate) = self.status.stages.iter_mut().filter_map(|s| s.gate.as_mut()).find(|g| g.is_open()) {
+            gate.approvals.push(entry.clone());
+        }
+        self.status.audit.push(entry);
+        self.status.clone()
+    }
+
+    #[update_validator(bypass)]
+    fn validate_bypass(&self, _ctx: &WorkflowContextView, bypass: &BypassStage) -> Validation {
+        Ok(release_control::check_bypass(&self.status, bypass, self.clock)?)
+    }
+
+    /// Emergency bypass of a stage: its gate and its soak are skipped while it lasts; with
+    /// `override_failed_verdict`, its deploys' health judgements too.
+    #[update(name = BypassRelease::NAME)]
+    pub fn bypass(&mut self, ctx: &mut SyncWorkflowContext<Self>, bypass: BypassStage) -> Result<ReleaseStatus, Box<dyn std::error::Error + Send + Sync>> {
+        let now = timestamp(ctx.workflow_time());
+        release_control::check_bypass(&self.status, &bypass, now)?;
+        let si = release_control::bypassed_stage(&self.status, &bypass)?;
+        let stage = &mut self.status.stages[si];
+        let what = if bypass.override_failed_verdict { "bypass of the gate, soak and verdicts" } else { "bypass of the gate and soak" };
+        let note = format!("{what} of stage {}: {}", stage.name, bypass.reason.trim());
+        stage.bypass = Some(StageBypass {
+            by: bypass.by.trim().to_owned(),
+            reason: bypass.reason.trim().to_owned(),
+            at: now,
+            expires_at: signalbox_domain::control::after_ms(now, bypass.expiry_ms),
+            override_failed_verdict: bypass.override_failed_verdict,
+        });
+        self.status.audit.push(AuditEntry::of(Action::Bypass, &Command::new(bypass.by, note), now));
+        Ok(self.status.clone())
+    }
+
+    #[update_validator(abort)]
+    fn validate_abort(&self, _ctx: &WorkflowContextView, cmd: &Command) -> Validation {
+        Ok(release_control::check_abort(&self.status, cmd)?)
+    }
+
+    /// Stops promotion: the deploys in flight are cancelled (they roll back), no later deploy
+    /// or stage starts, and the release ends `Aborted` with reason `aborted by <who>: <why>`.
+    #[update(name = AbortRelease::NAME)]
+    pub fn abort(&mut self, ctx: &mut SyncWorkflowContext<Self>, cmd: Command) -> ReleaseStatus {
+        let now = timestamp(ctx.workflow_time());
+        self.status.phase = ReleasePhase::Stopping;
+        self.status.reason = Some(signalbox_domain::control::aborted(&cmd));
+        self.status.audit.push(AuditEntry::of(Action::Abort, &cmd, now));
+        self.abort = Some(cmd);
+        self.status.clone()
+    }
+}
+
+impl ReleaseWorkflow {
+    /// Whether stage `si` is bypassed.
+    fn bypassed(&self, si: usize) -> bool {
+        self.status.stages[si].bypass.is_some()
+    }
+
+    /// The deploys of stage `si` running under a bypass of its verdicts that was not sent to
+    /// them yet.
+    fn unbypassed(&self, si: usize) -> Vec<String> {
+        let stage = &self.status.stages[si];
+        if !stage.bypass.as_ref().is_some_and(|b| b.override_failed_verdict) {
+            return Vec::new();
+        }
+        stage.deploys.iter().filter(|d| d.state == DeployState::Running && !self.bypassed_deploys.contains(&d.deploy_id)).map(|d| d.deploy_id.clone()).collect()
+    }
+
+    /// The stop an accepted abort makes.
+    fn aborted(&self) -> Option<Stop> {
+        self.abort.as_ref().map(|cmd| Stop { reason: signalbox_domain::control::aborted(cmd), failed_verdict: None, aborted: true })
+    }
 }
 
 /// Patch id of the quarantine of a build that failed its verdict; runs recorded before
 /// quarantined nothing.
 const QUARANTINE_PATCH: &str = "signalbox-release-quarantine";
 
-/// Why a stage stopped: the reason, and the service whose deploy failed its verdict (its build
-/// is bad, not the world around it), if one did.
+/// Patch id of the `SignalboxStage` search attribute, set as the release reaches each stage.
+const STAGE_PATCH: &str = "signalbox-release-stage-attribute";
+
+/// Why a stage stopped: the reason, the service whose deploy failed its verdict (its build
+/// is bad, not the world around it) if one did, and whether an operator aborted.
 struct Stop {
     reason: String,
     failed_verdict: Option<String>,
+    aborted: bool,
+}
+
+impl Stop {
+    fn failed(reason: String, failed_verdict: Option<String>) -> Self {
+        Self { reason, failed_verdict, aborted: false }
+    }
+}
+
+/// Waits that only operators' requests end: a cancelled release stops through its timers and
+/// deploys, not by waking these over and over.
+fn requests_only() -> WaitConditionOptions {
+    WaitConditionOptions::builder().cancellation_token(WorkflowCancellationToken::new()).build()
+}
+
+/// Stage `si`'s approval gate: open until quorum, the bypass, an abort or its expiry, which
+/// the policy decides (`abort` stops the release, `proceed` goes on).
+async fn gate(ctx: &WorkflowContext<ReleaseWorkflow>, si: usize, policy: &ApprovalPolicy) -> Result<(), Stop> {
+    if let Some(stop) = ctx.state(ReleaseWorkflow::aborted) {
+        return Err(stop);
+    }
+    let now = timestamp(ctx.workflow_time());
+    let name = ctx.state_mut(|s| {
+        let stage = &mut s.status.stages[si];
+        let mut gate = Gate::open(si as u32 + 1, now, policy);
+        if stage.bypass.is_some() {
+            gate.outcome = Some(GateOutcome::Bypassed);
+        } else {
+            stage.phase = StagePhase::AwaitingApproval;
+            s.status.phase = ReleasePhase::AwaitingApproval;
+        }
+        stage.gate = Some(gate);
+        stage.name.clone()
+    });
+    if ctx.state(|s| s.bypassed(si)) {
+        return Ok(());
+    }
+    let expiry = TimerOptions::builder(Duration::from_millis(policy.expiry_ms)).summary(format!("approval of stage {name} expires")).build();
+    let mut expiry = pin!(ctx.timer(expiry));
+    let outcome = loop {
+        let settled = |s: &ReleaseWorkflow, expired: bool| {
+            let gate = s.status.stages[si].gate.as_ref()?;
+            approval::settle(policy, gate, s.bypassed(si), s.abort.is_some(), expired)
+        };
+        select! {
+            _ = ctx.wait_condition_with_options(|s: &ReleaseWorkflow| settled(s, false).is_some(), requests_only()) => {
+                if let Some(outcome) = ctx.state(|s| settled(s, false)) {
+                    expiry.cancel();
+                    break outcome;
+                }
+            }
+            fired = expiry.as_mut() => {
+                let expired = fired != TimerResult::Cancelled;
+                break ctx.state(|s| settled(s, expired)).unwrap_or(GateOutcome::Aborted);
+            }
+        }
+    };
+    let now = timestamp(ctx.workflow_time());
+    ctx.state_mut(|s| {
+        s.clock = now;
+        if let Some(gate) = s.status.stages[si].gate.as_mut() {
+            gate.outcome = Some(outcome);
+        }
+        s.status.stages[si].phase = StagePhase::Deploying;
+        if s.abort.is_none() {
+            s.status.phase = ReleasePhase::Deploying;
+        }
+        if let GateOutcome::Expired(then) = outcome {
+            let what = match then {
+                OnExpiry::Abort => "the release stops",
+                OnExpiry::Proceed => "the stage proceeds",
+            };
+            let note = format!("the approval of stage {name} expired without quorum; {what}");
+            s.status.audit.push(AuditEntry::of(Action::ApprovalExpired, &Command::new(SYSTEM, note), now));
+        }
+    });
+    match outcome {
+        GateOutcome::Approved | GateOutcome::Bypassed | GateOutcome::Expired(OnExpiry::Proceed) => Ok(()),
+        GateOutcome::Expired(OnExpiry::Abort) => Err(Stop::failed(format!("its approval expired without quorum of {}", policy.quorum), None)),
+        GateOutcome::Aborted => Err(ctx.state(ReleaseWorkflow::aborted).unwrap_or_else(|| Stop::failed("its approval gate was cancelled".into(), None))),
+    }
+}
+
+/// Stage `si`'s soak: a durable timer, ended early by the stage's bypass; an abort stops it.
+async fn soak(ctx: &WorkflowContext<ReleaseWorkflow>, si: usize, soak_ms: u64) -> Result<(), Stop> {
+    if let Some(stop) = ctx.state(ReleaseWorkflow::aborted) {
+        return Err(stop);
+    }
+    if ctx.state(|s| s.bypassed(si)) {
+        return Ok(());
+    }
+    let until = timestamp(ctx.workflow_time()) + chrono::Duration::milliseconds(soak_ms as i64);
+    let name = ctx.state_mut(|s| {
+        s.status.phase = ReleasePhase::Soaking;
+        let stage = &mut s.status.stages[si];
+        stage.phase = StagePhase::Soaking;
+        stage.soak_until = Some(until);
+        stage.name.clone()
+    });
+    let timer = TimerOptions::builder(Duration::from_millis(soak_ms)).summary(format!("soak of stage {name}")).build();
+    let mut timer = pin!(ctx.timer(timer));
+    select! {
+        _ = timer.as_mut() => {}
+        _ = ctx.wait_condition_with_options(|s: &ReleaseWorkflow| s.abort.is_some() || s.bypassed(si), requests_only()) => timer.cancel(),
+    }
+    ctx.state(ReleaseWorkflow::aborted).map_or(Ok(()), Err)
 }
 
 /// Quarantines `digest`, which a deploy of the release `id` caught failing. A store that cannot
@@ -147,7 +394,7 @@ async fn deploy_all(ctx: &WorkflowContext<ReleaseWorkflow>, req: &ReleaseRequest
     let stage = &req.pipeline.stages[si];
     let mut waiting: VecDeque<usize> = deploys.into();
     let mut running: Vec<InFlight> = Vec::new();
-    let mut failure: Option<Stop> = None;
+    let mut failure: Option<Stop> = ctx.state(ReleaseWorkflow::aborted);
     loop {
         while failure.is_none()
             && running.len() < stage.max_parallel as usize
@@ -163,7 +410,7 @@ async fn deploy_all(ctx: &WorkflowContext<ReleaseWorkflow>, req: &ReleaseRequest
                 .parent_close_policy(ParentClosePolicy::RequestCancel)
                 .static_summary(format!("{} on {}, stage {}", d.service, d.target, stage.name))
                 // Found in the UI and by `deploy list` like a deploy started on its own.
-                .search_attributes(search::initial(&deploy))
+                .search_attributes(search::release_deploy(&deploy, ctx.workflow_id(), &req.pipeline.name, &stage.name))
                 .build();
             match ctx.start_child_workflow(DeployRun, deploy, options).await {
                 Ok(started) => {
@@ -173,7 +420,7 @@ async fn deploy_all(ctx: &WorkflowContext<ReleaseWorkflow>, req: &ReleaseRequest
                 Err(e) => {
                     let reason = format!("deploy {} could not start: {e}", d.deploy_id);
                     ended(ctx, si, k, DeployState::Failed, Some(reason.clone()));
-                    failure = Some(Stop { reason, failed_verdict: None });
+                    failure = Some(Stop::failed(reason, None));
                 }
             }
         }
@@ -186,15 +433,38 @@ async fn deploy_all(ctx: &WorkflowContext<ReleaseWorkflow>, req: &ReleaseRequest
                 result.cancel();
             }
         }
-        let (at, outcome) = poll_fn(|cx| {
-            for (at, (_, result)) in running.iter_mut().enumerate() {
-                if let Poll::Ready(outcome) = result.as_mut().poll(cx) {
-                    return Poll::Ready((at, outcome));
+        let unbypassed = ctx.state(|s| s.unbypassed(si));
+        if failure.is_none() && !unbypassed.is_empty() {
+            let command = ctx.state(|s| s.status.stages[si].bypass.as_ref().map(|b| b.command(&stage.name))).unwrap_or_default();
+            let input = BypassDeploysInput { deploys: unbypassed.clone(), command };
+            // Whatever the answer, each deploy is sent the bypass once: one that refused it had
+            // ended or was bypassed already.
+            let _ = ctx.execute_activity(BypassDeploys, input, quick(format!("bypass the verdicts of stage {}", stage.name))).await;
+            ctx.state_mut(|s| s.bypassed_deploys.extend(unbypassed));
+            continue;
+        }
+        let stopping = failure.is_some();
+        let woke = {
+            let mut steer = pin!(ctx.wait_condition_with_options(move |s: &ReleaseWorkflow| !stopping && (s.abort.is_some() || !s.unbypassed(si).is_empty()), requests_only()));
+            poll_fn(|cx| {
+                for (at, (_, result)) in running.iter_mut().enumerate() {
+                    if let Poll::Ready(outcome) = result.as_mut().poll(cx) {
+                        return Poll::Ready(Some((at, outcome)));
+                    }
                 }
+                match steer.as_mut().poll(cx) {
+                    Poll::Ready(_) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await
+        };
+        let Some((at, outcome)) = woke else {
+            if failure.is_none() {
+                failure = ctx.state(ReleaseWorkflow::aborted);
             }
-            Poll::Pending
-        })
-        .await;
+            continue;
+        };
         let (k, _) = running.remove(at);
         let verdict_failed = matches!(&outcome, Ok(status)
             if status.last_analysis.as_ref().is_some_and(|a| a.decision == Decision::Fail) || status.last_verdict.as_ref().is_some_and(|v| v.verdict == Decision::Fail));
@@ -207,7 +477,7 @@ async fn deploy_all(ctx: &WorkflowContext<ReleaseWorkflow>, req: &ReleaseRequest
         ended(ctx, si, k, state, reason.clone());
         if state != DeployState::Succeeded && failure.is_none() {
             let d = ctx.state(|s| s.status.stages[si].deploys[k].clone());
-            failure = Some(Stop { reason: describe(&d, state, reason.as_deref()), failed_verdict: verdict_failed.then(|| d.service.clone()) });
+            failure = Some(Stop::failed(describe(&d, state, reason.as_deref()), verdict_failed.then(|| d.service.clone())));
         }
     }
     failure.map_or(Ok(()), Err)
@@ -246,7 +516,7 @@ fn describe(d: &ReleaseDeploy, state: DeployState, reason: Option<&str>) -> Stri
 
 #[cfg(test)]
 mod tests {
-    use temporalio_common::{QueryDefinition, WorkflowDefinition};
+    use temporalio_common::{QueryDefinition, UpdateDefinition, WorkflowDefinition};
 
     use super::*;
 
@@ -254,5 +524,8 @@ mod tests {
     fn the_release_answers_to_the_contract_names() {
         assert_eq!(ReleaseWorkflow::run.name(), ReleaseRun.name());
         assert_eq!(ReleaseWorkflow::status.name(), ReleaseStatusQuery.name());
+        assert_eq!(ReleaseWorkflow::approve.name(), ApproveStage.name());
+        assert_eq!(ReleaseWorkflow::bypass.name(), BypassRelease.name());
+        assert_eq!(ReleaseWorkflow::abort.name(), AbortRelease.name());
     }
 }

@@ -1,0 +1,104 @@
+//! The `signalbox.v1.ReleaseService` gRPC server: thin handlers over [`Releases`]. Whether an
+//! approval, a bypass or an abort is allowed is the release's decision (its update
+//! validators); a refusal comes back as `FAILED_PRECONDITION` with its reason.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use signalbox_client::{Error, Releases};
+use signalbox_domain::release_control::BypassStage;
+use signalbox_domain::{Approve, Command, ReleaseStatus};
+use signalbox_proto::pb::release_service_server::ReleaseService;
+use signalbox_proto::{StartRelease, pb, release_wire_field};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+use tracing::{info, instrument};
+
+use crate::grpc::{Fetch, status_of, watch_changes};
+
+/// The handlers of `signalbox.v1.ReleaseService`.
+#[derive(Clone)]
+pub struct ReleaseApi {
+    releases: Releases,
+    /// Turns true when the server shuts down, so open watches end.
+    stopping: watch::Receiver<bool>,
+}
+
+impl ReleaseApi {
+    /// Handlers over `releases`; `stopping` turning true ends every open watch.
+    pub fn new(releases: Releases, stopping: watch::Receiver<bool>) -> Self {
+        Self { releases, stopping }
+    }
+}
+
+/// A request's release id; an empty one is refused before Temporal is asked.
+fn release_id(id: String) -> Result<String, Status> {
+    if id.trim().is_empty() {
+        return Err(status_of(Error::Invalid { field: "release_id".into(), rule: "is required".into() }));
+    }
+    Ok(id)
+}
+
+fn answer(outcome: signalbox_client::Result<ReleaseStatus>) -> Result<Response<pb::ReleaseStatus>, Status> {
+    outcome.map(|status| Response::new(status.into())).map_err(status_of)
+}
+
+type StatusStream = Pin<Box<dyn Stream<Item = Result<pb::ReleaseStatus, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ReleaseService for ReleaseApi {
+    #[instrument(skip_all, fields(deployer = %request.get_ref().deployer))]
+    async fn start_release(&self, request: Request<pb::StartReleaseRequest>) -> Result<Response<pb::StartReleaseResponse>, Status> {
+        let StartRelease { request, request_id } = StartRelease::try_from(request.into_inner()).map_err(|e| status_of(e.into()))?;
+        let id = self.releases.start(request, request_id).await.map_err(|e| {
+            status_of(match e {
+                Error::Invalid { field, rule } => Error::Invalid { field: release_wire_field(&field), rule },
+                other => other,
+            })
+        })?;
+        info!(release_id = %id, "release started");
+        Ok(Response::new(pb::StartReleaseResponse { release_id: id }))
+    }
+
+    #[instrument(skip_all, fields(release_id = %request.get_ref().release_id))]
+    async fn get_release(&self, request: Request<pb::GetReleaseRequest>) -> Result<Response<pb::ReleaseStatus>, Status> {
+        let id = release_id(request.into_inner().release_id)?;
+        answer(self.releases.status(&id).await)
+    }
+
+    type WatchReleaseStream = StatusStream;
+
+    #[instrument(skip_all, fields(release_id = %request.get_ref().release_id))]
+    async fn watch_release(&self, request: Request<pb::GetReleaseRequest>) -> Result<Response<StatusStream>, Status> {
+        let id = release_id(request.into_inner().release_id)?;
+        let first = self.releases.status(&id).await.map_err(status_of)?;
+        let releases = self.releases.clone();
+        let fetch: Fetch<ReleaseStatus> = Box::new(move || {
+            let (releases, id) = (releases.clone(), id.clone());
+            Box::pin(async move { releases.status(&id).await })
+        });
+        Ok(Response::new(Box::pin(watch_changes(fetch, |s: &ReleaseStatus| s.phase.is_final(), first, self.stopping.clone()))))
+    }
+
+    #[instrument(skip_all, fields(release_id = %request.get_ref().release_id, approver = %request.get_ref().approver))]
+    async fn approve_release(&self, request: Request<pb::ApproveReleaseRequest>) -> Result<Response<pb::ReleaseStatus>, Status> {
+        let req = request.into_inner();
+        let id = release_id(req.release_id)?;
+        answer(self.releases.approve(&id, Approve { approver: req.approver, reason: req.reason }).await)
+    }
+
+    #[instrument(skip_all, fields(release_id = %request.get_ref().release_id, by = %request.get_ref().by))]
+    async fn bypass_release(&self, request: Request<pb::BypassReleaseRequest>) -> Result<Response<pb::ReleaseStatus>, Status> {
+        let req = request.into_inner();
+        let id = release_id(req.release_id)?;
+        let bypass = BypassStage { by: req.by, reason: req.reason, stage: req.stage, expiry_ms: req.expiry_ms, override_failed_verdict: req.override_failed_verdict };
+        answer(self.releases.bypass(&id, bypass).await)
+    }
+
+    #[instrument(skip_all, fields(release_id = %request.get_ref().release_id, by = %request.get_ref().by))]
+    async fn abort_release(&self, request: Request<pb::AbortReleaseRequest>) -> Result<Response<pb::ReleaseStatus>, Status> {
+        let req = request.into_inner();
+        let id = release_id(req.release_id)?;
+        answer(self.releases.abort(&id, Command::new(req.by, req.reason)).await)
+    }
+}
