@@ -87,7 +87,13 @@ fn a_stage_waits_for_its_quorum_and_a_bypass_ends_its_soak() {
         let refused = client.approve_release(approve(&id, "alice")).await.unwrap_err();
         assert!(refused.message().starts_with("alice already approved"), "{}", refused.message());
         assert!(ran(&test, &next)?.is_empty(), "the build ran before its approval");
-        client.approve_release(approve(&id, "bob")).await?;
+        // The second approval with the official temporal CLI, as an operator without ours would.
+        let input = r#"{"approver": "bob", "reason": "change ticket 42"}"#;
+        let (code, out, err) = temporal(s, &["workflow", "update", "execute", "--workflow-id", &id, "--name", "approve", "--input", input]).await?;
+        assert_eq!(code, Some(0), "{out}{err}");
+        let (code, out, err) = temporal(s, &["workflow", "query", "--workflow-id", &id, "--type", "status", "--output", "json"]).await?;
+        assert_eq!(code, Some(0), "{err}");
+        assert!(out.contains("change ticket 42"), "the query shows bob's approval: {out}");
 
         let soaking = until(&client, &id, "test to soak", |st| st.phase() == pb::ReleasePhase::Soaking).await?;
         let gate = soaking.stages[0].gate.clone().expect("the gate");
@@ -127,7 +133,7 @@ fn a_stage_waits_for_its_quorum_and_a_bypass_ends_its_soak() {
         // The release and its deploys are found by the release's search attributes.
         let query = format!("SignalboxRelease = '{id}'");
         let found = wait_for("the release tree in visibility", Duration::from_secs(30), || async {
-            let (code, out, _) = temporal(&s, &["workflow", "list", "--query", &query, "--output", "json"]).await?;
+            let (code, out, _) = temporal(s, &["workflow", "list", "--query", &query, "--output", "json"]).await?;
             let ids: BTreeSet<String> = serde_json::from_str::<Vec<serde_json::Value>>(&out)
                 .unwrap_or_default()
                 .iter()
@@ -137,7 +143,7 @@ fn a_stage_waits_for_its_quorum_and_a_bypass_ends_its_soak() {
         })
         .await?;
         assert!(found.contains(&id) && found.iter().filter(|w| w.starts_with("deploy/orders/gated-")).count() == 2, "{found:?}");
-        let (_, staged, _) = temporal(&s, &["workflow", "list", "--query", &format!("SignalboxRelease = '{id}' AND SignalboxStage = 'production'"), "--output", "json"]).await?;
+        let (_, staged, _) = temporal(s, &["workflow", "list", "--query", &format!("SignalboxRelease = '{id}' AND SignalboxStage = 'production'"), "--output", "json"]).await?;
         assert!(staged.contains(&id) && staged.contains("deploy/orders/gated-production/"), "{staged}");
         record_history(&s.deploys().await?, &id, "release_gated_bypassed").await?;
         api.stop().await
@@ -192,6 +198,50 @@ fn an_abort_from_the_cli_rolls_the_deploy_in_flight_back_and_stops_promotion() {
         let refused = client.clone().abort_release(pb::AbortReleaseRequest { release_id: id.clone(), by: "oncall".into(), reason: "again".into() }).await.unwrap_err();
         assert_eq!((refused.code(), refused.message()), (Code::FailedPrecondition, "cannot abort: the release already ended Aborted"));
         record_history(&s.deploys().await?, &id, "release_aborted").await?;
+        api.stop().await
+    });
+}
+
+/// A bypass skips soaks and gates, never a verdict; with `override_failed_verdict` it bypasses
+/// the stage's deploys too, and a build that would fail its verdict goes through, audited on
+/// the deploy itself.
+#[test]
+fn only_the_separate_flag_lets_a_bypass_override_a_verdict() {
+    run(async {
+        let s = stack().await;
+        let base = publish(&s.home, demo_build("refunds", "1.0.0", 0.002, 5)).await?;
+        let bad = publish(&s.home, demo_build("refunds", "1.1.0", 0.30, 5)).await?;
+        let fleet = LoadedFleet::start(&s.home, "override-test", 4, base.clone(), 200, &s.options.dir).await?;
+        let api = GrpcApi::start(s).await?;
+        let mut client = ReleaseServiceClient::connect(api.url.clone()).await?;
+        // A long bake, so that the bypass comes before the first verdict.
+        let slow = DEPLOY.replace(r#""bake_ms": 500"#, r#""bake_ms": 30000"#);
+        let pipeline = format!(r#"{{"name": "refunds", "stages": [{{"name": "test", "targets": [{{"target": {{"name": "override-test"}}, "instances": 4, "deploy": {slow}}}]}}]}}"#);
+        let start = pb::StartReleaseRequest { pipeline_json: pipeline, services: vec![build("refunds", &bad)], deployer: "ci".into(), ..Default::default() };
+        let id = client.start_release(start).await?.into_inner().release_id;
+        let running = until(&client, &id, "the deploy to run", |st| st.stages[0].deploys[0].state() == pb::ReleaseDeployState::Running).await?;
+        let deploy_id = running.stages[0].deploys[0].deploy_id.clone();
+        let deploys = s.deploys().await?;
+        wait_for("the first batch to bake", DEPLOY_DEADLINE, || async { Ok((deploys.status(&deploy_id).await?.phase == signalbox_domain::Phase::Baking).then_some(())) }).await?;
+
+        let bypass = pb::BypassReleaseRequest { release_id: id.clone(), by: "oncall".into(), reason: "SEV1: the fix must ship".into(), stage: "test".into(), expiry_ms: 600_000, override_failed_verdict: false };
+        client.bypass_release(bypass.clone()).await?;
+        let refused = client.bypass_release(bypass.clone()).await.unwrap_err();
+        assert!(refused.message().starts_with("stage test is already bypassed (by oncall"), "{}", refused.message());
+        assert!(deploys.status(&deploy_id).await?.bypass.is_none(), "a plain bypass leaves the deploy's verdicts alone");
+        client.bypass_release(pb::BypassReleaseRequest { override_failed_verdict: true, ..bypass }).await?;
+
+        let done = until(&client, &id, "the release to end", |st| matches!(st.phase(), pb::ReleasePhase::Succeeded | pb::ReleasePhase::Failed)).await?;
+        assert_eq!(done.phase(), pb::ReleasePhase::Succeeded, "{done:#?}");
+        assert!(done.quarantined.is_empty(), "no verdict failed, so nothing is quarantined");
+        let deployed = deploys.status(&deploy_id).await?;
+        let granted = deployed.bypass.expect("the deploy was bypassed");
+        assert_eq!((granted.by.as_str(), granted.reason.as_str()), ("oncall", "release bypass of stage test: SEV1: the fix must ship"));
+        assert!(fleet.served_versions().await.iter().all(|v| v.as_deref() == Some("1.1.0")), "the overridden build went out");
+        let actions: Vec<pb::AuditAction> = done.audit.iter().map(|e| e.action()).collect();
+        assert_eq!(actions, [pb::AuditAction::Bypass, pb::AuditAction::Bypass]);
+        assert!(done.audit[1].reason.starts_with("bypass of the gate, soak and verdicts of stage test"), "{:?}", done.audit[1]);
+        record_history(&deploys, &id, "release_verdict_overridden").await?;
         api.stop().await
     });
 }
