@@ -4,9 +4,12 @@
 use std::sync::Arc;
 
 use signalbox_client::{Client, Deploys, Error as ClientError};
-use signalbox_contract::activities::{self as contract, BypassDeploysInput};
+use std::collections::BTreeMap;
+
+use signalbox_contract::activities::{self as contract, SteerDeploysInput};
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use signalbox_domain::Phase;
 use tracing::{info, instrument};
 
 use crate::Error;
@@ -32,7 +35,7 @@ impl ReleaseActivities {
     /// again only to the deploys that have not taken it (the deploy refuses a second one).
     #[activity(definition = contract::BypassDeploys)]
     #[instrument(skip_all, fields(deploys = input.deploys.len()))]
-    pub async fn bypass_deploys(self: Arc<Self>, _ctx: ActivityContext, input: BypassDeploysInput) -> Result<Vec<String>, ActivityError> {
+    pub async fn bypass_deploys(self: Arc<Self>, _ctx: ActivityContext, input: SteerDeploysInput) -> Result<Vec<String>, ActivityError> {
         let mut took = Vec::new();
         for id in &input.deploys {
             match self.deploys.bypass(id, input.command.clone()).await {
@@ -43,5 +46,29 @@ impl ReleaseActivities {
             }
         }
         Ok(took)
+    }
+
+    /// See [`contract::RollBackDeploys`]. A refusal is checked against the deploy's status: one
+    /// already rolling back or rolled back (an earlier attempt's rollback, or its own verdict)
+    /// counts as rolling back.
+    #[activity(definition = contract::RollBackDeploys)]
+    #[instrument(skip_all, fields(deploys = input.deploys.len()))]
+    pub async fn roll_back_deploys(self: Arc<Self>, _ctx: ActivityContext, input: SteerDeploysInput) -> Result<BTreeMap<String, Option<String>>, ActivityError> {
+        let mut answers = BTreeMap::new();
+        for id in &input.deploys {
+            let answer = match self.deploys.rollback(id, input.command.clone()).await {
+                Ok(_) => None,
+                Err(ClientError::Refused(why) | ClientError::Invalid { rule: why, .. }) => match self.deploys.status(id).await {
+                    Ok(status) if status.stopping() || status.phase == Phase::RolledBack => None,
+                    Ok(_) => Some(why),
+                    Err(e) => return Err(Error::Temporal(format!("status of {id}: {e}")).into_activity()),
+                },
+                Err(ClientError::NotFound(_)) => Some("no such deploy".to_owned()),
+                Err(e) => return Err(Error::Temporal(format!("rollback of {id}: {e}")).into_activity()),
+            };
+            info!(deploy = %id, refused = ?answer, "rollback asked for");
+            answers.insert(id.clone(), answer);
+        }
+        Ok(answers)
     }
 }

@@ -207,7 +207,7 @@ async fn watch(client: &mut ReleaseServiceClient<Channel>, id: &str) -> anyhow::
     }
     match last {
         Some(pb::ReleasePhase::Succeeded) => Ok(ExitCode::SUCCESS),
-        Some(pb::ReleasePhase::Failed | pb::ReleasePhase::Aborted) => Ok(ExitCode::FAILURE),
+        Some(pb::ReleasePhase::Failed | pb::ReleasePhase::Aborted | pb::ReleasePhase::RolledBack) => Ok(ExitCode::FAILURE),
         _ => bail!("the watch of {id} ended before the release did"),
     }
 }

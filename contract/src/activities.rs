@@ -98,7 +98,13 @@ activity!(
     /// Sends the emergency bypass to each of a release's deploys still running, so that their
     /// health judgements are skipped; returns the deploys that took it. A deploy already
     /// bypassed or ended is left as it is: a retry redoes nothing.
-    BypassDeploys = "release.bypass_deploys": BypassDeploysInput => Vec<String>
+    BypassDeploys = "release.bypass_deploys": SteerDeploysInput => Vec<String>
+);
+activity!(
+    /// Asks each of a release's deploys for a rollback (an abort while it runs; in its rollback
+    /// window, the undo of every step); answers per deploy `None` when it is rolling back or
+    /// already rolled back, else why it refused. A retry asks again and finds them rolling back.
+    RollBackDeploys = "release.roll_back_deploys": SteerDeploysInput => BTreeMap<String, Option<String>>
 );
 activity!(
     /// Reads the backend's servers as the balancer reports them. Changes nothing.
@@ -420,12 +426,12 @@ pub struct OwnersOutput {
     pub changed_by: BTreeMap<String, Option<String>>,
 }
 
-/// Input of [`BypassDeploys`].
+/// Input of [`BypassDeploys`] and [`RollBackDeploys`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BypassDeploysInput {
+pub struct SteerDeploysInput {
     /// The deploys' workflow ids.
     pub deploys: Vec<String>,
-    /// Who bypasses them and why, as recorded in each deploy's audit trail.
+    /// Who steers them and why, as recorded in each deploy's audit trail.
     pub command: signalbox_domain::Command,
 }
 

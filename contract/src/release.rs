@@ -7,6 +7,7 @@
 //! | `approve`| update| approves the open stage gate (`{"approver", "reason"}`) |
 //! | `bypass` | update| emergency bypass of a stage (`{"by", "reason", "expiry_ms", "stage", "override_failed_verdict"}`) |
 //! | `abort`  | update| stops promotion; deploys in flight roll back (`{"by", "reason"}`) |
+//! | `deploy_succeeded` | signal | from a deploy of the release that succeeded with its rollback window open |
 //!
 //! With the `temporal` CLI: `temporal workflow query --workflow-id <id> --type status`, and
 //! `temporal workflow update execute --workflow-id <id> --name approve --input '{"approver": "alice", "reason": "ok"}'`.
@@ -21,6 +22,11 @@ workflow!(
 query!(
     /// Where the release stands: every stage, and every deploy of every stage.
     ReleaseStatusQuery = "status" on ReleaseRun: () => ReleaseStatus
+);
+signal!(
+    /// Sent by a deploy of the release when it succeeded and holds its rollback window open
+    /// (its id): the release goes on without waiting for the window to close.
+    DeploySucceeded = "deploy_succeeded" on ReleaseRun: String
 );
 update!(
     /// Approve the stage gate that is open.

@@ -27,7 +27,7 @@ pub use control::Command;
 pub use error::{Error, Result};
 pub use health::{GroupFigures, HealthPolicy, HealthReport};
 pub use plan::{BatchPlan, BatchStep};
-pub use release::{DeployState, DeploySettings, Pipeline, ReleaseDeploy, ReleasePhase, ReleaseRequest, ReleaseStatus, ServiceBuild, Stage, StagePhase, StageStatus, StageTarget};
+pub use release::{DeployState, DeploySettings, OnFailure, Pipeline, ReleaseDeploy, ReleasePhase, ReleaseRequest, ReleaseStatus, ServiceBuild, Stage, StagePhase, StageStatus, StageTarget};
 pub use request::{DEFAULT_ROLLBACK_WINDOW_MS, DeployRequest, deploy_id};
 pub use status::{DeployStatus, InvalidField, Phase, Sampling, SamplingProgress, TrafficState};
 pub use strategy::{BlueGreenSpec, CanarySpec, Strategy};

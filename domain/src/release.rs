@@ -41,6 +41,30 @@ pub struct Pipeline {
     /// that may run a build before its first verdict; `None` sets no budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blast_radius_percent: Option<f64>,
+    /// What a failure does to the deploys that already succeeded; default keep.
+    #[serde(default, skip_serializing_if = "OnFailure::is_keep")]
+    pub on_failure: OnFailure,
+}
+
+/// What a failed (or aborted) release does to its deploys that had already succeeded, in its
+/// earlier stages and in the stage that failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// They keep the new build: promotion stops where it is.
+    #[default]
+    Keep,
+    /// They are rolled back: dependents before the services they depend on (reverse
+    /// topological order), each service's later stages first, and the release ends
+    /// `RolledBack` with every target on what it ran before. A release's deploys stay open
+    /// for this (their rollback window) until the release ends.
+    RollBack,
+}
+
+impl OnFailure {
+    fn is_keep(&self) -> bool {
+        *self == Self::Keep
+    }
 }
 
 /// One stage: a channel or a region wave, its targets deployed in parallel.
@@ -78,6 +102,10 @@ pub struct StageTarget {
     /// How every service is deployed on it; the deploy defaults where left out.
     #[serde(default)]
     pub deploy: DeploySettings,
+    /// The services of the release deployed on it (one per cluster or host group of a region,
+    /// say); empty: every service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
 }
 
 /// The settings of a deploy that a pipeline chooses per target: all of a deploy request but
@@ -178,6 +206,14 @@ impl Pipeline {
                     ));
                 }
                 t.deploy.validate(&format!("{field}.deploy"))?;
+                check_count(&format!("{field}.services"), t.services.len(), MAX_ITEMS)?;
+                let mut named = BTreeSet::new();
+                for (k, service) in t.services.iter().enumerate() {
+                    check_name(&format!("{field}.services[{k}]"), service)?;
+                    if !named.insert(service.as_str()) {
+                        return Err(Error::invalid(format!("{field}.services[{k}]"), format!("{service} is named twice")));
+                    }
+                }
             }
         }
         if let Some(budget) = self.blast_radius_percent {
@@ -217,6 +253,11 @@ impl Pipeline {
 }
 
 impl StageTarget {
+    /// Whether `service` is deployed on this target.
+    pub fn deploys(&self, service: &str) -> bool {
+        self.services.is_empty() || self.services.iter().any(|s| s == service)
+    }
+
     /// The instances the first step of a deploy here changes.
     pub fn first_step(&self) -> u32 {
         let n = self.instances;
@@ -281,6 +322,13 @@ impl ReleaseRequest {
             s.artifact.validate(&format!("services[{i}].artifact"))?;
             if !names.insert(s.service.as_str()) {
                 return Err(Error::invalid(format!("services[{i}].service"), format!("service {} is listed twice", s.service)));
+            }
+        }
+        for (i, stage) in self.pipeline.stages.iter().enumerate() {
+            for (j, t) in stage.targets.iter().enumerate() {
+                if let Some((k, unknown)) = t.services.iter().enumerate().find(|(_, s)| !names.contains(s.as_str())) {
+                    return Err(Error::invalid(format!("pipeline.stages[{i}].targets[{j}].services[{k}]"), format!("{unknown} is not a service of this release")));
+                }
             }
         }
         for (i, s) in self.services.iter().enumerate() {
@@ -355,12 +403,17 @@ pub enum ReleasePhase {
     Failed,
     /// Aborted by an operator (`reason`); no later stage started.
     Aborted,
+    /// Undoing what succeeded, after a failure or an abort (`on_failure: roll_back`).
+    RollingBack,
+    /// A deploy failed or the release was aborted (`reason`), and every deploy of it that
+    /// had succeeded was rolled back: every target runs what it ran before.
+    RolledBack,
 }
 
 impl ReleasePhase {
     /// Whether the release has ended.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Aborted)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Aborted | Self::RolledBack)
     }
 }
 
@@ -476,7 +529,7 @@ impl ReleaseStatus {
                     .flatten()
                     .flat_map(|&i| {
                         let service = &req.services[i].service;
-                        stage.targets.iter().map(|t| ReleaseDeploy {
+                        stage.targets.iter().filter(|t| t.deploys(service)).map(|t| ReleaseDeploy {
                             service: service.clone(),
                             target: t.target.clone(),
                             deploy_id: deploy_id(service, &t.target),
@@ -501,7 +554,7 @@ mod tests {
     use super::*;
 
     fn target(name: &str, instances: u32) -> StageTarget {
-        StageTarget { target: Target::local(name), instances, deploy: DeploySettings::default() }
+        StageTarget { target: Target::local(name), instances, deploy: DeploySettings::default(), services: vec![] }
     }
 
     fn stage(name: &str, targets: Vec<StageTarget>) -> Stage {
@@ -509,7 +562,7 @@ mod tests {
     }
 
     fn pipeline(stages: Vec<Stage>) -> Pipeline {
-        Pipeline { name: "web".into(), stages, blast_radius_percent: None }
+        Pipeline { name: "web".into(), stages, blast_radius_percent: None, on_failure: OnFailure::Keep }
     }
 
     fn service(name: &str, depends_on: &[&str]) -> ServiceBuild {
@@ -607,6 +660,20 @@ mod tests {
         assert_eq!(refusal(own.validate()).1, "a service cannot depend on itself");
         let twice = release(vec![service("a", &[]), service("a", &[])]);
         assert_eq!(refusal(twice.validate()).0, "services[1].service");
+    }
+
+    #[test]
+    fn a_target_naming_its_services_gets_only_their_deploys() {
+        let mut r = release(vec![service("a", &[]), service("b", &["a"])]);
+        r.pipeline.stages[0].targets = vec![StageTarget { services: vec!["b".into()], ..target("tb", 2) }, StageTarget { services: vec!["a".into()], ..target("ta", 2) }];
+        r.validate().unwrap();
+        let planned = ReleaseStatus::planned(&r, &r.waves().unwrap(), |s, t| format!("{s}@{t}"));
+        let ids: Vec<&str> = planned.stages[0].deploys.iter().map(|d| d.deploy_id.as_str()).collect();
+        assert_eq!(ids, ["a@local/ta", "b@local/tb"], "services in waves, each on its own target");
+        r.pipeline.stages[0].targets[0].services = vec!["x".into()];
+        assert_eq!(refusal(r.validate()), ("pipeline.stages[0].targets[0].services[0]".into(), "x is not a service of this release".into()));
+        r.pipeline.stages[0].targets[0].services = vec!["a".into(), "a".into()];
+        assert_eq!(refusal(r.validate()), ("pipeline.stages[0].targets[0].services[1]".into(), "a is named twice".into()));
     }
 
     #[test]

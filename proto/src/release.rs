@@ -81,6 +81,8 @@ impl From<ReleasePhase> for pb::ReleasePhase {
             ReleasePhase::Succeeded => Self::Succeeded,
             ReleasePhase::Failed => Self::Failed,
             ReleasePhase::Aborted => Self::Aborted,
+            ReleasePhase::RollingBack => Self::RollingBack,
+            ReleasePhase::RolledBack => Self::RolledBack,
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use signalbox_domain::{
-    Artifact, BatchPlan, BatchStep, DeploySettings, DeployState, HealthPolicy, Pipeline, ReleasePhase, ReleaseRequest, ServiceBuild, Stage, StagePhase,
+    Artifact, BatchPlan, BatchStep, DeploySettings, DeployState, HealthPolicy, OnFailure, Pipeline, ReleasePhase, ReleaseRequest, ServiceBuild, Stage, StagePhase,
     StageTarget, Target,
 };
 use signalbox_localstack::{DEPLOY_DEADLINE, LoadedFleet, demo_build, publish};
@@ -22,7 +22,7 @@ fn settings() -> DeploySettings {
 }
 
 fn on(name: &str, instances: u32, deploy: DeploySettings) -> StageTarget {
-    StageTarget { target: Target::local(name), instances, deploy }
+    StageTarget { target: Target::local(name), instances, deploy, services: vec![] }
 }
 
 fn release(pipeline: Pipeline, service: &str, artifact: Artifact) -> ReleaseRequest {
@@ -69,6 +69,7 @@ fn a_build_bad_in_test_never_reaches_production() {
                 Stage { name: "production".into(), targets: vec![on("production", 6, settings())], max_parallel: 1, soak_ms: 0, approval: None },
             ],
             blast_radius_percent: None,
+            on_failure: OnFailure::Keep,
         };
         let releases = s.releases().await?;
         let id = releases.start(release(pipeline, "ledger", bad.clone()), None).await?;
@@ -106,7 +107,7 @@ fn a_build_bad_in_test_never_reaches_production() {
         let store = s.home.store()?;
         let q = store.quarantine_of(&bad.digest).await?.active.expect("in quarantine");
         assert!(q.by == id && q.reason.starts_with("stage test: "), "{q:?}");
-        let solo = Pipeline { name: "ledger".into(), stages: vec![Stage { name: "test".into(), targets: vec![on("test", 4, settings())], max_parallel: 1, soak_ms: 0, approval: None }], blast_radius_percent: None };
+        let solo = Pipeline { name: "ledger".into(), stages: vec![Stage { name: "test".into(), targets: vec![on("test", 4, settings())], max_parallel: 1, soak_ms: 0, approval: None }], blast_radius_percent: None, on_failure: OnFailure::Keep };
         let again = releases.start(release(solo.clone(), "ledger", bad.clone()), None).await?;
         let refused = tokio::time::timeout(DEPLOY_DEADLINE, releases.result(&again)).await??;
         let reason = refused.reason.clone().unwrap_or_default();
@@ -142,6 +143,7 @@ fn a_good_build_reaches_every_region_the_last_wave_in_parallel() {
             ],
             // The canary region's first batch (1 of 10 instances) may run the build unproven.
             blast_radius_percent: Some(10.0),
+            on_failure: OnFailure::Keep,
         };
         let releases = s.releases().await?;
         let id = releases.start(release(pipeline, "atlas", next.clone()), None).await?;
@@ -188,6 +190,7 @@ fn a_release_over_its_budget_or_with_a_cycle_starts_nothing() {
                 Stage { name: "rest".into(), targets: vec![on("budget-b", 80, settings())], max_parallel: 1, soak_ms: 0, approval: None },
             ],
             blast_radius_percent: Some(10.0),
+            on_failure: OnFailure::Keep,
         };
         let refused = releases.start(release(pipeline.clone(), "budget", artifact.clone()), Some("r1".into())).await;
         match refused {
@@ -212,5 +215,91 @@ fn a_release_over_its_budget_or_with_a_cycle_starts_nothing() {
             assert!(releases.status(&id).await.is_err(), "{id} started");
         }
         Ok(())
+    });
+}
+
+/// The instants (RFC 3339) at which `fleet` restarted instances back onto `artifact` for
+/// `deploy`: the rollback of that deploy.
+fn rolled_back_at(fleet: &LoadedFleet, deploy: &str, artifact: &Artifact) -> anyhow::Result<Vec<chrono::DateTime<chrono::Utc>>> {
+    let mut at = Vec::new();
+    for e in fleet.fleet.oplog()?.into_iter().filter(|e| e.op == "restart" && e.deploy_id == deploy && e.digest == artifact.digest) {
+        at.push(chrono::DateTime::parse_from_rfc3339(&e.at)?.to_utc());
+    }
+    Ok(at)
+}
+
+/// Three services, catalog needs billing needs accounts, each on its own target in two
+/// stages. Billing's build passes the first stage (its target there is lenient) and fails the
+/// second: the pipeline rolls back on failure, so catalog (the dependent) is rolled back
+/// before billing, and billing before accounts; every target ends on what it ran before.
+#[test]
+fn a_dag_release_rolls_back_dependents_first_then_what_they_depend_on() {
+    run(async {
+        let s = stack().await;
+        let names = ["accounts", "billing", "catalog"];
+        let mut base = Vec::new();
+        let mut next = Vec::new();
+        for name in names {
+            base.push(publish(&s.home, demo_build(name, "1.0.0", 0.002, 5)).await?);
+            let error_rate = if name == "billing" { 0.30 } else { 0.002 };
+            next.push(publish(&s.home, demo_build(name, "1.1.0", error_rate, 5)).await?);
+        }
+        let mut fleets = Vec::new();
+        for stage in ["one", "two"] {
+            for (i, name) in names.iter().enumerate() {
+                fleets.push(LoadedFleet::start(&s.home, &format!("dag-{stage}-{name}"), 2, base[i].clone(), 200, &s.options.dir).await?);
+            }
+        }
+        let lenient = DeploySettings { health: HealthPolicy { min_error_rate_delta: 0.5, ..settings().health }, ..settings() };
+        let target = |stage: &str, name: &str, deploy: DeploySettings| StageTarget { services: vec![name.to_owned()], ..on(&format!("dag-{stage}-{name}"), 2, deploy) };
+        let pipeline = Pipeline {
+            name: "shop".into(),
+            stages: vec![
+                Stage {
+                    name: "one".into(),
+                    targets: vec![target("one", "accounts", settings()), target("one", "billing", lenient), target("one", "catalog", settings())],
+                    max_parallel: 3,
+                    soak_ms: 0,
+                    approval: None,
+                },
+                Stage { name: "two".into(), targets: names.iter().map(|n| target("two", n, settings())).collect(), max_parallel: 3, soak_ms: 0, approval: None },
+            ],
+            blast_radius_percent: None,
+            on_failure: OnFailure::RollBack,
+        };
+        let services = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ServiceBuild { service: (*n).into(), artifact: next[i].clone(), depends_on: if i == 0 { vec![] } else { vec![names[i - 1].into()] } })
+            .collect();
+        let releases = s.releases().await?;
+        let id = releases.start(ReleaseRequest { pipeline, services, deployer: "ci@signalbox".into(), dry_run: false }, None).await?;
+        let status = tokio::time::timeout(4 * DEPLOY_DEADLINE, releases.result(&id)).await??;
+
+        assert_eq!(status.phase, ReleasePhase::RolledBack, "{status:#?}");
+        let reason = status.reason.clone().unwrap_or_default();
+        assert!(reason.starts_with("stage two: deploy deploy/billing/dag-two-billing/"), "{reason}");
+        let states = |si: usize| status.stages[si].deploys.iter().map(|d| (d.service.clone(), d.state)).collect::<Vec<_>>();
+        let owned = |pairs: [(&str, DeployState); 3]| pairs.map(|(s, st)| (s.to_owned(), st)).to_vec();
+        assert_eq!(states(0), owned([("accounts", DeployState::RolledBack), ("billing", DeployState::RolledBack), ("catalog", DeployState::RolledBack)]));
+        assert_eq!(states(1), owned([("accounts", DeployState::RolledBack), ("billing", DeployState::RolledBack), ("catalog", DeployState::Waiting)]));
+        for fleet in &fleets {
+            assert!(fleet.served_versions().await.iter().all(|v| v.as_deref() == Some("1.0.0")), "a target kept the new set");
+        }
+        // Dependents first: catalog's rollback ended before billing's began, billing's (in
+        // stage one) before accounts' (in either stage).
+        let id_of = |si: usize, service: &str| status.stages[si].deploys.iter().find(|d| d.service == service).map(|d| d.deploy_id.clone()).unwrap_or_default();
+        let catalog = rolled_back_at(&fleets[2], &id_of(0, "catalog"), &base[2])?;
+        let billing = rolled_back_at(&fleets[1], &id_of(0, "billing"), &base[1])?;
+        let mut accounts = rolled_back_at(&fleets[0], &id_of(0, "accounts"), &base[0])?;
+        accounts.extend(rolled_back_at(&fleets[3], &id_of(1, "accounts"), &base[0])?);
+        assert!(!catalog.is_empty() && !billing.is_empty() && accounts.len() == 4, "{catalog:?} {billing:?} {accounts:?}");
+        assert!(catalog.iter().max() < billing.iter().min(), "catalog {catalog:?} rolled back after billing {billing:?}");
+        assert!(billing.iter().max() < accounts.iter().min(), "billing {billing:?} rolled back after accounts {accounts:?}");
+        assert_eq!(status.quarantined, [next[1].digest.clone()], "the build that failed its verdict");
+        // A child deploy's history: it told its release it succeeded, then was rolled back in
+        // its window.
+        record_history(&s.deploys().await?, &id_of(0, "accounts"), "release_dag_child_deploy").await?;
+        record_history(&s.deploys().await?, &id, "release_dag_rolled_back").await
     });
 }

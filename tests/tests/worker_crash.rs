@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use signalbox_devstack::wait_for;
 use signalbox_domain::{
-    BatchPlan, BatchStep, DeploySettings, DeployState, HealthPolicy, Phase, Pipeline, ReleasePhase, ReleaseRequest, ServiceBuild, Stage, StageTarget,
+    BatchPlan, BatchStep, DeploySettings, DeployState, HealthPolicy, OnFailure, Phase, Pipeline, ReleasePhase, ReleaseRequest, ServiceBuild, Stage, StageTarget,
     Target,
 };
 use signalbox_localstack::{DEPLOY_DEADLINE, LoadedFleet, Stack, StackOptions, demo_artifact, demo_build, publish, request};
@@ -80,7 +80,7 @@ fn a_release_whose_worker_is_killed_in_a_wave_completes_with_each_deploy_started
             health: HealthPolicy { samples: 3, sample_interval_ms: 1_000, min_requests_per_sample: 10, ..HealthPolicy::default() },
             ..DeploySettings::default()
         };
-        let on = |name: &str| StageTarget { target: Target::local(name), instances: 4, deploy: settings.clone() };
+        let on = |name: &str| StageTarget { target: Target::local(name), instances: 4, deploy: settings.clone(), services: vec![] };
         let pipeline = Pipeline {
             name: "payments".into(),
             stages: vec![
@@ -88,6 +88,7 @@ fn a_release_whose_worker_is_killed_in_a_wave_completes_with_each_deploy_started
                 Stage { name: "second".into(), targets: vec![on("wave-c"), on("wave-d")], max_parallel: 2, soak_ms: 0, approval: None },
             ],
             blast_radius_percent: None,
+            on_failure: OnFailure::Keep,
         };
         let req = ReleaseRequest { pipeline, services: vec![ServiceBuild { service: "payments".into(), artifact: next.clone(), depends_on: vec![] }], deployer: "ci".into(), dry_run: false };
         let releases = s.releases().await?;

@@ -24,15 +24,15 @@ use std::task::Poll;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use signalbox_contract::activities::{BypassDeploys, BypassDeploysInput, QuarantineArtifact, QuarantineInput};
+use signalbox_contract::activities::{BypassDeploys, QuarantineArtifact, QuarantineInput, RollBackDeploys, SteerDeploysInput};
 use signalbox_contract::deploy::DeployRun;
-use signalbox_contract::release::{AbortRelease, ApproveStage, BypassRelease, ReleaseRun, ReleaseStatusQuery, release_deploy_id};
+use signalbox_contract::release::{AbortRelease, ApproveStage, BypassRelease, DeploySucceeded, ReleaseRun, ReleaseStatusQuery, release_deploy_id};
 use signalbox_contract::{Received, search};
 use signalbox_domain::analysis::Decision;
 use signalbox_domain::approval::{self, ApprovalPolicy, Gate, GateOutcome};
 use signalbox_domain::control::{Action, AuditEntry, SYSTEM, timestamp};
 use signalbox_domain::release_control::{self, BypassStage, StageBypass};
-use signalbox_domain::{Approve, Command, DeployState, DeployStatus, Digest, OnExpiry, Phase, ReleaseDeploy, ReleasePhase, ReleaseRequest, ReleaseStatus, StagePhase};
+use signalbox_domain::{Approve, Command, DeployState, DeployStatus, Digest, OnExpiry, OnFailure, Phase, ReleaseDeploy, ReleasePhase, ReleaseRequest, ReleaseStatus, StagePhase};
 use temporalio_common::error::ChildWorkflowExecutionError;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::workflows::select;
@@ -56,6 +56,8 @@ pub struct ReleaseWorkflow {
     abort: Option<Command>,
     /// The deploys the bypass of their stage's verdicts was sent to.
     bypassed_deploys: BTreeSet<String>,
+    /// The deploys that said they succeeded and hold their rollback window open.
+    succeeded: BTreeSet<String>,
     /// The last workflow time the run saw: validators have no clock.
     clock: DateTime<Utc>,
 }
@@ -68,6 +70,7 @@ impl Default for ReleaseWorkflow {
             approvals: Vec::new(),
             abort: None,
             bypassed_deploys: BTreeSet::new(),
+            succeeded: BTreeSet::new(),
             clock: DateTime::UNIX_EPOCH,
         }
     }
@@ -75,8 +78,19 @@ impl Default for ReleaseWorkflow {
 
 type Validation = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
+/// A child deploy's result.
+type Outcome = Pin<Box<dyn CancellableFuture<Output = Result<DeployStatus, ChildWorkflowExecutionError>>>>;
+
 /// A deploy of the release in flight: its place in the stage's list, and its result.
-type InFlight = (usize, Pin<Box<dyn CancellableFuture<Output = Result<DeployStatus, ChildWorkflowExecutionError>>>>);
+type InFlight = (usize, Outcome);
+
+/// A deploy that succeeded and holds its rollback window open: its stage, its place in the
+/// stage's list, and its result (which comes when the window closes).
+type Held = (usize, usize, Outcome);
+
+/// How long a release holds its deploys' rollback windows open when its pipeline rolls back
+/// on failure: the longest window a deploy may have; the release closes them when it ends.
+const HOLD_MS: u64 = signalbox_domain::bounds::MAX_ROLLBACK_WINDOW_MS;
 
 #[workflow_methods]
 impl ReleaseWorkflow {
@@ -101,6 +115,7 @@ impl ReleaseWorkflow {
             s.clock = now;
         });
         let last = req.pipeline.stages.len() - 1;
+        let mut held: Vec<Held> = Vec::new();
         for (si, stage) in req.pipeline.stages.iter().enumerate() {
             let now = timestamp(ctx.workflow_time());
             ctx.state_mut(|s| {
@@ -131,17 +146,19 @@ impl ReleaseWorkflow {
                 let services: Vec<&str> = wave.iter().map(|&i| req.services[i].service.as_str()).collect();
                 let deploys: Vec<usize> =
                     ctx.state(|s| s.status.stages[si].deploys.iter().enumerate().filter(|(_, d)| services.contains(&d.service.as_str())).map(|(k, _)| k).collect());
-                outcome = deploy_all(ctx, &req, si, deploys).await;
+                outcome = deploy_all(ctx, &req, si, deploys, &mut held).await;
             }
             if outcome.is_ok() && stage.soak_ms > 0 && si < last {
                 outcome = soak(ctx, si, stage.soak_ms).await;
             }
             if let Err(stop) = outcome {
                 let reason = if stop.aborted { stop.reason } else { format!("stage {}: {}", stage.name, stop.reason) };
+                let end = if stop.aborted { ReleasePhase::Aborted } else { ReleasePhase::Failed };
+                let roll_back = req.pipeline.on_failure == OnFailure::RollBack && !held.is_empty();
                 ctx.state_mut(|s| {
                     s.status.stages[si].phase = if stop.aborted { StagePhase::Aborted } else { StagePhase::Failed };
                     s.status.stages[si].soak_until = None;
-                    s.status.phase = if stop.aborted { ReleasePhase::Aborted } else { ReleasePhase::Failed };
+                    s.status.phase = if roll_back { ReleasePhase::RollingBack } else { end };
                     s.status.reason = Some(reason.clone());
                 });
                 if let Some(service) = stop.failed_verdict
@@ -150,6 +167,11 @@ impl ReleaseWorkflow {
                 {
                     quarantine(ctx, &id, &build.artifact.digest, &reason, req.dry_run).await;
                 }
+                if roll_back {
+                    roll_back_all(ctx, &waves, &req, held, &reason, end).await;
+                } else {
+                    close_windows(held).await;
+                }
                 return Ok(ctx.state(|s| s.status.clone()));
             }
             ctx.state_mut(|s| {
@@ -157,8 +179,18 @@ impl ReleaseWorkflow {
                 s.status.stages[si].soak_until = None;
             });
         }
+        close_windows(held).await;
         ctx.state_mut(|s| s.status.phase = ReleasePhase::Succeeded);
         Ok(ctx.state(|s| s.status.clone()))
+    }
+
+    /// A deploy of the release succeeded with its rollback window open (ignored when its id
+    /// cannot be read).
+    #[signal(name = DeploySucceeded::NAME)]
+    pub fn deploy_succeeded(&mut self, _ctx: &mut SyncWorkflowContext<Self>, id: Received<String>) {
+        if let Ok(id) = id.into_result() {
+            self.succeeded.insert(id);
+        }
     }
 
     /// Where the release stands: every stage, and every deploy of every stage.
@@ -388,13 +420,19 @@ async fn quarantine(ctx: &WorkflowContext<ReleaseWorkflow>, id: &str, digest: &D
 
 /// Runs the deploys `deploys` (places in stage `si`'s list) as child workflows, at most the
 /// stage's `max_parallel` at once, until all succeeded. The first that does not stops the
-/// rest: those in flight are cancelled and awaited (they roll back), those not started never
-/// start; why is returned.
-async fn deploy_all(ctx: &WorkflowContext<ReleaseWorkflow>, req: &ReleaseRequest, si: usize, deploys: Vec<usize>) -> Result<(), Stop> {
+/// rest: those in flight are stopped and awaited (they roll back), those not started never
+/// start; why is returned. A deploy that succeeded with its rollback window open joins `held`.
+///
+/// Deploys in flight are stopped by cancelling them, or, when the pipeline rolls back on
+/// failure, by asking each for a rollback: one that succeeds in the same moment is then still
+/// rolled back, where a cancellation would close its window and leave it on the new build.
+async fn deploy_all(ctx: &WorkflowContext<ReleaseWorkflow>, req: &ReleaseRequest, si: usize, deploys: Vec<usize>, held: &mut Vec<Held>) -> Result<(), Stop> {
     let stage = &req.pipeline.stages[si];
+    let roll_back = req.pipeline.on_failure == OnFailure::RollBack;
     let mut waiting: VecDeque<usize> = deploys.into();
     let mut running: Vec<InFlight> = Vec::new();
     let mut failure: Option<Stop> = ctx.state(ReleaseWorkflow::aborted);
+    let mut stopped: BTreeSet<String> = BTreeSet::new();
     loop {
         while failure.is_none()
             && running.len() < stage.max_parallel as usize
@@ -403,7 +441,10 @@ async fn deploy_all(ctx: &WorkflowContext<ReleaseWorkflow>, req: &ReleaseRequest
             let d = ctx.state(|s| s.status.stages[si].deploys[k].clone());
             let Some(target) = stage.targets.iter().find(|t| t.target == d.target) else { continue };
             let Some(build) = req.services.iter().find(|b| b.service == d.service) else { continue };
-            let deploy = target.deploy.request(&build.service, &build.artifact, &target.target, &req.deployer, req.dry_run);
+            let mut deploy = target.deploy.request(&build.service, &build.artifact, &target.target, &req.deployer, req.dry_run);
+            if roll_back {
+                deploy.rollback_window_ms = deploy.rollback_window_ms.max(HOLD_MS);
+            }
             let options = ChildWorkflowOptions::builder()
                 .workflow_id(d.deploy_id.clone())
                 // A release that is cancelled or terminated stops its deploys; they roll back.
@@ -424,19 +465,38 @@ async fn deploy_all(ctx: &WorkflowContext<ReleaseWorkflow>, req: &ReleaseRequest
                 }
             }
         }
+        // Those that succeeded go on holding their window; the stage no longer waits for them.
+        let (done, still): (Vec<InFlight>, Vec<InFlight>) = running.into_iter().partition(|(k, _)| {
+            ctx.state(|s| s.succeeded.contains(&s.status.stages[si].deploys[*k].deploy_id))
+        });
+        running = still;
+        for (k, result) in done {
+            ended(ctx, si, k, DeployState::Succeeded, None);
+            held.push((si, k, result));
+        }
         if running.is_empty() {
             break;
         }
-        if failure.is_some() {
-            // Cancelling twice is harmless: the SDK sends one request per child.
-            for (_, result) in &running {
-                result.cancel();
+        if let Some(stop) = &failure {
+            if roll_back {
+                let ids: Vec<String> = running.iter().map(|(k, _)| ctx.state(|s| s.status.stages[si].deploys[*k].deploy_id.clone())).filter(|id| !stopped.contains(id)).collect();
+                if !ids.is_empty() {
+                    let command = Command::new(SYSTEM, format!("release {} stops: {}", ctx.workflow_id(), stop.reason));
+                    let input = SteerDeploysInput { deploys: ids.clone(), command };
+                    let _ = ctx.execute_activity(RollBackDeploys, input, detached(format!("stop the deploys of stage {} in flight", stage.name))).await;
+                    stopped.extend(ids);
+                }
+            } else {
+                // Cancelling twice is harmless: the SDK sends one request per child.
+                for (_, result) in &running {
+                    result.cancel();
+                }
             }
         }
         let unbypassed = ctx.state(|s| s.unbypassed(si));
         if failure.is_none() && !unbypassed.is_empty() {
             let command = ctx.state(|s| s.status.stages[si].bypass.as_ref().map(|b| b.command(&stage.name))).unwrap_or_default();
-            let input = BypassDeploysInput { deploys: unbypassed.clone(), command };
+            let input = SteerDeploysInput { deploys: unbypassed.clone(), command };
             // Whatever the answer, each deploy is sent the bypass once: one that refused it had
             // ended or was bypassed already.
             let _ = ctx.execute_activity(BypassDeploys, input, quick(format!("bypass the verdicts of stage {}", stage.name))).await;
@@ -445,7 +505,9 @@ async fn deploy_all(ctx: &WorkflowContext<ReleaseWorkflow>, req: &ReleaseRequest
         }
         let stopping = failure.is_some();
         let woke = {
-            let mut steer = pin!(ctx.wait_condition_with_options(move |s: &ReleaseWorkflow| !stopping && (s.abort.is_some() || !s.unbypassed(si).is_empty()), requests_only()));
+            let ids: Vec<String> = running.iter().map(|(k, _)| ctx.state(|s| s.status.stages[si].deploys[*k].deploy_id.clone())).collect();
+            let steer = move |s: &ReleaseWorkflow| (!stopping && (s.abort.is_some() || !s.unbypassed(si).is_empty())) || ids.iter().any(|id| s.succeeded.contains(id));
+            let mut steer = pin!(ctx.wait_condition_with_options(steer, requests_only()));
             poll_fn(|cx| {
                 for (at, (_, result)) in running.iter_mut().enumerate() {
                     if let Poll::Ready(outcome) = result.as_mut().poll(cx) {
@@ -481,6 +543,70 @@ async fn deploy_all(ctx: &WorkflowContext<ReleaseWorkflow>, req: &ReleaseRequest
         }
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// Ends the rollback windows the release held open: each deploy is cancelled in its window,
+/// which closes it, and stays `Succeeded`.
+async fn close_windows(held: Vec<Held>) {
+    for (_, _, result) in &held {
+        result.cancel();
+    }
+    for (_, _, result) in held {
+        let _ = result.await;
+    }
+}
+
+/// The joint rollback of every deploy that succeeded (`held`), after the release failed for
+/// `reason`: the services of the last topological wave first (dependents before what they
+/// depend on), within a wave the later stages first, each group at once and awaited before
+/// the next. The release ends `RolledBack`, or `end` with the deploys that could not be
+/// rolled back named.
+async fn roll_back_all(ctx: &WorkflowContext<ReleaseWorkflow>, waves: &[Vec<usize>], req: &ReleaseRequest, mut held: Vec<Held>, reason: &str, end: ReleasePhase) {
+    let command = Command::new(SYSTEM, format!("release {} rolls back: {reason}", ctx.workflow_id()));
+    let mut refused: Vec<String> = Vec::new();
+    for wave in waves.iter().rev() {
+        let services: Vec<&str> = wave.iter().map(|&i| req.services[i].service.as_str()).collect();
+        for si in (0..req.pipeline.stages.len()).rev() {
+            let (group, rest): (Vec<Held>, Vec<Held>) =
+                held.into_iter().partition(|(at, k, _)| *at == si && ctx.state(|s| services.contains(&s.status.stages[si].deploys[*k].service.as_str())));
+            held = rest;
+            if group.is_empty() {
+                continue;
+            }
+            let ids: Vec<String> = group.iter().map(|(_, k, _)| ctx.state(|s| s.status.stages[si].deploys[*k].deploy_id.clone())).collect();
+            let input = SteerDeploysInput { deploys: ids.clone(), command: command.clone() };
+            let summary = format!("roll back {} in stage {}", services.join(", "), req.pipeline.stages[si].name);
+            let answers = match ctx.execute_activity(RollBackDeploys, input, detached(summary)).await {
+                Ok(answers) => answers,
+                Err(e) => ids.iter().map(|id| (id.clone(), Some(format!("the rollback could not be asked for: {e}")))).collect(),
+            };
+            for (_, k, result) in &group {
+                let id = ctx.state(|s| s.status.stages[si].deploys[*k].deploy_id.clone());
+                if let Some(Some(why)) = answers.get(&id) {
+                    refused.push(format!("{id}: {why}"));
+                    // Its window is closed instead: nothing is left waiting on it.
+                    result.cancel();
+                }
+            }
+            for (_, k, result) in group {
+                let state = match result.await {
+                    Ok(status) if status.phase == Phase::RolledBack => (DeployState::RolledBack, status.reason),
+                    Ok(status) if status.phase == Phase::Succeeded => (DeployState::Succeeded, None),
+                    Ok(status) => (DeployState::Failed, status.reason),
+                    Err(e) => (DeployState::Failed, Some(child_failure(&e))),
+                };
+                ended(ctx, si, k, state.0, state.1);
+            }
+        }
+    }
+    ctx.state_mut(|s| {
+        if refused.is_empty() {
+            s.status.phase = ReleasePhase::RolledBack;
+        } else {
+            s.status.phase = end;
+            s.status.reason = Some(format!("{reason}; not rolled back: {}", refused.join("; ")));
+        }
+    });
 }
 
 /// Why a child deploy failed: the innermost cause (the deploy's own refusal, e.g. a quarantined

@@ -198,6 +198,7 @@ impl DeployWorkflow {
                     if !window {
                         return Ok(ctx.state(|s| s.status.clone()));
                     }
+                    window::tell_release(&run).await;
                     match window::rollback_window(&run).await {
                         None => return Ok(ctx.state(|s| s.status.clone())),
                         Some((reason, lane)) => {

@@ -8,9 +8,10 @@ use std::pin::pin;
 use std::time::Duration;
 
 use signalbox_contract::activities::{OwnersInput, ReadOwners};
+use signalbox_contract::release::DeploySucceeded;
 use signalbox_domain::control::{self, Action, timestamp};
 use temporalio_sdk::workflows::select;
-use temporalio_sdk::{CancellableFuture, TimerOptions};
+use temporalio_sdk::{CancellableFuture, SignalWorkflowOptions, TimerOptions, WorkflowCancellationToken};
 
 use super::lane::{self, Lane};
 use super::run::{Run, requests_only};
@@ -20,6 +21,24 @@ use crate::shared::stop::failure_message;
 
 /// Patch id of the rollback window after success.
 const ROLLBACK_WINDOW_PATCH: &str = "signalbox-rollback-window";
+
+/// Patch id of a release's deploy telling its release that it succeeded, when its window
+/// opens; deploys recorded before left their release waiting for the window to close.
+const TELL_RELEASE_PATCH: &str = "signalbox-deploy-tells-release";
+
+/// When the deploy is a release's (it has a parent), tells the release it succeeded, so that
+/// the release goes on while the window stays open for the release's own rollback. A release
+/// that already ended has nothing to hear; that is not the deploy's failure.
+pub(crate) async fn tell_release(run: &Run<'_>) {
+    let ctx = run.ctx;
+    let Some(parent) = ctx.info().parent() else { return };
+    if !ctx.patched(TELL_RELEASE_PATCH) {
+        return;
+    }
+    let release = ctx.external_workflow(parent.workflow_id().to_owned(), Some(parent.run_id().to_owned()));
+    let options = SignalWorkflowOptions::builder().cancellation_token(WorkflowCancellationToken::new()).summary("tell the release".to_owned()).build();
+    let _ = release.signal(DeploySucceeded, ctx.workflow_id().to_owned(), options).await;
+}
 
 /// Opens the succeeded deploy's rollback window, in the same moment it succeeded (so a rollback
 /// asked for at once finds it open); `false` when the request has none.
