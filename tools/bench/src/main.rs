@@ -4,6 +4,7 @@
 
 mod agents;
 mod overhead;
+mod release;
 mod rollback;
 mod rollout;
 mod traffic;
@@ -31,6 +32,13 @@ enum Bench {
         batches: u32,
         /// Runs of each side, interleaved.
         #[arg(long, default_value_t = 5)]
+        runs: u32,
+    },
+    /// A release over its child deploys: 3 stages x 4 targets x 2 services against the same
+    /// deploys alone, and 20 regions x 5 services in waves of 1 / 3 / 16.
+    Release {
+        /// Runs of each side, interleaved.
+        #[arg(long, default_value_t = 3)]
         runs: u32,
     },
     /// Rollback of a fleet: from the decision to every instance serving the old build.
@@ -87,12 +95,14 @@ async fn main() -> anyhow::Result<()> {
     };
     match cli.bench {
         Bench::Overhead { batches, runs } => overhead::run(scratch("overhead"), batches, runs).await,
+        Bench::Release { runs } => release::run(scratch("release"), runs).await,
         Bench::Rollback { instances } => rollback::run(scratch("rollback"), instances).await,
         Bench::Rollout { instances, batches } => rollout::run(scratch("rollout"), instances, batches).await,
         Bench::Traffic { instances, rps } => traffic::run(scratch("traffic"), instances, rps).await,
         Bench::Agents { hosts, build_mb } => agents::run(scratch("agents"), hosts, build_mb).await,
         Bench::All => {
             overhead::run(scratch("overhead"), 10, 5).await?;
+            release::run(scratch("release"), 3).await?;
             rollback::run(scratch("rollback"), 100).await?;
             rollout::run(scratch("rollout"), 1000, 10).await?;
             traffic::run(scratch("traffic"), 10, 400).await?;
