@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use signalbox_contract::activities::{
     self as contract, AaPeriodInput, AdvanceInput, AdvanceOutput, AnalyzeInput, AnalyzeOutput, BaselineInput, EvaluateInput, EvictInput, HaltInput, InstanceChange,
-    OwnersInput, OwnersOutput, PreflightInput, QuarantineInput, PreflightOutput, PushInput, PushOutput, ReleaseInput, RollbackInput, RollbackOutput, VerifyInput,
+    OwnersInput, OwnersOutput, PreflightInput, QuarantineInput, PreflightOutput, PushInput, PushOutput, ReleaseInput, RollbackInput, RollbackOutput, TargetHealthInput, VerifyInput,
 };
 use signalbox_domain::analysis::Sample;
 use signalbox_domain::{Artifact, GroupFigures, HealthReport};
@@ -194,6 +194,25 @@ impl DeployActivities {
     pub async fn sample_baseline(self: Arc<Self>, ctx: ActivityContext, input: BaselineInput) -> Result<GroupFigures, ActivityError> {
         let progress = AtomicUsize::new(0);
         let work = async { self.sampler.baseline(self.open(&input.fleet)?.as_ref(), &input).await };
+        until_cancelled(&ctx, &progress, work).await?.map_err(Error::into_activity)
+    }
+
+    /// See [`contract::SampleTargets`]: every instance each target describes, as one group.
+    #[activity(definition = contract::SampleTargets)]
+    #[instrument(skip_all, fields(targets = input.len()))]
+    pub async fn sample_targets(self: Arc<Self>, ctx: ActivityContext, input: Vec<TargetHealthInput>) -> Result<Vec<GroupFigures>, ActivityError> {
+        let progress = AtomicUsize::new(0);
+        let one = |t: &TargetHealthInput| {
+            let t = t.clone();
+            let me = Arc::clone(&self);
+            async move {
+                let substrate = me.open(&t.target)?;
+                let instances = substrate.describe().await?.into_iter().map(|i| i.id).collect();
+                let baseline = BaselineInput { fleet: t.target.clone(), instances, policy: t.policy.clone(), dry_run: false };
+                me.sampler.baseline(substrate.as_ref(), &baseline).await
+            }
+        };
+        let work = async { futures::future::join_all(input.iter().map(one)).await.into_iter().collect::<Result<Vec<_>>>() };
         until_cancelled(&ctx, &progress, work).await?.map_err(Error::into_activity)
     }
 

@@ -229,6 +229,9 @@ pub fn tree(id: &str, s: &pb::ReleaseStatus) -> Vec<String> {
         if let Some(until) = at(&st.soak_until) {
             line.push_str(&format!("  soak until {until}"));
         }
+        if st.soak_restarts > 0 {
+            line.push_str(&format!("  soak restarted {} times, last: {}", st.soak_restarts, st.last_regression.as_deref().unwrap_or("")));
+        }
         out.push(line);
         if let Some(g) = &st.gate {
             let outcome = g.outcome.map_or_else(|| format!("open until {}", at(&g.expires_at).unwrap_or_default()), |o| name(pb::GateOutcome::try_from(o).unwrap_or_default()));
@@ -300,6 +303,8 @@ mod tests {
                 soak_until: None,
                 gate: Some(pb::Gate { before_batch: 1, opened_at: None, expires_at: Some(prost_types::Timestamp { seconds: 0, nanos: 0 }), approvals: vec![], outcome: None }),
                 bypass: None,
+                soak_restarts: 0,
+                last_regression: None,
                 deploys: vec![pb::ReleaseDeploy {
                     service: "web".into(),
                     target: Some(pb::Target { name: "eu".into(), kind: "local".into() }),

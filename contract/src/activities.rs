@@ -41,6 +41,12 @@ activity!(
     SampleBaseline = "health.baseline": BaselineInput => GroupFigures
 );
 activity!(
+    /// Reads every instance of each target over one window (its `sample_interval_ms` x
+    /// `consecutive_bad_samples`), the targets at once: a release's view of a stage's targets
+    /// before their deploys and while the stage soaks. Heartbeats; changes nothing.
+    SampleTargets = "health.targets": Vec<TargetHealthInput> => Vec<GroupFigures>
+);
+activity!(
     /// The analysis engine's live A/A period: reads the instances a step is about to change next
     /// to those it leaves, window by window with both groups' requests, before it changes
     /// anything. The samples become the step's analysis's baseline. Heartbeats a
@@ -218,6 +224,15 @@ pub struct QuarantineInput {
     /// A rehearsal: quarantines nothing.
     #[serde(default)]
     pub dry_run: bool,
+}
+
+/// One target of [`SampleTargets`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetHealthInput {
+    /// The target.
+    pub target: Target,
+    /// The window's length (and the traffic it needs, which the caller judges).
+    pub policy: HealthPolicy,
 }
 
 /// Input of [`SampleBaseline`].

@@ -105,6 +105,26 @@ impl GroupFigures {
     }
 }
 
+impl HealthPolicy {
+    /// Whether `now` (a window of a target that runs the new build) regressed from `before`
+    /// (the same target before it was deployed), by the gate's thresholds: in words with the
+    /// figures, or `None` when it did not or the window had too little traffic to say.
+    pub fn regression(&self, before: &GroupFigures, now: &GroupFigures) -> Option<String> {
+        if now.requests < self.min_requests_per_sample {
+            return None;
+        }
+        let (was, is) = (before.error_rate(), now.error_rate());
+        let mut why = Vec::new();
+        if is > was * (1.0 + self.max_error_rate_increase) && is - was >= self.min_error_rate_delta {
+            why.push(format!("error rate {:.2}% against {:.2}% before", 100.0 * is, 100.0 * was));
+        }
+        if before.requests > 0 && now.p99_ms - before.p99_ms > self.max_p99_increase_ms {
+            why.push(format!("p99 {:.0} ms against {:.0} ms before", now.p99_ms, before.p99_ms));
+        }
+        (!why.is_empty()).then(|| why.join(", "))
+    }
+}
+
 /// One judged window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SampleJudgement {
@@ -136,6 +156,23 @@ pub struct HealthReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn figures(requests: u64, errors: u64, p99_ms: f64) -> GroupFigures {
+        GroupFigures { requests, errors, p99_ms, log_lines: 0 }
+    }
+
+    #[test]
+    fn a_window_regresses_by_the_gates_thresholds_with_enough_traffic() {
+        let p = HealthPolicy::default();
+        let before = figures(1000, 2, 20.0);
+        assert_eq!(p.regression(&before, &figures(1000, 3, 30.0)), None, "within the thresholds");
+        assert_eq!(p.regression(&before, &figures(1000, 300, 20.0)).as_deref(), Some("error rate 30.00% against 0.20% before"));
+        assert_eq!(p.regression(&before, &figures(1000, 2, 90.0)).as_deref(), Some("p99 90 ms against 20 ms before"));
+        assert_eq!(p.regression(&before, &figures(10, 10, 90.0)), None, "too little traffic to say");
+        // +20% relative but less than 2 points absolute is noise.
+        assert_eq!(p.regression(&figures(1000, 100, 20.0), &figures(1000, 130, 20.0)).as_deref(), Some("error rate 13.00% against 10.00% before"));
+        assert_eq!(p.regression(&figures(1000, 10, 20.0), &figures(1000, 25, 20.0)), None);
+    }
 
     #[test]
     fn policy_validation_names_the_field() {

@@ -85,6 +85,18 @@ pub struct Stage {
     /// Who must approve before the stage's deploys start; default nobody.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<StageApproval>,
+    /// How many times a health regression seen during the soak may restart it before the
+    /// stage fails; default 3.
+    #[serde(default = "three")]
+    pub max_soak_restarts: u32,
+}
+
+fn three() -> u32 {
+    3
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn one() -> u32 {
@@ -190,6 +202,9 @@ impl Pipeline {
                 return Err(Error::invalid(format!("{field}.max_parallel"), "must be at least 1"));
             }
             check_ms(&format!("{field}.soak_ms"), stage.soak_ms, MAX_WAIT_MS, "a day")?;
+            if stage.max_soak_restarts > 100 {
+                return Err(Error::invalid(format!("{field}.max_soak_restarts"), "must be at most 100"));
+            }
             if let Some(approval) = &stage.approval {
                 approval.validate(&format!("{field}.approval"), None)?;
             }
@@ -474,9 +489,15 @@ pub struct StageStatus {
     pub name: String,
     /// Where it stands.
     pub phase: StagePhase,
-    /// While it soaks: when the soak ends (workflow time).
+    /// While it soaks: when the soak ends (workflow time); a regression moves it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soak_until: Option<DateTime<Utc>>,
+    /// How many times a health regression restarted its soak.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub soak_restarts: u32,
+    /// The last regression seen while it soaked, in words with the figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_regression: Option<String>,
     /// Its approval gate, once opened: who approved, when it expires, how it closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<Gate>,
@@ -522,6 +543,8 @@ impl ReleaseStatus {
                 name: stage.name.clone(),
                 phase: StagePhase::Waiting,
                 soak_until: None,
+                soak_restarts: 0,
+                last_regression: None,
                 gate: None,
                 bypass: None,
                 deploys: waves
@@ -558,7 +581,7 @@ mod tests {
     }
 
     fn stage(name: &str, targets: Vec<StageTarget>) -> Stage {
-        Stage { name: name.into(), targets, max_parallel: 1, soak_ms: 0, approval: None }
+        Stage { name: name.into(), targets, max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3 }
     }
 
     fn pipeline(stages: Vec<Stage>) -> Pipeline {

@@ -138,6 +138,8 @@ impl From<StageStatus> for pb::StageStatus {
             gate: s.gate.map(Into::into),
             bypass: s.bypass.map(Into::into),
             deploys: s.deploys.into_iter().map(Into::into).collect(),
+            soak_restarts: s.soak_restarts,
+            last_regression: s.last_regression,
         }
     }
 }

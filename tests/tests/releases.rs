@@ -64,9 +64,9 @@ fn a_build_bad_in_test_never_reaches_production() {
         let pipeline = Pipeline {
             name: "ledger".into(),
             stages: vec![
-                Stage { name: "playground".into(), targets: vec![on("playground", 4, lenient)], max_parallel: 1, soak_ms: 2_000, approval: None },
-                Stage { name: "test".into(), targets: vec![on("test", 4, settings())], max_parallel: 1, soak_ms: 2_000, approval: None },
-                Stage { name: "production".into(), targets: vec![on("production", 6, settings())], max_parallel: 1, soak_ms: 0, approval: None },
+                Stage { name: "playground".into(), targets: vec![on("playground", 4, lenient)], max_parallel: 1, soak_ms: 2_000, approval: None, max_soak_restarts: 3 },
+                Stage { name: "test".into(), targets: vec![on("test", 4, settings())], max_parallel: 1, soak_ms: 2_000, approval: None, max_soak_restarts: 3 },
+                Stage { name: "production".into(), targets: vec![on("production", 6, settings())], max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3 },
             ],
             blast_radius_percent: None,
             on_failure: OnFailure::Keep,
@@ -107,7 +107,7 @@ fn a_build_bad_in_test_never_reaches_production() {
         let store = s.home.store()?;
         let q = store.quarantine_of(&bad.digest).await?.active.expect("in quarantine");
         assert!(q.by == id && q.reason.starts_with("stage test: "), "{q:?}");
-        let solo = Pipeline { name: "ledger".into(), stages: vec![Stage { name: "test".into(), targets: vec![on("test", 4, settings())], max_parallel: 1, soak_ms: 0, approval: None }], blast_radius_percent: None, on_failure: OnFailure::Keep };
+        let solo = Pipeline { name: "ledger".into(), stages: vec![Stage { name: "test".into(), targets: vec![on("test", 4, settings())], max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3 }], blast_radius_percent: None, on_failure: OnFailure::Keep };
         let again = releases.start(release(solo.clone(), "ledger", bad.clone()), None).await?;
         let refused = tokio::time::timeout(DEPLOY_DEADLINE, releases.result(&again)).await??;
         let reason = refused.reason.clone().unwrap_or_default();
@@ -138,8 +138,8 @@ fn a_good_build_reaches_every_region_the_last_wave_in_parallel() {
         let pipeline = Pipeline {
             name: "atlas".into(),
             stages: vec![
-                Stage { name: "canary".into(), targets: vec![on("region-canary", 2, settings())], max_parallel: 1, soak_ms: 1_000, approval: None },
-                Stage { name: "rest".into(), targets: vec![on("region-eu", 4, settings()), on("region-us", 4, settings())], max_parallel: 2, soak_ms: 0, approval: None },
+                Stage { name: "canary".into(), targets: vec![on("region-canary", 2, settings())], max_parallel: 1, soak_ms: 1_000, approval: None, max_soak_restarts: 3 },
+                Stage { name: "rest".into(), targets: vec![on("region-eu", 4, settings()), on("region-us", 4, settings())], max_parallel: 2, soak_ms: 0, approval: None, max_soak_restarts: 3 },
             ],
             // The canary region's first batch (1 of 10 instances) may run the build unproven.
             blast_radius_percent: Some(10.0),
@@ -186,8 +186,8 @@ fn a_release_over_its_budget_or_with_a_cycle_starts_nothing() {
         let pipeline = Pipeline {
             name: "budget".into(),
             stages: vec![
-                Stage { name: "first".into(), targets: vec![on("budget-a", 20, whole)], max_parallel: 1, soak_ms: 0, approval: None },
-                Stage { name: "rest".into(), targets: vec![on("budget-b", 80, settings())], max_parallel: 1, soak_ms: 0, approval: None },
+                Stage { name: "first".into(), targets: vec![on("budget-a", 20, whole)], max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3 },
+                Stage { name: "rest".into(), targets: vec![on("budget-b", 80, settings())], max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3 },
             ],
             blast_radius_percent: Some(10.0),
             on_failure: OnFailure::Keep,
@@ -261,8 +261,9 @@ fn a_dag_release_rolls_back_dependents_first_then_what_they_depend_on() {
                     max_parallel: 3,
                     soak_ms: 0,
                     approval: None,
+                    max_soak_restarts: 3,
                 },
-                Stage { name: "two".into(), targets: names.iter().map(|n| target("two", n, settings())).collect(), max_parallel: 3, soak_ms: 0, approval: None },
+                Stage { name: "two".into(), targets: names.iter().map(|n| target("two", n, settings())).collect(), max_parallel: 3, soak_ms: 0, approval: None, max_soak_restarts: 3 },
             ],
             blast_radius_percent: None,
             on_failure: OnFailure::RollBack,
@@ -301,5 +302,51 @@ fn a_dag_release_rolls_back_dependents_first_then_what_they_depend_on() {
         // its window.
         record_history(&s.deploys().await?, &id_of(0, "accounts"), "release_dag_child_deploy").await?;
         record_history(&s.deploys().await?, &id, "release_dag_rolled_back").await
+    });
+}
+
+/// A build that passes its verdict and then degrades (as a leak does): the canary stage's soak
+/// sees its error rate regress from what the target did before the deploy, restarts the soak
+/// each time, and fails the stage after the restarts it allows; the pipeline rolls back, and
+/// the next stage never starts.
+#[test]
+fn a_regression_during_the_soak_restarts_it_and_then_fails_the_stage() {
+    run(async {
+        let s = stack().await;
+        let base = publish(&s.home, demo_build("journal", "1.0.0", 0.002, 5)).await?;
+        let mut leaky = signalbox_localstack::demo_artifact("journal", "1.1.0", 0.002, 5);
+        // Healthy for the deploy's two batches (about 10 s), then 40% errors.
+        leaky.degrade_after_ms = 14_000;
+        leaky.degraded_error_rate = 0.4;
+        let next = publish(&s.home, serde_json::to_vec(&leaky)?).await?;
+        let canary = LoadedFleet::start(&s.home, "soak-canary", 2, base.clone(), 200, &s.options.dir).await?;
+        let rest = LoadedFleet::start(&s.home, "soak-rest", 2, base.clone(), 200, &s.options.dir).await?;
+        let pipeline = Pipeline {
+            name: "journal".into(),
+            stages: vec![
+                Stage { name: "canary".into(), targets: vec![on("soak-canary", 2, settings())], max_parallel: 1, soak_ms: 600_000, approval: None, max_soak_restarts: 2 },
+                Stage { name: "rest".into(), targets: vec![on("soak-rest", 2, settings())], max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3 },
+            ],
+            blast_radius_percent: None,
+            on_failure: OnFailure::RollBack,
+        };
+        let releases = s.releases().await?;
+        let id = releases.start(release(pipeline, "journal", next.clone()), None).await?;
+        let status = tokio::time::timeout(3 * DEPLOY_DEADLINE, releases.result(&id)).await??;
+
+        assert_eq!(status.phase, ReleasePhase::RolledBack, "{status:#?}");
+        let reason = status.reason.clone().unwrap_or_default();
+        assert!(reason.starts_with("stage canary: its health regressed during the soak 3 times; the last: local/soak-canary: error rate "), "{reason}");
+        let stage = &status.stages[0];
+        assert_eq!((stage.phase, stage.soak_restarts), (StagePhase::Failed, 2));
+        assert!(stage.last_regression.as_deref().is_some_and(|r| r.contains("against 0.")), "{:?}", stage.last_regression);
+        assert_eq!(stage.deploys[0].state, DeployState::RolledBack, "the canary's deploy had succeeded and was rolled back");
+        assert_eq!(status.stages[1].deploys[0].state, DeployState::Waiting);
+        assert!(ran(&rest, &next)?.is_empty(), "the next stage started");
+        assert!(canary.served_versions().await.iter().all(|v| v.as_deref() == Some("1.0.0")));
+        // The soak's timer restarted twice (its end moved each time), from the history.
+        let soaks: Vec<String> = timers(&s.deploys().await?.history_json(&id).await?)?.into_iter().map(|(summary, _)| summary).collect();
+        assert_eq!(soaks, ["soak of stage canary", "soak of stage canary, restart 1", "soak of stage canary, restart 2"]);
+        record_history(&s.deploys().await?, &id, "release_soak_regressed").await
     });
 }

@@ -24,7 +24,9 @@ use std::task::Poll;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use signalbox_contract::activities::{BypassDeploys, QuarantineArtifact, QuarantineInput, RollBackDeploys, SteerDeploysInput};
+use futures::FutureExt;
+use futures::future::FusedFuture;
+use signalbox_contract::activities::{BypassDeploys, QuarantineArtifact, QuarantineInput, RollBackDeploys, SampleTargets, SteerDeploysInput, TargetHealthInput};
 use signalbox_contract::deploy::DeployRun;
 use signalbox_contract::release::{AbortRelease, ApproveStage, BypassRelease, DeploySucceeded, ReleaseRun, ReleaseStatusQuery, release_deploy_id};
 use signalbox_contract::{Received, search};
@@ -32,7 +34,7 @@ use signalbox_domain::analysis::Decision;
 use signalbox_domain::approval::{self, ApprovalPolicy, Gate, GateOutcome};
 use signalbox_domain::control::{Action, AuditEntry, SYSTEM, timestamp};
 use signalbox_domain::release_control::{self, BypassStage, StageBypass};
-use signalbox_domain::{Approve, Command, DeployState, DeployStatus, Digest, OnExpiry, OnFailure, Phase, ReleaseDeploy, ReleasePhase, ReleaseRequest, ReleaseStatus, StagePhase};
+use signalbox_domain::{Approve, Command, DeployState, DeployStatus, Digest, GroupFigures, OnExpiry, OnFailure, Phase, Stage, ReleaseDeploy, ReleasePhase, ReleaseRequest, ReleaseStatus, StagePhase};
 use temporalio_common::error::ChildWorkflowExecutionError;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::workflows::select;
@@ -41,7 +43,7 @@ use temporalio_sdk::{
     WorkflowResult,
 };
 
-use crate::shared::options::{detached, quick};
+use crate::shared::options::{detached, long, quick};
 use crate::shared::stop::refuse;
 
 /// A release: its status is the whole tree, kept as the run goes.
@@ -139,6 +141,11 @@ impl ReleaseWorkflow {
             if let Some(policy) = ctx.state(|s| s.approvals[si].clone()) {
                 outcome = gate(ctx, si, &policy).await;
             }
+            // The stage's targets before their deploys: what the soak compares with.
+            let mut before = Vec::new();
+            if outcome.is_ok() && stage.soak_ms > 0 && si < last && !req.dry_run && ctx.patched(SOAK_WATCH_PATCH) {
+                before = sample_targets(ctx, stage, "before its deploys").await.unwrap_or_default();
+            }
             for wave in &waves {
                 if outcome.is_err() {
                     break;
@@ -149,7 +156,7 @@ impl ReleaseWorkflow {
                 outcome = deploy_all(ctx, &req, si, deploys, &mut held).await;
             }
             if outcome.is_ok() && stage.soak_ms > 0 && si < last {
-                outcome = soak(ctx, si, stage.soak_ms).await;
+                outcome = soak(ctx, stage, si, &before).await;
             }
             if let Err(stop) = outcome {
                 let reason = if stop.aborted { stop.reason } else { format!("stage {}: {}", stage.name, stop.reason) };
@@ -293,6 +300,10 @@ const QUARANTINE_PATCH: &str = "signalbox-release-quarantine";
 /// Patch id of the `SignalboxStage` search attribute, set as the release reaches each stage.
 const STAGE_PATCH: &str = "signalbox-release-stage-attribute";
 
+/// Patch id of the soak's health watch: the stage's targets sampled before their deploys and
+/// window after window while it soaks; runs recorded before soaked on a timer alone.
+const SOAK_WATCH_PATCH: &str = "signalbox-release-soak-watch";
+
 /// Why a stage stopped: the reason, the service whose deploy failed its verdict (its build
 /// is bad, not the world around it) if one did, and whether an operator aborted.
 struct Stop {
@@ -381,27 +392,68 @@ async fn gate(ctx: &WorkflowContext<ReleaseWorkflow>, si: usize, policy: &Approv
     }
 }
 
+/// One window of every target of `stage`, read at once; `None` when they could not be read
+/// (the soak then goes on without that window).
+async fn sample_targets(ctx: &WorkflowContext<ReleaseWorkflow>, stage: &Stage, what: &str) -> Option<Vec<GroupFigures>> {
+    let input: Vec<TargetHealthInput> = stage.targets.iter().map(|t| TargetHealthInput { target: t.target.clone(), policy: t.deploy.health.clone() }).collect();
+    let span = stage.targets.iter().map(|t| t.deploy.health.sample_interval_ms.saturating_mul(u64::from(t.deploy.health.consecutive_bad_samples))).max().unwrap_or(0);
+    let options = long(format!("health of stage {} {what}", stage.name), Duration::from_millis(span));
+    ctx.execute_activity(SampleTargets, input, options).await.ok()
+}
+
+/// The first target of `stage` whose window `now` regressed from `before`, in words.
+fn regressed(stage: &Stage, before: &[GroupFigures], now: &[GroupFigures]) -> Option<String> {
+    stage.targets.iter().zip(before).zip(now).find_map(|((t, b), n)| t.deploy.health.regression(b, n).map(|why| format!("{}: {why}", t.target)))
+}
+
 /// Stage `si`'s soak: a durable timer, ended early by the stage's bypass; an abort stops it.
-async fn soak(ctx: &WorkflowContext<ReleaseWorkflow>, si: usize, soak_ms: u64) -> Result<(), Stop> {
+/// With `before` (the targets before their deploys), the targets are read window after window
+/// while it soaks; a window that regressed from `before` by the gate's thresholds restarts the
+/// soak, and one more restart than `max_soak_restarts` fails the stage.
+async fn soak(ctx: &WorkflowContext<ReleaseWorkflow>, stage: &Stage, si: usize, before: &[GroupFigures]) -> Result<(), Stop> {
     if let Some(stop) = ctx.state(ReleaseWorkflow::aborted) {
         return Err(stop);
     }
     if ctx.state(|s| s.bypassed(si)) {
         return Ok(());
     }
-    let until = timestamp(ctx.workflow_time()) + chrono::Duration::milliseconds(soak_ms as i64);
-    let name = ctx.state_mut(|s| {
-        s.status.phase = ReleasePhase::Soaking;
-        let stage = &mut s.status.stages[si];
-        stage.phase = StagePhase::Soaking;
-        stage.soak_until = Some(until);
-        stage.name.clone()
-    });
-    let timer = TimerOptions::builder(Duration::from_millis(soak_ms)).summary(format!("soak of stage {name}")).build();
-    let mut timer = pin!(ctx.timer(timer));
-    select! {
-        _ = timer.as_mut() => {}
-        _ = ctx.wait_condition_with_options(|s: &ReleaseWorkflow| s.abort.is_some() || s.bypassed(si), requests_only()) => timer.cancel(),
+    let watched = !before.is_empty();
+    let mut restarts = 0;
+    'soak: loop {
+        let until = timestamp(ctx.workflow_time()) + chrono::Duration::milliseconds(stage.soak_ms as i64);
+        ctx.state_mut(|s| {
+            s.status.phase = ReleasePhase::Soaking;
+            let st = &mut s.status.stages[si];
+            st.phase = StagePhase::Soaking;
+            st.soak_until = Some(until);
+            st.soak_restarts = restarts;
+        });
+        let summary = match restarts {
+            0 => format!("soak of stage {}", stage.name),
+            n => format!("soak of stage {}, restart {n}", stage.name),
+        };
+        let mut timer = pin!(ctx.timer(TimerOptions::builder(Duration::from_millis(stage.soak_ms)).summary(summary).build()));
+        loop {
+            let mut window: Pin<Box<dyn FusedFuture<Output = Option<Vec<GroupFigures>>> + '_>> =
+                if watched { Box::pin(sample_targets(ctx, stage, "while it soaks").fuse()) } else { Box::pin(futures::future::pending()) };
+            select! {
+                _ = timer.as_mut() => break 'soak,
+                _ = ctx.wait_condition_with_options(|s: &ReleaseWorkflow| s.abort.is_some() || s.bypassed(si), requests_only()) => {
+                    timer.cancel();
+                    break 'soak;
+                }
+                now = window.as_mut() => {
+                    let Some(why) = now.and_then(|now| regressed(stage, before, &now)) else { continue };
+                    timer.cancel();
+                    restarts += 1;
+                    ctx.state_mut(|s| s.status.stages[si].last_regression = Some(why.clone()));
+                    if restarts > stage.max_soak_restarts {
+                        return Err(Stop::failed(format!("its health regressed during the soak {restarts} times; the last: {why}"), None));
+                    }
+                    continue 'soak;
+                }
+            }
+        }
     }
     ctx.state(ReleaseWorkflow::aborted).map_or(Ok(()), Err)
 }

@@ -33,6 +33,7 @@ fn pipeline(name: &str, stages: &[(&str, Vec<String>)], max_parallel: impl Fn(us
             max_parallel: max_parallel(targets.len()),
             soak_ms: 0,
             approval: None,
+            max_soak_restarts: 3,
         })
         .collect();
     Pipeline { name: name.into(), stages, blast_radius_percent: None, on_failure: OnFailure::Keep }

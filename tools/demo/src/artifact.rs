@@ -47,6 +47,17 @@ pub struct Artifact {
     /// Warm-up before the instance opens its port, in milliseconds (a slow-starting build).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub startup_delay_ms: u64,
+    /// After this long up, in milliseconds, requests fail at `degraded_error_rate` instead (a
+    /// build that passes its verdict and then regresses, as a leak does); 0 never.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub degrade_after_ms: u64,
+    /// The error rate once degraded, in [0, 1].
+    #[serde(default, skip_serializing_if = "is_unset")]
+    pub degraded_error_rate: f64,
+}
+
+fn is_unset(v: &f64) -> bool {
+    *v == 0.0
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -109,6 +120,9 @@ impl Artifact {
                 "version",
                 format!("contains {c:?}; whitespace and control characters are not allowed"),
             );
+        }
+        if !(0.0..=1.0).contains(&self.degraded_error_rate) {
+            return invalid("degraded_error_rate", format!("is {}, must be within [0, 1]", self.degraded_error_rate));
         }
         if !(0.0..=1.0).contains(&self.error_rate) {
             return invalid(

@@ -75,6 +75,8 @@ struct Shared {
     rng: Mutex<Xorshift64>,
     /// The body of every `GET /` answer, rendered once.
     work_body: String,
+    /// When the service started: a degrading build's clock.
+    up_since: Instant,
 }
 
 impl Service {
@@ -193,6 +195,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             rng: Mutex::new(Xorshift64::from_entropy()),
             work_body,
+            up_since: Instant::now(),
         }
     }
 
@@ -202,7 +205,9 @@ impl Shared {
         let a = &self.artifact;
         let millis = a.latency_ms as f64 + rng.jitter(a.latency_jitter_ms as f64);
         let delay = Duration::from_secs_f64(millis.max(0.0) / 1000.0);
-        let outcome = if rng.chance(a.error_rate) {
+        let degraded = a.degrade_after_ms > 0 && self.up_since.elapsed() >= Duration::from_millis(a.degrade_after_ms);
+        let error_rate = if degraded { a.degraded_error_rate } else { a.error_rate };
+        let outcome = if rng.chance(error_rate) {
             Outcome::Error
         } else {
             Outcome::Ok

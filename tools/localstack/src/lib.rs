@@ -119,6 +119,8 @@ pub fn demo_artifact(service: &str, version: &str, error_rate: f64, latency_ms: 
         latency_jitter_ms: latency_ms / 2,
         log_lines_per_request: 1,
         startup_delay_ms: 0,
+        degrade_after_ms: 0,
+        degraded_error_rate: 0.0,
     }
 }
 
