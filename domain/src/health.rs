@@ -103,6 +103,17 @@ impl GroupFigures {
     pub fn error_rate(&self) -> f64 {
         if self.requests == 0 { 0.0 } else { self.errors as f64 / self.requests as f64 }
     }
+
+    /// Several groups as one: their requests, errors and log lines summed, the worst p99 (a
+    /// p99 of the union is at most that).
+    pub fn together(groups: &[GroupFigures]) -> GroupFigures {
+        groups.iter().fold(GroupFigures::default(), |all, g| GroupFigures {
+            requests: all.requests + g.requests,
+            errors: all.errors + g.errors,
+            p99_ms: all.p99_ms.max(g.p99_ms),
+            log_lines: all.log_lines + g.log_lines,
+        })
+    }
 }
 
 impl HealthPolicy {
@@ -172,6 +183,16 @@ mod tests {
         // +20% relative but less than 2 points absolute is noise.
         assert_eq!(p.regression(&figures(1000, 100, 20.0), &figures(1000, 130, 20.0)).as_deref(), Some("error rate 13.00% against 10.00% before"));
         assert_eq!(p.regression(&figures(1000, 10, 20.0), &figures(1000, 25, 20.0)), None);
+    }
+
+    #[test]
+    fn groups_together_sum_their_traffic_and_keep_the_worst_p99() {
+        let all = GroupFigures::together(&[figures(10, 1, 30.0), figures(15, 4, 80.0)]);
+        assert_eq!(all, figures(25, 5, 80.0));
+        // Neither group alone has the 20 requests a window needs; together they do.
+        let p = HealthPolicy::default();
+        assert_eq!(p.regression(&figures(25, 0, 10.0), &figures(10, 5, 10.0)), None);
+        assert!(p.regression(&figures(25, 0, 10.0), &all).is_some());
     }
 
     #[test]

@@ -89,6 +89,12 @@ pub struct Stage {
     /// stage fails; default 3.
     #[serde(default = "three")]
     pub max_soak_restarts: u32,
+    /// The stage's own analysis: once its deploys succeeded, its targets together (their
+    /// requests, errors and worst p99 summed over one window) against the same before the
+    /// deploys, by these thresholds; a regression fails the stage as a failed verdict does.
+    /// Catches what no single target has the traffic to show. Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<HealthPolicy>,
 }
 
 fn three() -> u32 {
@@ -202,6 +208,9 @@ impl Pipeline {
                 return Err(Error::invalid(format!("{field}.max_parallel"), "must be at least 1"));
             }
             check_ms(&format!("{field}.soak_ms"), stage.soak_ms, MAX_WAIT_MS, "a day")?;
+            if let Some(policy) = &stage.analysis {
+                policy.validate().map_err(|Error::Invalid { field: f, rule }| Error::invalid(format!("{field}.analysis{}", f.strip_prefix("health").unwrap_or(&f)), rule))?;
+            }
             if stage.max_soak_restarts > 100 {
                 return Err(Error::invalid(format!("{field}.max_soak_restarts"), "must be at most 100"));
             }
@@ -581,7 +590,7 @@ mod tests {
     }
 
     fn stage(name: &str, targets: Vec<StageTarget>) -> Stage {
-        Stage { name: name.into(), targets, max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3 }
+        Stage { name: name.into(), targets, max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3, analysis: None }
     }
 
     fn pipeline(stages: Vec<Stage>) -> Pipeline {
@@ -683,6 +692,13 @@ mod tests {
         assert_eq!(refusal(own.validate()).1, "a service cannot depend on itself");
         let twice = release(vec![service("a", &[]), service("a", &[])]);
         assert_eq!(refusal(twice.validate()).0, "services[1].service");
+    }
+
+    #[test]
+    fn a_stage_analysis_is_checked_under_its_path() {
+        let mut r = release(vec![service("a", &[])]);
+        r.pipeline.stages[1].analysis = Some(HealthPolicy { samples: 2, ..HealthPolicy::default() });
+        assert_eq!(refusal(r.validate()).0, "pipeline.stages[1].analysis.samples");
     }
 
     #[test]

@@ -64,9 +64,9 @@ fn a_build_bad_in_test_never_reaches_production() {
         let pipeline = Pipeline {
             name: "ledger".into(),
             stages: vec![
-                Stage { name: "playground".into(), targets: vec![on("playground", 4, lenient)], max_parallel: 1, soak_ms: 2_000, approval: None, max_soak_restarts: 3 },
-                Stage { name: "test".into(), targets: vec![on("test", 4, settings())], max_parallel: 1, soak_ms: 2_000, approval: None, max_soak_restarts: 3 },
-                Stage { name: "production".into(), targets: vec![on("production", 6, settings())], max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3 },
+                Stage { name: "playground".into(), targets: vec![on("playground", 4, lenient)], max_parallel: 1, soak_ms: 2_000, approval: None, max_soak_restarts: 3, analysis: None },
+                Stage { name: "test".into(), targets: vec![on("test", 4, settings())], max_parallel: 1, soak_ms: 2_000, approval: None, max_soak_restarts: 3, analysis: None },
+                Stage { name: "production".into(), targets: vec![on("production", 6, settings())], max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3, analysis: None },
             ],
             blast_radius_percent: None,
             on_failure: OnFailure::Keep,
@@ -107,7 +107,7 @@ fn a_build_bad_in_test_never_reaches_production() {
         let store = s.home.store()?;
         let q = store.quarantine_of(&bad.digest).await?.active.expect("in quarantine");
         assert!(q.by == id && q.reason.starts_with("stage test: "), "{q:?}");
-        let solo = Pipeline { name: "ledger".into(), stages: vec![Stage { name: "test".into(), targets: vec![on("test", 4, settings())], max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3 }], blast_radius_percent: None, on_failure: OnFailure::Keep };
+        let solo = Pipeline { name: "ledger".into(), stages: vec![Stage { name: "test".into(), targets: vec![on("test", 4, settings())], max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3, analysis: None }], blast_radius_percent: None, on_failure: OnFailure::Keep };
         let again = releases.start(release(solo.clone(), "ledger", bad.clone()), None).await?;
         let refused = tokio::time::timeout(DEPLOY_DEADLINE, releases.result(&again)).await??;
         let reason = refused.reason.clone().unwrap_or_default();
@@ -138,8 +138,8 @@ fn a_good_build_reaches_every_region_the_last_wave_in_parallel() {
         let pipeline = Pipeline {
             name: "atlas".into(),
             stages: vec![
-                Stage { name: "canary".into(), targets: vec![on("region-canary", 2, settings())], max_parallel: 1, soak_ms: 1_000, approval: None, max_soak_restarts: 3 },
-                Stage { name: "rest".into(), targets: vec![on("region-eu", 4, settings()), on("region-us", 4, settings())], max_parallel: 2, soak_ms: 0, approval: None, max_soak_restarts: 3 },
+                Stage { name: "canary".into(), targets: vec![on("region-canary", 2, settings())], max_parallel: 1, soak_ms: 1_000, approval: None, max_soak_restarts: 3, analysis: None },
+                Stage { name: "rest".into(), targets: vec![on("region-eu", 4, settings()), on("region-us", 4, settings())], max_parallel: 2, soak_ms: 0, approval: None, max_soak_restarts: 3, analysis: None },
             ],
             // The canary region's first batch (1 of 10 instances) may run the build unproven.
             blast_radius_percent: Some(10.0),
@@ -186,8 +186,8 @@ fn a_release_over_its_budget_or_with_a_cycle_starts_nothing() {
         let pipeline = Pipeline {
             name: "budget".into(),
             stages: vec![
-                Stage { name: "first".into(), targets: vec![on("budget-a", 20, whole)], max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3 },
-                Stage { name: "rest".into(), targets: vec![on("budget-b", 80, settings())], max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3 },
+                Stage { name: "first".into(), targets: vec![on("budget-a", 20, whole)], max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3, analysis: None },
+                Stage { name: "rest".into(), targets: vec![on("budget-b", 80, settings())], max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3, analysis: None },
             ],
             blast_radius_percent: Some(10.0),
             on_failure: OnFailure::Keep,
@@ -262,8 +262,9 @@ fn a_dag_release_rolls_back_dependents_first_then_what_they_depend_on() {
                     soak_ms: 0,
                     approval: None,
                     max_soak_restarts: 3,
+                    analysis: None,
                 },
-                Stage { name: "two".into(), targets: names.iter().map(|n| target("two", n, settings())).collect(), max_parallel: 3, soak_ms: 0, approval: None, max_soak_restarts: 3 },
+                Stage { name: "two".into(), targets: names.iter().map(|n| target("two", n, settings())).collect(), max_parallel: 3, soak_ms: 0, approval: None, max_soak_restarts: 3, analysis: None },
             ],
             blast_radius_percent: None,
             on_failure: OnFailure::RollBack,
@@ -324,8 +325,8 @@ fn a_regression_during_the_soak_restarts_it_and_then_fails_the_stage() {
         let pipeline = Pipeline {
             name: "journal".into(),
             stages: vec![
-                Stage { name: "canary".into(), targets: vec![on("soak-canary", 2, settings())], max_parallel: 1, soak_ms: 600_000, approval: None, max_soak_restarts: 2 },
-                Stage { name: "rest".into(), targets: vec![on("soak-rest", 2, settings())], max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3 },
+                Stage { name: "canary".into(), targets: vec![on("soak-canary", 2, settings())], max_parallel: 1, soak_ms: 600_000, approval: None, max_soak_restarts: 2, analysis: None },
+                Stage { name: "rest".into(), targets: vec![on("soak-rest", 2, settings())], max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3, analysis: None },
             ],
             blast_radius_percent: None,
             on_failure: OnFailure::RollBack,
@@ -348,5 +349,53 @@ fn a_regression_during_the_soak_restarts_it_and_then_fails_the_stage() {
         let soaks: Vec<String> = timers(&s.deploys().await?.history_json(&id).await?)?.into_iter().map(|(summary, _)| summary).collect();
         assert_eq!(soaks, ["soak of stage canary", "soak of stage canary, restart 1", "soak of stage canary, restart 2"]);
         record_history(&s.deploys().await?, &id, "release_soak_regressed").await
+    });
+}
+
+/// A stage judged as a whole: each target's deploy is lenient and lets a bad build through,
+/// the stage's own analysis over its two targets together does not: the stage fails as on a
+/// failed verdict, the build is quarantined, and the next stage never starts.
+#[test]
+fn a_stages_own_analysis_over_its_targets_together_stops_a_build_its_deploys_passed() {
+    run(async {
+        let s = stack().await;
+        let base = publish(&s.home, demo_build("ink", "1.0.0", 0.002, 5)).await?;
+        let bad = publish(&s.home, demo_build("ink", "1.1.0", 0.30, 5)).await?;
+        let east = LoadedFleet::start(&s.home, "whole-east", 2, base.clone(), 200, &s.options.dir).await?;
+        let west = LoadedFleet::start(&s.home, "whole-west", 2, base.clone(), 200, &s.options.dir).await?;
+        let rest = LoadedFleet::start(&s.home, "whole-rest", 2, base.clone(), 200, &s.options.dir).await?;
+        let lenient = DeploySettings { health: HealthPolicy { min_error_rate_delta: 0.5, ..settings().health }, ..settings() };
+        let together = HealthPolicy { samples: 3, sample_interval_ms: 1_000, min_requests_per_sample: 10, ..HealthPolicy::default() };
+        let pipeline = Pipeline {
+            name: "ink".into(),
+            stages: vec![
+                Stage {
+                    name: "canary".into(),
+                    targets: vec![on("whole-east", 2, lenient.clone()), on("whole-west", 2, lenient)],
+                    max_parallel: 2,
+                    soak_ms: 0,
+                    approval: None,
+                    max_soak_restarts: 3,
+                    analysis: Some(together),
+                },
+                Stage { name: "rest".into(), targets: vec![on("whole-rest", 2, settings())], max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3, analysis: None },
+            ],
+            blast_radius_percent: None,
+            on_failure: OnFailure::Keep,
+        };
+        let releases = s.releases().await?;
+        let id = releases.start(release(pipeline, "ink", bad.clone()), None).await?;
+        let status = tokio::time::timeout(3 * DEPLOY_DEADLINE, releases.result(&id)).await??;
+
+        assert_eq!(status.phase, ReleasePhase::Failed, "{status:#?}");
+        let reason = status.reason.clone().unwrap_or_default();
+        assert!(reason.starts_with("stage canary: its analysis over its 2 targets together failed: error rate "), "{reason}");
+        assert!(status.stages[0].deploys.iter().all(|d| d.state == DeployState::Succeeded), "each deploy passed on its own: {status:#?}");
+        assert_eq!(status.stages[1].deploys[0].state, DeployState::Waiting);
+        assert!(ran(&rest, &bad)?.is_empty(), "the next stage started");
+        assert_eq!(status.quarantined, [bad.digest.clone()], "a failed stage verdict quarantines the build");
+        assert!(east.served_versions().await.iter().chain(west.served_versions().await.iter()).all(|v| v.as_deref() == Some("1.1.0")), "keep: the stage keeps it");
+        s.home.store()?.lift_quarantine(&bad.digest, "alice", "test over", chrono::Utc::now()).await?;
+        record_history(&s.deploys().await?, &id, "release_stage_analysis_failed").await
     });
 }

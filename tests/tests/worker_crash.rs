@@ -84,8 +84,8 @@ fn a_release_whose_worker_is_killed_in_a_wave_completes_with_each_deploy_started
         let pipeline = Pipeline {
             name: "payments".into(),
             stages: vec![
-                Stage { name: "first".into(), targets: vec![on("wave-a"), on("wave-b")], max_parallel: 2, soak_ms: 0, approval: None, max_soak_restarts: 3 },
-                Stage { name: "second".into(), targets: vec![on("wave-c"), on("wave-d")], max_parallel: 2, soak_ms: 0, approval: None, max_soak_restarts: 3 },
+                Stage { name: "first".into(), targets: vec![on("wave-a"), on("wave-b")], max_parallel: 2, soak_ms: 0, approval: None, max_soak_restarts: 3, analysis: None },
+                Stage { name: "second".into(), targets: vec![on("wave-c"), on("wave-d")], max_parallel: 2, soak_ms: 0, approval: None, max_soak_restarts: 3, analysis: None },
             ],
             blast_radius_percent: None,
             on_failure: OnFailure::Keep,

@@ -34,7 +34,7 @@ use signalbox_domain::analysis::Decision;
 use signalbox_domain::approval::{self, ApprovalPolicy, Gate, GateOutcome};
 use signalbox_domain::control::{Action, AuditEntry, SYSTEM, timestamp};
 use signalbox_domain::release_control::{self, BypassStage, StageBypass};
-use signalbox_domain::{Approve, Command, DeployState, DeployStatus, Digest, GroupFigures, OnExpiry, OnFailure, Phase, Stage, ReleaseDeploy, ReleasePhase, ReleaseRequest, ReleaseStatus, StagePhase};
+use signalbox_domain::{Approve, Command, DeployState, DeployStatus, Digest, GroupFigures, HealthPolicy, OnExpiry, OnFailure, Phase, Stage, ReleaseDeploy, ReleasePhase, ReleaseRequest, ReleaseStatus, StagePhase};
 use temporalio_common::error::ChildWorkflowExecutionError;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::workflows::select;
@@ -141,9 +141,10 @@ impl ReleaseWorkflow {
             if let Some(policy) = ctx.state(|s| s.approvals[si].clone()) {
                 outcome = gate(ctx, si, &policy).await;
             }
-            // The stage's targets before their deploys: what the soak compares with.
+            // The stage's targets before their deploys: what its analysis and its soak compare with.
             let mut before = Vec::new();
-            if outcome.is_ok() && stage.soak_ms > 0 && si < last && !req.dry_run && ctx.patched(SOAK_WATCH_PATCH) {
+            let soaks = stage.soak_ms > 0 && si < last;
+            if outcome.is_ok() && (soaks || stage.analysis.is_some()) && !req.dry_run && ctx.patched(SOAK_WATCH_PATCH) {
                 before = sample_targets(ctx, stage, "before its deploys").await.unwrap_or_default();
             }
             for wave in &waves {
@@ -155,7 +156,13 @@ impl ReleaseWorkflow {
                     ctx.state(|s| s.status.stages[si].deploys.iter().enumerate().filter(|(_, d)| services.contains(&d.service.as_str())).map(|(k, _)| k).collect());
                 outcome = deploy_all(ctx, &req, si, deploys, &mut held).await;
             }
-            if outcome.is_ok() && stage.soak_ms > 0 && si < last {
+            if outcome.is_ok()
+                && let Some(policy) = &stage.analysis
+                && !before.is_empty()
+            {
+                outcome = analyse(ctx, &req, stage, policy, &before).await;
+            }
+            if outcome.is_ok() && soaks {
                 outcome = soak(ctx, stage, si, &before).await;
             }
             if let Err(stop) = outcome {
@@ -399,6 +406,20 @@ async fn sample_targets(ctx: &WorkflowContext<ReleaseWorkflow>, stage: &Stage, w
     let span = stage.targets.iter().map(|t| t.deploy.health.sample_interval_ms.saturating_mul(u64::from(t.deploy.health.consecutive_bad_samples))).max().unwrap_or(0);
     let options = long(format!("health of stage {} {what}", stage.name), Duration::from_millis(span));
     ctx.execute_activity(SampleTargets, input, options).await.ok()
+}
+
+/// The stage's own analysis: one window of its targets together against the same before
+/// their deploys. A regression is a failed verdict of the stage (of its build, when the release
+/// has one service); targets that could not be read leave it undecided, and the stage goes on.
+async fn analyse(ctx: &WorkflowContext<ReleaseWorkflow>, req: &ReleaseRequest, stage: &Stage, policy: &HealthPolicy, before: &[GroupFigures]) -> Result<(), Stop> {
+    let Some(now) = sample_targets(ctx, stage, "after its deploys, together").await else { return Ok(()) };
+    match policy.regression(&GroupFigures::together(before), &GroupFigures::together(&now)) {
+        None => Ok(()),
+        Some(why) => {
+            let build = (req.services.len() == 1).then(|| req.services[0].service.clone());
+            Err(Stop::failed(format!("its analysis over its {} targets together failed: {why}", stage.targets.len()), build))
+        }
+    }
 }
 
 /// The first target of `stage` whose window `now` regressed from `before`, in words.

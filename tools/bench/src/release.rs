@@ -34,6 +34,7 @@ fn pipeline(name: &str, stages: &[(&str, Vec<String>)], max_parallel: impl Fn(us
             soak_ms: 0,
             approval: None,
             max_soak_restarts: 3,
+            analysis: None,
         })
         .collect();
     Pipeline { name: name.into(), stages, blast_radius_percent: None, on_failure: OnFailure::Keep }
