@@ -245,3 +245,49 @@ fn only_the_separate_flag_lets_a_bypass_override_a_verdict() {
         api.stop().await
     });
 }
+
+/// A build quarantined by hand with the CLI is refused by a new deploy through the API, naming
+/// who and why; lifting it is audited in the build's record (a second lift is refused), and the
+/// build deploys again.
+#[test]
+fn a_quarantined_build_is_refused_until_a_lift_which_its_record_keeps() {
+    run(async {
+        let s = stack().await;
+        let base = publish(&s.home, demo_build("ledgers", "1.0.0", 0.002, 5)).await?;
+        let next = publish(&s.home, demo_build("ledgers", "1.1.0", 0.002, 5)).await?;
+        let _fleet = LoadedFleet::start(&s.home, "quarantine-api", 2, base, 100, &s.options.dir).await?;
+        let mut api = GrpcApi::start(s).await?;
+        let digest = next.digest.to_string();
+        let (code, _, err) = signalbox(&["artifact", "quarantine", &digest, "--reason", "corrupts the ledger", "--by", "alice", "--api", &api.url]).await?;
+        assert_eq!(code, Some(0), "{err}");
+
+        let mut req = signalbox_localstack::request("ledgers", "quarantine-api", next.clone());
+        req.dry_run = true;
+        let refused = api.client.start_deploy(pb::StartDeployRequest::from(req.clone())).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        let reason = refused.message();
+        assert!(reason.starts_with(&format!("artifact.digest: build {digest} is quarantined by alice since ")) && reason.contains(": corrupts the ledger; lift it with"), "{reason}");
+
+        let (code, _, err) = signalbox(&["artifact", "lift", &digest, "--reason", "false alarm: the test database was stale", "--by", "bob", "--api", &api.url]).await?;
+        assert_eq!(code, Some(0), "{err}");
+        let (code, _, err) = signalbox(&["artifact", "lift", &digest, "--reason", "again", "--by", "bob", "--api", &api.url]).await?;
+        assert_eq!(code, Some(2), "a build not in quarantine cannot be lifted");
+        assert!(err.contains(&format!("digest: build {digest} is not in quarantine")), "{err}");
+        let (code, out, err) = signalbox(&["artifact", "show", &digest, "--api", &api.url]).await?;
+        assert_eq!(code, Some(0), "{err}");
+        let shown: serde_json::Value = serde_json::from_str(&out)?;
+        let history: Vec<(String, String)> = shown["quarantine"]["history"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| (e["by"].as_str().unwrap_or_default().to_owned(), e["reason"].as_str().unwrap_or_default().to_owned()))
+            .collect();
+        assert_eq!(history, [("alice".to_owned(), "corrupts the ledger".to_owned()), ("bob".to_owned(), "false alarm: the test database was stale".to_owned())]);
+        assert!(shown["quarantine"]["active"].is_null(), "{out}");
+
+        let again = api.client.start_deploy(pb::StartDeployRequest { request_id: "after-lift".into(), ..pb::StartDeployRequest::from(req) }).await?.into_inner().deploy_id;
+        let status = tokio::time::timeout(DEPLOY_DEADLINE, s.deploys().await?.result(&again)).await??;
+        assert_eq!(status.phase, signalbox_domain::Phase::Succeeded, "{status:#?}");
+        api.stop().await
+    });
+}
