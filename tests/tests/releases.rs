@@ -124,37 +124,57 @@ fn a_build_bad_in_test_never_reaches_production() {
     });
 }
 
-/// A canary region, then two regions at once: a good build reaches every region, the two
-/// regions' deploys overlapping in time.
+/// Region waves over 6 regions: a canary region that bakes, one region per continent at once,
+/// then the rest at once. A bad build is caught in the canary region and never reaches a
+/// second one; a good one reaches every region, the continents' deploys overlapping in time.
 #[test]
-fn a_good_build_reaches_every_region_the_last_wave_in_parallel() {
+fn a_bad_build_stays_in_the_canary_region_and_a_good_one_reaches_all_six() {
     run(async {
         let s = stack().await;
         let base = publish(&s.home, demo_build("atlas", "3.0.0", 0.002, 5)).await?;
-        let next = publish(&s.home, demo_build("atlas", "3.1.0", 0.002, 5)).await?;
-        let canary = LoadedFleet::start(&s.home, "region-canary", 2, base.clone(), 200, &s.options.dir).await?;
-        let eu = LoadedFleet::start(&s.home, "region-eu", 4, base.clone(), 200, &s.options.dir).await?;
-        let us = LoadedFleet::start(&s.home, "region-us", 4, base.clone(), 200, &s.options.dir).await?;
+        let bad = publish(&s.home, demo_build("atlas", "3.1.0", 0.30, 5)).await?;
+        let next = publish(&s.home, demo_build("atlas", "3.2.0", 0.002, 5)).await?;
+        let names = ["region-canary", "region-eu", "region-us", "region-ap", "region-sa", "region-af"];
+        let mut regions = Vec::new();
+        for name in names {
+            regions.push(LoadedFleet::start(&s.home, name, 2, base.clone(), 200, &s.options.dir).await?);
+        }
+        let wave = |name: &str, targets: &[&str], soak_ms: u64| Stage {
+            name: name.into(),
+            targets: targets.iter().map(|t| on(t, 2, settings())).collect(),
+            max_parallel: targets.len() as u32,
+            soak_ms,
+            approval: None,
+            max_soak_restarts: 3,
+            analysis: None,
+        };
         let pipeline = Pipeline {
             name: "atlas".into(),
-            stages: vec![
-                Stage { name: "canary".into(), targets: vec![on("region-canary", 2, settings())], max_parallel: 1, soak_ms: 1_000, approval: None, max_soak_restarts: 3, analysis: None },
-                Stage { name: "rest".into(), targets: vec![on("region-eu", 4, settings()), on("region-us", 4, settings())], max_parallel: 2, soak_ms: 0, approval: None, max_soak_restarts: 3, analysis: None },
-            ],
-            // The canary region's first batch (1 of 10 instances) may run the build unproven.
+            stages: vec![wave("canary", &names[..1], 1_000), wave("continents", &names[1..4], 0), wave("rest", &names[4..], 0)],
+            // The canary region's first batch (1 of 12 instances) may run the build unproven.
             blast_radius_percent: Some(10.0),
             on_failure: OnFailure::Keep,
         };
         let releases = s.releases().await?;
+
+        let caught = releases.start(release(pipeline.clone(), "atlas", bad.clone()), None).await?;
+        let status = tokio::time::timeout(3 * DEPLOY_DEADLINE, releases.result(&caught)).await??;
+        assert_eq!(status.phase, ReleasePhase::Failed, "{status:#?}");
+        assert_eq!(status.stages.iter().map(|st| st.phase).collect::<Vec<_>>(), [StagePhase::Failed, StagePhase::Waiting, StagePhase::Waiting]);
+        assert!(!ran(&regions[0], &bad)?.is_empty(), "the canary region ran it");
+        for (name, region) in names.iter().zip(&regions).skip(1) {
+            assert!(ran(region, &bad)?.is_empty(), "{name} ran the bad build");
+        }
+        assert!(regions[0].served_versions().await.iter().all(|v| v.as_deref() == Some("3.0.0")), "the canary region rolled back");
+
         let id = releases.start(release(pipeline, "atlas", next.clone()), None).await?;
         let status = tokio::time::timeout(3 * DEPLOY_DEADLINE, releases.result(&id)).await??;
-
         assert_eq!(status.phase, ReleasePhase::Succeeded, "{status:#?}");
         assert!(status.stages.iter().all(|s| s.phase == StagePhase::Passed), "{status:#?}");
-        for fleet in [&canary, &eu, &us] {
-            assert!(fleet.served_versions().await.iter().all(|v| v.as_deref() == Some("3.1.0")));
+        for region in &regions {
+            assert!(region.served_versions().await.iter().all(|v| v.as_deref() == Some("3.2.0")));
         }
-        // The two regions' deploys overlapped: each started before the other ended.
+        // The continents' deploys overlapped: each started before every other one ended.
         let client = s.client().await?;
         let mut spans = Vec::new();
         for d in &status.stages[1].deploys {
@@ -164,18 +184,20 @@ fn a_good_build_reaches_every_region_the_last_wave_in_parallel() {
             assert_eq!(described.status(), WorkflowExecutionStatus::Completed);
             spans.push((described.start_time().expect("started"), described.close_time().expect("closed")));
         }
-        let ((a_start, a_end), (b_start, b_end)) = (spans[0], spans[1]);
-        assert!(a_start < b_end && b_start < a_end, "the regions' deploys did not overlap: {spans:?}");
-        // The canary region's deploy ended before either region's began (its soak between).
+        for (i, (a_start, a_end)) in spans.iter().enumerate() {
+            for (b_start, b_end) in spans.iter().skip(i + 1) {
+                assert!(a_start < b_end && b_start < a_end, "the continents' deploys did not overlap: {spans:?}");
+            }
+        }
+        // The canary region's deploy ended before any continent's began (its soak between).
         let canary_id = &status.stages[0].deploys[0].deploy_id;
         let canary_end = client.get_workflow_handle::<signalbox_contract::deploy::DeployRun>(canary_id.clone()).describe(WorkflowDescribeOptions::default()).await?.close_time().expect("closed");
-        assert!(canary_end < a_start.min(b_start), "a region started before the canary region ended");
-        record_history(&s.deploys().await?, &id, "release_regions").await
+        assert!(spans.iter().all(|(start, _)| canary_end < *start), "a continent started before the canary region ended");
+        s.home.store()?.lift_quarantine(&bad.digest, "alice", "test over", chrono::Utc::now()).await?;
+        record_history(&s.deploys().await?, &id, "release_six_regions").await
     });
 }
 
-/// A pipeline over its blast-radius budget is refused before anything starts, naming the
-/// stage; so is a service list with a cycle.
 #[test]
 fn a_release_over_its_budget_or_with_a_cycle_starts_nothing() {
     run(async {
