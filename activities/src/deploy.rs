@@ -10,7 +10,7 @@ use signalbox_contract::activities::{
     OwnersInput, OwnersOutput, PreflightInput, QuarantineInput, PreflightOutput, PushInput, PushOutput, ReleaseInput, RollbackInput, RollbackOutput, TargetHealthInput, VerifyInput,
 };
 use signalbox_domain::analysis::Sample;
-use signalbox_domain::{Artifact, GroupFigures, HealthReport};
+use signalbox_domain::{Artifact, GroupFigures, HealthReport, ReleaseRequest};
 use signalbox_store::Home;
 use signalbox_substrate::{Registry, Substrate};
 use temporalio_macros::activities;
@@ -70,6 +70,38 @@ impl DeployActivities {
         regions.sort();
         regions.dedup();
         Ok(PreflightOutput { instances, regions, batches, artifact: Some(artifact) })
+    }
+
+    /// See [`contract::CheckRelease`]. The store's own refusal keeps its words under the
+    /// release's field.
+    async fn check_release_impl(&self, req: ReleaseRequest) -> Result<()> {
+        let store = self.home.store()?;
+        for (i, build) in req.services.iter().enumerate() {
+            let field = format!("services[{i}].artifact.digest");
+            let digest = &build.artifact.digest;
+            if !store.contains(digest).await? {
+                return Err(signalbox_domain::Error::invalid(field, format!("build {digest} is not in the artifact store; push it first")).into());
+            }
+            if let Err(e) = store.check_not_quarantined(digest).await {
+                let said = e.to_string();
+                let rule = said.strip_prefix("artifact.digest: ").unwrap_or(&said);
+                return Err(signalbox_domain::Error::invalid(field, rule).into());
+            }
+        }
+        for (i, stage) in req.pipeline.stages.iter().enumerate() {
+            for (j, t) in stage.targets.iter().enumerate() {
+                let field = format!("pipeline.stages[{i}].targets[{j}].target");
+                let refused = |rule: String| -> Error { signalbox_domain::Error::invalid(field.clone(), rule).into() };
+                let substrate = self.open(&t.target).map_err(|e| refused(e.to_string()))?;
+                match substrate.describe().await {
+                    Ok(instances) if instances.is_empty() => return Err(refused(format!("target {} has no instances", t.target))),
+                    Ok(_) => {}
+                    Err(e) if !e.is_retryable() => return Err(refused(e.to_string())),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn push_impl(&self, input: PushInput) -> Result<PushOutput> {
@@ -195,6 +227,13 @@ impl DeployActivities {
         let progress = AtomicUsize::new(0);
         let work = async { self.sampler.baseline(self.open(&input.fleet)?.as_ref(), &input).await };
         until_cancelled(&ctx, &progress, work).await?.map_err(Error::into_activity)
+    }
+
+    /// See [`contract::CheckRelease`].
+    #[activity(definition = contract::CheckRelease)]
+    #[instrument(skip_all, fields(pipeline = %req.pipeline.name))]
+    pub async fn check_release(self: Arc<Self>, _ctx: ActivityContext, req: ReleaseRequest) -> Result<(), ActivityError> {
+        self.check_release_impl(req).await.map_err(Error::into_activity)
     }
 
     /// See [`contract::SampleTargets`]: every instance each target describes, as one group.

@@ -18,7 +18,7 @@ use crate::lanes;
 
 /// How long [`Deploys::start`] waits for the worker to admit a deploy before answering with
 /// its id anyway (no worker may be running yet; the deploy starts when one is).
-const ADMISSION_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const ADMISSION_WAIT: Duration = Duration::from_secs(30);
 /// The memo key of a deploy's request fingerprint ([`fingerprint`]).
 const REQUEST_MEMO: &str = "request";
 
@@ -51,7 +51,7 @@ pub(crate) fn id_suffix(request_id: Option<&str>) -> Result<String> {
 }
 
 /// How often the admission is looked at.
-const ADMISSION_POLL: Duration = Duration::from_millis(100);
+pub(crate) const ADMISSION_POLL: Duration = Duration::from_millis(100);
 
 /// Why a deploy could not be started, read or steered.
 #[derive(Debug, thiserror::Error)]

@@ -4,13 +4,13 @@ use signalbox_contract::release::{AbortRelease, ApproveStage, BypassRelease, Rel
 use signalbox_contract::search;
 use signalbox_domain::control::Refusal;
 use signalbox_domain::release_control::{self, BypassStage};
-use signalbox_domain::{Approve, Command, ReleaseRequest, ReleaseStatus};
+use signalbox_domain::{Approve, Command, ReleasePhase, ReleaseRequest, ReleaseStatus};
 use temporalio_client::errors::{WorkflowQueryError, WorkflowStartError, WorkflowUpdateError};
 use temporalio_client::{
     Client, WorkflowExecuteUpdateOptions, WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowStartOptions,
 };
 
-use crate::deploys::id_suffix;
+use crate::deploys::{ADMISSION_POLL, ADMISSION_WAIT, id_suffix};
 use crate::{Error, Result};
 
 /// Starts and reads releases on one task queue (the deploys' queue: a release's deploys run
@@ -28,9 +28,10 @@ impl Releases {
     }
 
     /// Checks `req` (the pipeline, the services and their `depends_on`, the blast-radius
-    /// budget) and starts its workflow; returns the release's id. A refused request starts
-    /// nothing. With `request_id`, the id ends with it, and a second start with it is refused
-    /// naming the release that has it.
+    /// budget), starts its workflow and waits for the worker's check of the world (every
+    /// target exists, every build is pushed and not quarantined); returns the release's id. A
+    /// refused request starts nothing and names the field. With `request_id`, the id ends with
+    /// it, and a second start with it is refused naming the release that has it.
     pub async fn start(&self, req: ReleaseRequest, request_id: Option<String>) -> Result<String> {
         req.validate()?;
         let suffix = id_suffix(request_id.as_deref())?;
@@ -44,11 +45,31 @@ impl Releases {
             .search_attributes(search::release(&id, &req))
             .build();
         match self.client.start_workflow(ReleaseRun, req, options).await {
-            Ok(_) => Ok(id),
+            Ok(_) => self.admission(id).await,
             Err(WorkflowStartError::AlreadyStarted { .. }) => {
                 Err(Error::Invalid { field: "request_id".into(), rule: format!("already used by release {id}") })
             }
             Err(e) => Err(Error::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Waits until the release passed or failed its check of the world; a field it refused is
+    /// the start's error. A release no worker has picked up yet is started all the same.
+    async fn admission(&self, id: String) -> Result<String> {
+        let deadline = tokio::time::Instant::now() + ADMISSION_WAIT;
+        let mut ticks = tokio::time::interval(ADMISSION_POLL);
+        loop {
+            ticks.tick().await;
+            match self.status(&id).await {
+                Ok(status) if status.phase == ReleasePhase::Checking && tokio::time::Instant::now() < deadline => {}
+                Ok(ReleaseStatus { phase: ReleasePhase::Failed, invalid: Some(invalid), .. }) => {
+                    return Err(Error::Invalid { field: invalid.field, rule: invalid.rule });
+                }
+                Ok(_) => return Ok(id),
+                Err(_) if tokio::time::Instant::now() < deadline => {}
+                Err(Error::Unavailable(_)) => return Ok(id),
+                Err(e) => return Err(e),
+            }
         }
     }
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use signalbox_domain::analysis::{AnalysisInput, AnalysisReport, Policy, Sample};
 use signalbox_domain::traffic::{LbStats, LbTarget, Weights};
-use signalbox_domain::{Artifact, BatchPlan, Digest, GroupFigures, HealthPolicy, HealthReport, Target};
+use signalbox_domain::{Artifact, BatchPlan, Digest, GroupFigures, HealthPolicy, HealthReport, ReleaseRequest, Target};
 
 /// The failure type of an activity that refused a field of the request (its message is
 /// `<field>: <rule>`): the workflow reports it as bad input, not as a fault.
@@ -99,6 +99,13 @@ activity!(
     /// Waits, heartbeating, until a lane is free or `at_most_ms` passed; returns whether it is
     /// free (recorded for a reader of the history: the deploy tries the lane either way).
     AwaitLane = "lane.await": AwaitLaneInput => bool
+);
+activity!(
+    /// Checks a release against the world before anything starts: every target of every stage
+    /// exists and has instances, every build is in the store and not quarantined. Refuses
+    /// (non-retryable, `InvalidArgument`) naming the field, e.g.
+    /// `pipeline.stages[1].targets[0].target: ...`. Changes nothing.
+    CheckRelease = "release.check": ReleaseRequest => ()
 );
 activity!(
     /// Sends the emergency bypass to each of a release's deploys still running, so that their

@@ -412,6 +412,9 @@ impl ReleaseRequest {
 /// The release's phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReleasePhase {
+    /// Checking that every target exists and every build is in the store and not
+    /// quarantined, before anything starts.
+    Checking,
     /// Deploying the current stage's targets.
     Deploying,
     /// The current stage's deploys succeeded; it soaks before the next stage (`soak_until`).
@@ -538,6 +541,10 @@ pub struct ReleaseStatus {
     /// Who steered the release (approvals, bypasses, the abort), when and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audit: Vec<AuditEntry>,
+    /// The field the world refused before anything started (an unknown target, a build not in
+    /// the store or quarantined).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<crate::InvalidField>,
 }
 
 impl ReleaseStatus {
@@ -572,12 +579,12 @@ impl ReleaseStatus {
                     .collect(),
             })
             .collect();
-        Self { pipeline: req.pipeline.name.clone(), phase: ReleasePhase::Deploying, stage: None, stages, reason: None, quarantined: Vec::new(), audit: Vec::new() }
+        Self { pipeline: req.pipeline.name.clone(), phase: ReleasePhase::Deploying, stage: None, stages, reason: None, quarantined: Vec::new(), audit: Vec::new(), invalid: None }
     }
 
     /// A release refused before it started.
     pub fn refused(pipeline: &str, reason: String) -> Self {
-        Self { pipeline: pipeline.to_owned(), phase: ReleasePhase::Failed, stage: None, stages: Vec::new(), reason: Some(reason), quarantined: Vec::new(), audit: Vec::new() }
+        Self { pipeline: pipeline.to_owned(), phase: ReleasePhase::Failed, stage: None, stages: Vec::new(), reason: Some(reason), quarantined: Vec::new(), audit: Vec::new(), invalid: None }
     }
 }
 

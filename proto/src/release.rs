@@ -74,6 +74,7 @@ pub fn release_wire_field(field: &str) -> String {
 impl From<ReleasePhase> for pb::ReleasePhase {
     fn from(p: ReleasePhase) -> Self {
         match p {
+            ReleasePhase::Checking => Self::Checking,
             ReleasePhase::Deploying => Self::Deploying,
             ReleasePhase::Soaking => Self::Soaking,
             ReleasePhase::AwaitingApproval => Self::AwaitingApproval,

@@ -73,6 +73,12 @@ fn a_stage_waits_for_its_quorum_and_a_bypass_ends_its_soak() {
         let refused = client.start_release(pb::StartReleaseRequest { pipeline_json: broken, ..start.clone() }).await.unwrap_err();
         assert_eq!(refused.code(), Code::InvalidArgument);
         assert!(refused.message().starts_with("pipeline_json.stages[0].approval.quorum: must be 1 to 2"), "{}", refused.message());
+        // So is one whose target the worker does not know, before any deploy starts.
+        let lost = pipeline.replace(r#""name": "gated-production""#, r#""name": "no-such-region""#);
+        let refused = client.start_release(pb::StartReleaseRequest { pipeline_json: lost, request_id: "lost".into(), ..start.clone() }).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert!(refused.message().starts_with("pipeline_json.stages[1].targets[0].target: "), "{}", refused.message());
+        assert!(ran(&test, &next)?.is_empty(), "a refused release deployed");
 
         let id = client.start_release(start).await?.into_inner().release_id;
         let waiting = until(&client, &id, "test's gate to open", |st| st.phase() == pb::ReleasePhase::AwaitingApproval).await?;

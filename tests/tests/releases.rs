@@ -101,20 +101,26 @@ fn a_build_bad_in_test_never_reaches_production() {
         assert_eq!(timers, [("soak of stage playground".to_owned(), "2.000000000s".to_owned())]);
         record_history(&s.deploys().await?, &id, "release_bad_in_test").await?;
 
-        // The bad build is quarantined: a later release of it is refused by its first deploy's
-        // preflight, naming the quarantine, and changes nothing.
+        // The bad build is quarantined: a later release of it is refused at its start, naming
+        // the field and the quarantine, and changes nothing.
         assert_eq!(status.quarantined, [bad.digest.clone()]);
         let store = s.home.store()?;
         let q = store.quarantine_of(&bad.digest).await?.active.expect("in quarantine");
         assert!(q.by == id && q.reason.starts_with("stage test: "), "{q:?}");
         let solo = Pipeline { name: "ledger".into(), stages: vec![Stage { name: "test".into(), targets: vec![on("test", 4, settings())], max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3, analysis: None }], blast_radius_percent: None, on_failure: OnFailure::Keep };
-        let again = releases.start(release(solo.clone(), "ledger", bad.clone()), None).await?;
-        let refused = tokio::time::timeout(DEPLOY_DEADLINE, releases.result(&again)).await??;
-        let reason = refused.reason.clone().unwrap_or_default();
-        assert_eq!(refused.phase, ReleasePhase::Failed);
-        assert!(reason.contains("is quarantined by release/ledger/"), "{reason}");
-        assert!(refused.quarantined.is_empty(), "a refusal is no verdict: {refused:?}");
+        let refused = releases.start(release(solo.clone(), "ledger", bad.clone()), Some("again".into())).await.unwrap_err();
+        let signalbox_client::Error::Invalid { field, rule } = refused else { panic!("not a refusal of a field: {refused:?}") };
+        assert_eq!(field, "services[0].artifact.digest");
+        assert!(rule.contains("is quarantined by release/ledger/"), "{rule}");
+        let again = releases.status("release/ledger/again").await?;
+        assert!(again.stages.iter().flat_map(|st| &st.deploys).all(|d| d.state == DeployState::Waiting), "no deploy started: {again:?}");
+        assert!(again.quarantined.is_empty(), "a refusal is no verdict: {again:?}");
         assert_eq!(ran(&test, &bad)?, in_test, "the refused release changed nothing");
+        // An unknown target is refused the same way, naming it in the pipeline.
+        let lost = Pipeline { stages: vec![Stage { targets: vec![on("no-such-fleet", 4, settings())], ..solo.stages[0].clone() }], ..solo.clone() };
+        let unknown = releases.start(release(lost, "ledger", base.clone()), None).await.unwrap_err();
+        let signalbox_client::Error::Invalid { field, rule } = unknown else { panic!("not a refusal of a field: {unknown:?}") };
+        assert_eq!(field, "pipeline.stages[0].targets[0].target", "{rule}");
         // Lifting it is audited, and the build may go again.
         let lifted = store.lift_quarantine(&bad.digest, "alice", "fault found in the test database", chrono::Utc::now()).await?;
         let audit: Vec<(signalbox_store::QuarantineAction, String)> = lifted.history.iter().map(|e| (e.action, e.by.clone())).collect();

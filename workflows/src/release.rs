@@ -26,7 +26,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use futures::future::FusedFuture;
-use signalbox_contract::activities::{BypassDeploys, QuarantineArtifact, QuarantineInput, RollBackDeploys, SampleTargets, SteerDeploysInput, TargetHealthInput};
+use signalbox_contract::activities::{BypassDeploys, CheckRelease, QuarantineArtifact, QuarantineInput, RollBackDeploys, SampleTargets, SteerDeploysInput, TargetHealthInput};
 use signalbox_contract::deploy::DeployRun;
 use signalbox_contract::release::{AbortRelease, ApproveStage, BypassRelease, DeploySucceeded, ReleaseRun, ReleaseStatusQuery, release_deploy_id};
 use signalbox_contract::{Received, search};
@@ -44,7 +44,7 @@ use temporalio_sdk::{
 };
 
 use crate::shared::options::{detached, long, quick};
-use crate::shared::stop::refuse;
+use crate::shared::stop::{failure_message, invalid_field, refuse};
 
 /// A release: its status is the whole tree, kept as the run goes.
 #[workflow]
@@ -116,6 +116,19 @@ impl ReleaseWorkflow {
             s.approvals = req.pipeline.stages.iter().map(|st| st.approval.as_ref().map(|a| a.policy())).collect();
             s.clock = now;
         });
+        // The world before anything starts: unknown targets, builds not pushed or quarantined.
+        if ctx.patched(CHECK_PATCH) {
+            ctx.state_mut(|s| s.status.phase = ReleasePhase::Checking);
+            if let Err(e) = ctx.execute_activity(CheckRelease, req.clone(), quick("check the targets and builds")).await {
+                let reason = failure_message(&e);
+                ctx.state_mut(|s| {
+                    s.status.phase = ReleasePhase::Failed;
+                    s.status.reason = Some(reason);
+                    s.status.invalid = invalid_field(&e);
+                });
+                return Ok(ctx.state(|s| s.status.clone()));
+            }
+        }
         let last = req.pipeline.stages.len() - 1;
         let mut held: Vec<Held> = Vec::new();
         for (si, stage) in req.pipeline.stages.iter().enumerate() {
@@ -303,6 +316,10 @@ impl ReleaseWorkflow {
 /// Patch id of the quarantine of a build that failed its verdict; runs recorded before
 /// quarantined nothing.
 const QUARANTINE_PATCH: &str = "signalbox-release-quarantine";
+
+/// Patch id of the check of the targets and builds before anything starts; runs recorded
+/// before found an unknown target or a quarantined build at its first deploy.
+const CHECK_PATCH: &str = "signalbox-release-check";
 
 /// Patch id of the `SignalboxStage` search attribute, set as the release reaches each stage.
 const STAGE_PATCH: &str = "signalbox-release-stage-attribute";
