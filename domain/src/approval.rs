@@ -159,8 +159,38 @@ impl Gate {
     }
 }
 
+/// What a gate holds back, for the words of a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gated<'a> {
+    /// A deploy's batch (or step).
+    Deploy,
+    /// A release's stage, by name.
+    Release(&'a str),
+}
+
+impl Gated<'_> {
+    fn noun(self) -> &'static str {
+        match self {
+            Self::Deploy => "deploy",
+            Self::Release(_) => "release",
+        }
+    }
+
+    fn gate(self, gate: &Gate) -> String {
+        match self {
+            Self::Deploy => format!("the gate before batch {}", gate.before_batch),
+            Self::Release(stage) => format!("the gate of stage {stage}"),
+        }
+    }
+}
+
 /// Whether `approve` may be counted on the deploy's gates (the last one is the open one, if any).
 pub fn check_approve(policy: Option<&ApprovalPolicy>, deployer: &str, gates: &[Gate], approve: &Approve) -> Ruling {
+    check_approve_of(Gated::Deploy, policy, deployer, gates, approve)
+}
+
+/// [`check_approve`] for what `gated` names: the same rules, its words.
+pub fn check_approve_of(gated: Gated<'_>, policy: Option<&ApprovalPolicy>, deployer: &str, gates: &[Gate], approve: &Approve) -> Ruling {
     let who = approve.approver.trim();
     if who.is_empty() {
         return Err(Refusal("approver: must name who approves".into()));
@@ -170,13 +200,13 @@ pub fn check_approve(policy: Option<&ApprovalPolicy>, deployer: &str, gates: &[G
         return Err(Refusal("nothing awaits approval".into()));
     };
     if !policy.approvers.iter().any(|a| a == who) {
-        return Err(Refusal(format!("{who} is not an approver of this deploy (approvers: {})", policy.approvers.join(", "))));
+        return Err(Refusal(format!("{who} is not an approver of this {} (approvers: {})", gated.noun(), policy.approvers.join(", "))));
     }
     if who == deployer && !policy.allow_self_approval {
-        return Err(Refusal(format!("{who} started this deploy and may not approve it")));
+        return Err(Refusal(format!("{who} started this {} and may not approve it", gated.noun())));
     }
     if gate.approvals.iter().any(|a| a.by == who) {
-        return Err(Refusal(format!("{who} already approved the gate before batch {}", gate.before_batch)));
+        return Err(Refusal(format!("{who} already approved {}", gated.gate(gate))));
     }
     Ok(())
 }
@@ -243,6 +273,9 @@ mod tests {
         check_approve(Some(&p), "dave", &open, &approve("bob")).unwrap();
         let selfish = ApprovalPolicy { allow_self_approval: true, ..policy() };
         check_approve(Some(&selfish), "dave", &open, &approve("dave")).unwrap();
+        let release = Gated::Release("production");
+        assert_eq!(refusal(check_approve_of(release, Some(&p), "dave", &open, &approve("alice"))), "alice already approved the gate of stage production");
+        assert!(refusal(check_approve_of(release, Some(&p), "dave", &open, &approve("erin"))).starts_with("erin is not an approver of this release"));
     }
 
     #[test]

@@ -85,13 +85,13 @@ fn a_stage_waits_for_its_quorum_and_a_bypass_ends_its_soak() {
         assert_eq!(waiting.stages[0].phase(), pb::StagePhase::AwaitingApproval);
         assert_eq!(waiting.stages[0].deploys[0].state(), pb::ReleaseDeployState::Waiting, "nothing starts before the gate opens");
         let refused = client.approve_release(approve(&id, "ci")).await.unwrap_err();
-        assert_eq!((refused.code(), refused.message()), (Code::FailedPrecondition, "ci started this deploy and may not approve it"));
+        assert_eq!((refused.code(), refused.message()), (Code::FailedPrecondition, "ci started this release and may not approve it"));
         let refused = client.approve_release(approve(&id, "mallory")).await.unwrap_err();
-        assert!(refused.message().starts_with("mallory is not an approver"), "{}", refused.message());
+        assert!(refused.message().starts_with("mallory is not an approver of this release (approvers: alice, bob, ci)"), "{}", refused.message());
         let one = client.approve_release(approve(&id, "alice")).await?.into_inner();
         assert_eq!(one.phase(), pb::ReleasePhase::AwaitingApproval, "one approval of a quorum of two");
         let refused = client.approve_release(approve(&id, "alice")).await.unwrap_err();
-        assert!(refused.message().starts_with("alice already approved"), "{}", refused.message());
+        assert_eq!(refused.message(), "alice already approved the gate of stage test");
         assert!(ran(&test, &next)?.is_empty(), "the build ran before its approval");
         // The second approval with the official temporal CLI, as an operator without ours would.
         let input = r#"{"approver": "bob", "reason": "change ticket 42"}"#;

@@ -233,7 +233,8 @@ impl ReleaseWorkflow {
             return Err("nothing awaits approval: no stage gate is open".into());
         };
         let gates: Vec<Gate> = self.status.stages[si].gate.iter().cloned().collect();
-        Ok(approval::check_approve(self.approvals[si].as_ref(), &self.deployer, &gates, approve)?)
+        let stage = approval::Gated::Release(&self.status.stages[si].name);
+        Ok(approval::check_approve_of(stage, self.approvals[si].as_ref(), &self.deployer, &gates, approve)?)
     }
 
     /// Approves the open stage gate; quorum opens it and the stage's deploys start.
