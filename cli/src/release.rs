@@ -236,7 +236,8 @@ pub fn tree(id: &str, s: &pb::ReleaseStatus) -> Vec<String> {
         if let Some(g) = &st.gate {
             let outcome = g.outcome.map_or_else(|| format!("open until {}", at(&g.expires_at).unwrap_or_default()), |o| name(pb::GateOutcome::try_from(o).unwrap_or_default()));
             let by: Vec<&str> = g.approvals.iter().map(|a| a.by.as_str()).collect();
-            out.push(format!("    gate {outcome}; approved by [{}]", by.join(", ")));
+            let awaits = st.awaits.as_deref().map(|a| format!("; awaits {a}")).unwrap_or_default();
+            out.push(format!("    gate {outcome}; approved by [{}]{awaits}", by.join(", ")));
         }
         if let Some(b) = &st.bypass {
             let verdicts = if b.override_failed_verdict { " (verdicts too)" } else { "" };
@@ -305,6 +306,7 @@ mod tests {
                 bypass: None,
                 soak_restarts: 0,
                 last_regression: None,
+                awaits: Some("1 more approval from bob".into()),
                 deploys: vec![pb::ReleaseDeploy {
                     service: "web".into(),
                     target: Some(pb::Target { name: "eu".into(), kind: "local".into() }),
@@ -322,7 +324,7 @@ mod tests {
             [
                 "release/web/r1  pipeline web  AwaitingApproval  stage production",
                 "  production  AwaitingApproval",
-                "    gate open until 1970-01-01T00:00:00.000Z; approved by []",
+                "    gate open until 1970-01-01T00:00:00.000Z; approved by []; awaits 1 more approval from bob",
                 "    web on eu  Waiting  deploy/web/eu/r1",
             ]
         );

@@ -211,6 +211,20 @@ pub fn check_approve_of(gated: Gated<'_>, policy: Option<&ApprovalPolicy>, deplo
     Ok(())
 }
 
+/// Who an open gate still waits for, in words: `1 more approval from bob, ci` (the deployer
+/// left out unless self-approval is allowed).
+pub fn awaiting(policy: &ApprovalPolicy, deployer: &str, gate: &Gate) -> String {
+    let needed = (policy.quorum as usize).saturating_sub(gate.approvals.len());
+    let who: Vec<&str> = policy
+        .approvers
+        .iter()
+        .map(String::as_str)
+        .filter(|a| (policy.allow_self_approval || *a != deployer) && !gate.approvals.iter().any(|e| e.by == *a))
+        .collect();
+    let plural = if needed == 1 { "" } else { "s" };
+    format!("{needed} more approval{plural} from {}", who.join(", "))
+}
+
 /// How an open gate closes now, or `None` while it must go on waiting. An abort wins over
 /// everything; quorum wins over the bypass and the expiry that come in the same moment.
 pub fn settle(policy: &ApprovalPolicy, gate: &Gate, bypassed: bool, aborted: bool, expired: bool) -> Option<GateOutcome> {
@@ -273,6 +287,7 @@ mod tests {
         check_approve(Some(&p), "dave", &open, &approve("bob")).unwrap();
         let selfish = ApprovalPolicy { allow_self_approval: true, ..policy() };
         check_approve(Some(&selfish), "dave", &open, &approve("dave")).unwrap();
+        assert_eq!(awaiting(&p, "dave", &open[0]), "1 more approval from bob", "alice approved; dave started it");
         let release = Gated::Release("production");
         assert_eq!(refusal(check_approve_of(release, Some(&p), "dave", &open, &approve("alice"))), "alice already approved the gate of stage production");
         assert!(refusal(check_approve_of(release, Some(&p), "dave", &open, &approve("erin"))).starts_with("erin is not an approver of this release"));

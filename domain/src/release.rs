@@ -513,6 +513,9 @@ pub struct StageStatus {
     /// Its approval gate, once opened: who approved, when it expires, how it closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<Gate>,
+    /// While its gate is open: whom it waits for, e.g. `1 more approval from bob, ci`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaits: Option<String>,
     /// The emergency bypass granted to it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bypass: Option<StageBypass>,
@@ -562,6 +565,7 @@ impl ReleaseStatus {
                 soak_restarts: 0,
                 last_regression: None,
                 gate: None,
+                awaits: None,
                 bypass: None,
                 deploys: waves
                     .iter()

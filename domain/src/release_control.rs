@@ -198,7 +198,7 @@ mod tests {
         s.stages = phases
             .iter()
             .enumerate()
-            .map(|(i, &phase)| StageStatus { name: format!("s{i}"), phase, soak_until: None, soak_restarts: 0, last_regression: None, gate: None, bypass: None, deploys: Vec::new() })
+            .map(|(i, &phase)| StageStatus { name: format!("s{i}"), phase, soak_until: None, soak_restarts: 0, last_regression: None, gate: None, awaits: None, bypass: None, deploys: Vec::new() })
             .collect();
         s
     }

@@ -141,6 +141,7 @@ impl From<StageStatus> for pb::StageStatus {
             deploys: s.deploys.into_iter().map(Into::into).collect(),
             soak_restarts: s.soak_restarts,
             last_regression: s.last_regression,
+            awaits: s.awaits,
         }
     }
 }

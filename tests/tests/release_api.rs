@@ -88,8 +88,10 @@ fn a_stage_waits_for_its_quorum_and_a_bypass_ends_its_soak() {
         assert_eq!((refused.code(), refused.message()), (Code::FailedPrecondition, "ci started this release and may not approve it"));
         let refused = client.approve_release(approve(&id, "mallory")).await.unwrap_err();
         assert!(refused.message().starts_with("mallory is not an approver of this release (approvers: alice, bob, ci)"), "{}", refused.message());
+        assert_eq!(waiting.stages[0].awaits.as_deref(), Some("2 more approvals from alice, bob"), "the deployer is not awaited");
         let one = client.approve_release(approve(&id, "alice")).await?.into_inner();
         assert_eq!(one.phase(), pb::ReleasePhase::AwaitingApproval, "one approval of a quorum of two");
+        assert_eq!(one.stages[0].awaits.as_deref(), Some("1 more approval from bob"));
         let refused = client.approve_release(approve(&id, "alice")).await.unwrap_err();
         assert_eq!(refused.message(), "alice already approved the gate of stage test");
         assert!(ran(&test, &next)?.is_empty(), "the build ran before its approval");
@@ -103,6 +105,7 @@ fn a_stage_waits_for_its_quorum_and_a_bypass_ends_its_soak() {
 
         let soaking = until(&client, &id, "test to soak", |st| st.phase() == pb::ReleasePhase::Soaking).await?;
         let gate = soaking.stages[0].gate.clone().expect("the gate");
+        assert_eq!(soaking.stages[0].awaits, None, "a closed gate awaits nobody");
         assert_eq!(gate.outcome, Some(pb::GateOutcome::Approved.into()));
         assert_eq!(gate.approvals.iter().map(|a| a.by.as_str()).collect::<Vec<_>>(), ["alice", "bob"]);
         let soak_until = soaking.stages[0].soak_until.expect("the soak's end is shown");

@@ -241,8 +241,14 @@ impl ReleaseWorkflow {
     #[update(name = ApproveStage::NAME)]
     pub fn approve(&mut self, ctx: &mut SyncWorkflowContext<Self>, approve: Approve) -> ReleaseStatus {
         let entry = AuditEntry::of(Action::Approve, &Command::new(approve.approver, approve.reason), timestamp(ctx.workflow_time()));
-        if let Some(gate) = self.status.stages.iter_mut().filter_map(|s| s.gate.as_mut()).find(|g| g.is_open()) {
-            gate.approvals.push(entry.clone());
+        if let Some(si) = self.status.stages.iter().position(|s| s.gate.as_ref().is_some_and(Gate::is_open))
+            && let Some(policy) = &self.approvals[si]
+        {
+            let stage = &mut self.status.stages[si];
+            if let Some(gate) = stage.gate.as_mut() {
+                gate.approvals.push(entry.clone());
+                stage.awaits = Some(approval::awaiting(policy, &self.deployer, gate));
+            }
         }
         self.status.audit.push(entry);
         self.status.clone()
@@ -363,6 +369,7 @@ async fn gate(ctx: &WorkflowContext<ReleaseWorkflow>, si: usize, policy: &Approv
             gate.outcome = Some(GateOutcome::Bypassed);
         } else {
             stage.phase = StagePhase::AwaitingApproval;
+            stage.awaits = Some(approval::awaiting(policy, &s.deployer, &gate));
             s.status.phase = ReleasePhase::AwaitingApproval;
         }
         stage.gate = Some(gate);
@@ -397,6 +404,7 @@ async fn gate(ctx: &WorkflowContext<ReleaseWorkflow>, si: usize, policy: &Approv
         if let Some(gate) = s.status.stages[si].gate.as_mut() {
             gate.outcome = Some(outcome);
         }
+        s.status.stages[si].awaits = None;
         s.status.stages[si].phase = StagePhase::Deploying;
         if s.abort.is_none() {
             s.status.phase = ReleasePhase::Deploying;
