@@ -427,3 +427,44 @@ fn a_stages_own_analysis_over_its_targets_together_stops_a_build_its_deploys_pas
         record_history(&s.deploys().await?, &id, "release_stage_analysis_failed").await
     });
 }
+
+/// An abort of a release whose pipeline rolls back on failure: the deploy in flight is rolled
+/// back, and so is the earlier stage's deploy that had succeeded; the release ends `RolledBack`
+/// with who aborted it and why.
+#[test]
+fn an_abort_under_roll_back_undoes_the_stages_already_done() {
+    run(async {
+        let s = stack().await;
+        let base = publish(&s.home, demo_build("quill", "1.0.0", 0.002, 5)).await?;
+        let next = publish(&s.home, demo_build("quill", "1.1.0", 0.002, 5)).await?;
+        let first = LoadedFleet::start(&s.home, "undo-first", 2, base.clone(), 200, &s.options.dir).await?;
+        let second = LoadedFleet::start(&s.home, "undo-second", 2, base.clone(), 200, &s.options.dir).await?;
+        // A long bake in the second stage: its deploy is under way when the abort comes.
+        let slow = DeploySettings { bake_ms: 60_000, ..settings() };
+        let pipeline = Pipeline {
+            name: "quill".into(),
+            stages: vec![
+                Stage { name: "first".into(), targets: vec![on("undo-first", 2, settings())], max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3, analysis: None },
+                Stage { name: "second".into(), targets: vec![on("undo-second", 2, slow)], max_parallel: 1, soak_ms: 0, approval: None, max_soak_restarts: 3, analysis: None },
+            ],
+            blast_radius_percent: None,
+            on_failure: OnFailure::RollBack,
+        };
+        let releases = s.releases().await?;
+        let id = releases.start(release(pipeline, "quill", next.clone()), None).await?;
+        signalbox_devstack::wait_for("the second stage's deploy to roll", DEPLOY_DEADLINE, || async { Ok((!ran(&second, &next)?.is_empty()).then_some(())) }).await?;
+        let stopping = releases.abort(&id, signalbox_domain::Command::new("oncall", "wrong config")).await?;
+        assert_eq!(stopping.phase, ReleasePhase::Stopping);
+        let status = tokio::time::timeout(DEPLOY_DEADLINE, releases.result(&id)).await??;
+
+        assert_eq!(status.phase, ReleasePhase::RolledBack, "{status:#?}");
+        assert_eq!(status.reason.as_deref(), Some("aborted by oncall: wrong config"));
+        assert_eq!(status.stages.iter().map(|st| st.phase).collect::<Vec<_>>(), [StagePhase::Passed, StagePhase::Aborted]);
+        assert!(status.stages.iter().all(|st| st.deploys[0].state == DeployState::RolledBack), "{status:#?}");
+        for fleet in [&first, &second] {
+            assert!(fleet.served_versions().await.iter().all(|v| v.as_deref() == Some("1.0.0")), "a stage kept the build");
+        }
+        assert!(status.quarantined.is_empty(), "an abort is no verdict");
+        Ok(())
+    });
+}
