@@ -12,19 +12,11 @@ use tonic::transport::Channel;
 
 use crate::artifact::at;
 use crate::control::operator;
+use crate::deploy::Api;
 
-/// Where the release API is (the deploy API's server).
-#[derive(Debug, clap::Args)]
-pub struct Api {
-    /// URL of the signalbox API.
-    #[arg(long = "api", env = "SIGNALBOX_API", default_value = "http://127.0.0.1:50051")]
-    pub url: String,
-}
-
-impl Api {
-    async fn connect(&self) -> anyhow::Result<ReleaseServiceClient<Channel>> {
-        ReleaseServiceClient::connect(self.url.clone()).await.with_context(|| format!("connecting to the release API at {}", self.url))
-    }
+/// A client of the release API, served with the deploy API at `api`.
+async fn connect(api: &Api) -> anyhow::Result<ReleaseServiceClient<Channel>> {
+    ReleaseServiceClient::connect(api.url.clone()).await.with_context(|| format!("connecting to the release API at {}", api.url))
 }
 
 /// `signalbox release ...`
@@ -154,32 +146,32 @@ impl Start {
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Start(start) => {
-            let mut client = start.api.connect().await?;
+            let mut client = connect(&start.api).await?;
             let id = client.start_release(start.request()?).await?.into_inner().release_id;
             println!("{id}");
             if start.watch { watch(&mut client, &id).await } else { Ok(ExitCode::SUCCESS) }
         }
         Command::Get { api, id } => {
-            let status = api.connect().await?.get_release(pb::GetReleaseRequest { release_id: id.clone() }).await?.into_inner();
+            let status = connect(&api).await?.get_release(pb::GetReleaseRequest { release_id: id.clone() }).await?.into_inner();
             print(&tree(&id, &status));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Watch { api, id } => watch(&mut api.connect().await?, &id).await,
+        Command::Watch { api, id } => watch(&mut connect(&api).await?, &id).await,
         Command::Approve { api, id, approver, reason } => {
             let req = pb::ApproveReleaseRequest { release_id: id.clone(), approver: operator(approver), reason };
-            let status = api.connect().await?.approve_release(req).await?.into_inner();
+            let status = connect(&api).await?.approve_release(req).await?.into_inner();
             print(&tree(&id, &status));
             Ok(ExitCode::SUCCESS)
         }
         Command::Bypass { api, id, by, reason, stage, expiry_ms, override_failed_verdict } => {
             let req = pb::BypassReleaseRequest { release_id: id.clone(), by: operator(by), reason, stage, expiry_ms, override_failed_verdict };
-            let status = api.connect().await?.bypass_release(req).await?.into_inner();
+            let status = connect(&api).await?.bypass_release(req).await?.into_inner();
             print(&tree(&id, &status));
             Ok(ExitCode::SUCCESS)
         }
         Command::Abort { api, id, by, reason } => {
             let req = pb::AbortReleaseRequest { release_id: id.clone(), by: operator(by), reason };
-            let status = api.connect().await?.abort_release(req).await?.into_inner();
+            let status = connect(&api).await?.abort_release(req).await?.into_inner();
             print(&tree(&id, &status));
             Ok(ExitCode::SUCCESS)
         }

@@ -52,11 +52,11 @@ pub struct ApprovalPolicy {
     pub on_expiry: OnExpiry,
 }
 
-fn one() -> u32 {
+pub(crate) fn one() -> u32 {
     1
 }
 
-fn one_day_ms() -> u64 {
+pub(crate) fn one_day_ms() -> u64 {
     24 * 60 * 60 * 1000
 }
 

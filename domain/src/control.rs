@@ -96,14 +96,14 @@ pub fn timestamp(t: Option<SystemTime>) -> DateTime<Utc> {
 #[error("{0}")]
 pub struct Refusal(pub String);
 
-fn refuse<T>(why: impl Into<String>) -> Result<T, Refusal> {
+pub(crate) fn refuse<T>(why: impl Into<String>) -> Result<T, Refusal> {
     Err(Refusal(why.into()))
 }
 
 /// Result of a rule.
 pub type Ruling = Result<(), Refusal>;
 
-fn needs_operator(cmd: &Command, reason_required: bool, what: &str) -> Ruling {
+pub(crate) fn needs_operator(cmd: &Command, reason_required: bool, what: &str) -> Ruling {
     if cmd.by.trim().is_empty() {
         return refuse("by: must name who asks");
     }

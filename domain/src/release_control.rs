@@ -11,9 +11,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::approval::{ApprovalPolicy, OnExpiry};
-use crate::bounds::{MAX_TEXT, check_principal, check_text};
-use crate::control::{Command, Refusal, Ruling};
+use crate::approval::{ApprovalPolicy, OnExpiry, one, one_day_ms};
+use crate::control::{Command, Refusal, Ruling, needs_operator, refuse};
 use crate::release::{ReleasePhase, ReleaseStatus, StagePhase};
 use crate::{Error, Result};
 
@@ -43,14 +42,6 @@ pub struct StageApproval {
     /// What an expired gate does: `abort` stops the release (the default), `proceed` goes on.
     #[serde(default)]
     pub on_expiry: OnExpiry,
-}
-
-fn one() -> u32 {
-    1
-}
-
-fn one_day_ms() -> u64 {
-    24 * 60 * 60 * 1000
 }
 
 impl StageApproval {
@@ -123,21 +114,6 @@ impl StageBypass {
     }
 }
 
-fn refuse<T>(why: impl Into<String>) -> std::result::Result<T, Refusal> {
-    Err(Refusal(why.into()))
-}
-
-fn needs_operator(by: &str, reason: &str, what: &str) -> Ruling {
-    if by.trim().is_empty() {
-        return refuse("by: must name who asks");
-    }
-    check_principal("by", by).and_then(|()| check_text("reason", reason, MAX_TEXT)).map_err(|e| Refusal(e.to_string()))?;
-    if reason.trim().is_empty() {
-        return refuse(format!("reason: {what} needs a reason"));
-    }
-    Ok(())
-}
-
 fn needs_running(status: &ReleaseStatus, what: &str) -> Ruling {
     if status.phase.is_final() {
         return refuse(format!("cannot {what}: the release already ended {:?}", status.phase));
@@ -150,7 +126,7 @@ fn needs_running(status: &ReleaseStatus, what: &str) -> Ruling {
 
 /// Whether an abort may stop the release.
 pub fn check_abort(status: &ReleaseStatus, cmd: &Command) -> Ruling {
-    needs_operator(&cmd.by, &cmd.reason, "an abort")?;
+    needs_operator(cmd, true, "an abort")?;
     needs_running(status, "abort")
 }
 
@@ -169,7 +145,7 @@ pub fn bypassed_stage(status: &ReleaseStatus, b: &BypassStage) -> std::result::R
 
 /// Whether the bypass may be granted.
 pub fn check_bypass(status: &ReleaseStatus, b: &BypassStage, now: DateTime<Utc>) -> Ruling {
-    needs_operator(&b.by, &b.reason, "an emergency bypass")?;
+    needs_operator(&Command::new(b.by.clone(), b.reason.clone()), true, "an emergency bypass")?;
     needs_running(status, "bypass a stage")?;
     if !(1_000..=MAX_BYPASS_MS).contains(&b.expiry_ms) {
         return refuse("expiry_ms: must be 1000 (a second) to 86400000 (a day)");
