@@ -9,6 +9,8 @@ use signalbox_store::{ArtifactStore, QuarantineAction, QuarantineEvent, Quaranti
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, instrument};
 
+use crate::auth::{Authority, Role, Scope};
+
 /// Largest build a push may carry unless configured otherwise: 1 GiB.
 pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 1 << 30;
 
@@ -17,6 +19,7 @@ pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 1 << 30;
 pub struct Artifacts {
     store: ArtifactStore,
     max_bytes: u64,
+    auth: Authority,
 }
 
 impl Artifacts {
@@ -32,9 +35,15 @@ impl Artifacts {
         Ok(self.store.quarantine_of(d).await.map_err(status_of)?.active.is_some())
     }
 
-    /// Handlers over the origin `store`, refusing builds above `max_bytes`.
+    /// Handlers over the origin `store`, refusing builds above `max_bytes`; calls are not
+    /// authenticated until [`Self::authorised_by`] says by whom.
     pub fn new(store: ArtifactStore, max_bytes: u64) -> Self {
-        Self { store, max_bytes }
+        Self { store, max_bytes, auth: Authority::open() }
+    }
+
+    /// These handlers, their calls authorised by `auth`.
+    pub fn authorised_by(self, auth: Authority) -> Self {
+        Self { auth, ..self }
     }
 }
 
@@ -116,11 +125,13 @@ impl ArtifactService for Artifacts {
     #[instrument(skip_all)]
     async fn push_artifact(&self, request: Request<Streaming<pb::PushArtifactRequest>>) -> Result<Response<pb::PushArtifactResponse>, Status> {
         use pb::push_artifact_request::Part;
+        let caller = self.auth.caller(&request)?;
         let mut parts = request.into_inner();
-        let meta = match parts.next().await.transpose()?.and_then(|m| m.part) {
+        let mut meta = match parts.next().await.transpose()?.and_then(|m| m.part) {
             Some(Part::Metadata(meta)) => meta,
             _ => return Err(invalid("metadata", "the first message of a push must carry the metadata")),
         };
+        meta.pushed_by = self.auth.permit(caller.as_ref(), Role::Start, &[Scope::service(&meta.service)], "pushed_by", &meta.pushed_by)?;
         let expected = if meta.digest.is_empty() { None } else { Some(digest("digest", &meta.digest)?) };
         let announced = meta.size;
         if announced > self.max_bytes {
@@ -168,6 +179,7 @@ impl ArtifactService for Artifacts {
 
     #[instrument(skip_all, fields(digest = %request.get_ref().digest))]
     async fn get_artifact(&self, request: Request<pb::GetArtifactRequest>) -> Result<Response<pb::ArtifactRecord>, Status> {
+        self.auth.read(&request)?;
         let d = digest("digest", &request.into_inner().digest)?;
         let r = self.held(&d).await?;
         let quarantined = self.quarantined(&d).await?;
@@ -176,6 +188,7 @@ impl ArtifactService for Artifacts {
 
     #[instrument(skip_all, fields(service = %request.get_ref().service))]
     async fn list_artifacts(&self, request: Request<pb::ListArtifactsRequest>) -> Result<Response<pb::ListArtifactsResponse>, Status> {
+        self.auth.read(&request)?;
         let service = request.into_inner().service;
         let service = (!service.is_empty()).then_some(service.as_str());
         let builds = self.store.list(service).await.map_err(status_of)?;
@@ -189,6 +202,7 @@ impl ArtifactService for Artifacts {
 
     #[instrument(skip_all, fields(digest = %request.get_ref().digest))]
     async fn get_quarantine(&self, request: Request<pb::GetQuarantineRequest>) -> Result<Response<pb::Quarantine>, Status> {
+        self.auth.read(&request)?;
         let d = digest("digest", &request.into_inner().digest)?;
         self.held(&d).await?;
         Ok(Response::new(quarantine(&d, self.store.quarantine_of(&d).await.map_err(status_of)?)))
@@ -196,9 +210,11 @@ impl ArtifactService for Artifacts {
 
     #[instrument(skip_all, fields(digest = %request.get_ref().digest, by = %request.get_ref().by))]
     async fn quarantine_artifact(&self, request: Request<pb::QuarantineArtifactRequest>) -> Result<Response<pb::Quarantine>, Status> {
-        let req = request.into_inner();
+        let caller = self.auth.caller(&request)?;
+        let mut req = request.into_inner();
         let d = digest("digest", &req.digest)?;
-        self.held(&d).await?;
+        let held = self.held(&d).await?;
+        req.by = self.auth.permit(caller.as_ref(), Role::Quarantine, &[Scope::service(&held.service)], "by", &req.by)?;
         let took = self.store.quarantine(&d, &req.by, &req.reason, chrono::Utc::now()).await.map_err(status_of)?;
         info!(took, reason = %req.reason, "build quarantined by hand");
         Ok(Response::new(quarantine(&d, self.store.quarantine_of(&d).await.map_err(status_of)?)))
@@ -206,9 +222,11 @@ impl ArtifactService for Artifacts {
 
     #[instrument(skip_all, fields(digest = %request.get_ref().digest, by = %request.get_ref().by))]
     async fn lift_quarantine(&self, request: Request<pb::LiftQuarantineRequest>) -> Result<Response<pb::Quarantine>, Status> {
-        let req = request.into_inner();
+        let caller = self.auth.caller(&request)?;
+        let mut req = request.into_inner();
         let d = digest("digest", &req.digest)?;
-        self.held(&d).await?;
+        let held = self.held(&d).await?;
+        req.by = self.auth.permit(caller.as_ref(), Role::Quarantine, &[Scope::service(&held.service)], "by", &req.by)?;
         let record = self.store.lift_quarantine(&d, &req.by, &req.reason, chrono::Utc::now()).await.map_err(status_of)?;
         info!(reason = %req.reason, "quarantine lifted");
         Ok(Response::new(quarantine(&d, record)))

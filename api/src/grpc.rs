@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
 use crate::artifacts::Artifacts;
+use crate::auth::{Authority, Role, Scope, Security};
 use crate::releases::ReleaseApi;
 use crate::targets::Targets;
 
@@ -50,10 +51,24 @@ fn deploy_id(id: String) -> Result<String, Status> {
     Ok(id)
 }
 
-/// The deploy a control request goes to, and its command.
-fn control(request: Request<pb::ControlDeployRequest>) -> Result<(String, Command), Status> {
+/// What a deploy id says the deploy acts on (`deploy/<service>/<target>/<suffix>`, the target
+/// `<kind>:<name>` for kinds other than local): the scope the policy judges a call on it by.
+pub(crate) fn deploy_scope(id: &str) -> Scope<'_> {
+    let mut parts = id.split('/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("deploy"), Some(service), Some(target)) => Scope { service: Some(service), target: Some(target.rsplit(':').next().unwrap_or(target)), channel: None },
+        // Not an id signalbox makes: the policy must grant the role for everything.
+        _ => Scope { service: Some(id), target: Some(id), channel: None },
+    }
+}
+
+/// The deploy a control request goes to, and its command by the caller, who must hold `role`
+/// for the deploy's service and target.
+fn control(auth: &Authority, request: Request<pb::ControlDeployRequest>, role: Role) -> Result<(String, Command), Status> {
+    let caller = auth.caller(&request)?;
     let mut req = request.into_inner();
     let id = deploy_id(std::mem::take(&mut req.deploy_id))?;
+    req.by = auth.permit(caller.as_ref(), role, &[deploy_scope(&id)], "by", &req.by)?;
     Ok((id, req.into()))
 }
 
@@ -66,14 +81,16 @@ fn answer(outcome: signalbox_client::Result<DeployStatus>) -> Result<Response<pb
 #[derive(Clone)]
 pub struct Api {
     deploys: Deploys,
+    auth: Authority,
     /// Turns true when the server shuts down, so open watches end instead of holding it up.
     stopping: watch::Receiver<bool>,
 }
 
 impl Api {
-    /// Handlers over `deploys`; `stopping` turning true ends every open watch.
-    pub fn new(deploys: Deploys, stopping: watch::Receiver<bool>) -> Self {
-        Self { deploys, stopping }
+    /// Handlers over `deploys`, calls authorised by `auth`; `stopping` turning true ends
+    /// every open watch.
+    pub fn new(deploys: Deploys, auth: Authority, stopping: watch::Receiver<bool>) -> Self {
+        Self { deploys, auth, stopping }
     }
 }
 
@@ -83,7 +100,10 @@ type StatusStream = Pin<Box<dyn Stream<Item = Result<pb::DeployStatus, Status>> 
 impl DeployService for Api {
     #[instrument(skip_all, fields(service = %request.get_ref().service))]
     async fn start_deploy(&self, request: Request<pb::StartDeployRequest>) -> Result<Response<pb::StartDeployResponse>, Status> {
-        let StartDeploy { request, request_id } = StartDeploy::try_from(request.into_inner()).map_err(|e| status_of(e.into()))?;
+        let caller = self.auth.caller(&request)?;
+        let StartDeploy { mut request, request_id } = StartDeploy::try_from(request.into_inner()).map_err(|e| status_of(e.into()))?;
+        let scope = Scope { service: Some(&request.service), target: Some(&request.target.name), channel: None };
+        request.deployer = self.auth.permit(caller.as_ref(), Role::Start, &[scope], "deployer", &request.deployer)?;
         // The domain names a field by its path in the domain's request; the caller sent the wire's.
         let wire = |e| match e {
             Error::Invalid { field, rule } => Error::Invalid { field: wire_field(&field, &request), rule },
@@ -96,6 +116,7 @@ impl DeployService for Api {
 
     #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id))]
     async fn get_deploy(&self, request: Request<pb::GetDeployRequest>) -> Result<Response<pb::DeployStatus>, Status> {
+        self.auth.read(&request)?;
         let id = deploy_id(request.into_inner().deploy_id)?;
         answer(self.deploys.status(&id).await)
     }
@@ -104,6 +125,7 @@ impl DeployService for Api {
 
     #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id))]
     async fn watch_deploy(&self, request: Request<pb::WatchDeployRequest>) -> Result<Response<StatusStream>, Status> {
+        self.auth.read(&request)?;
         let id = deploy_id(request.into_inner().deploy_id)?;
         // Asked before the stream opens, so an unknown id is an error of the call itself.
         let first = self.deploys.status(&id).await.map_err(status_of)?;
@@ -117,7 +139,7 @@ impl DeployService for Api {
 
     #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id, by = %request.get_ref().by))]
     async fn pause_deploy(&self, request: Request<pb::ControlDeployRequest>) -> Result<Response<()>, Status> {
-        let (id, cmd) = control(request)?;
+        let (id, cmd) = control(&self.auth, request, Role::Steer)?;
         self.deploys.pause(&id, cmd).await.map_err(status_of)?;
         info!("pause signalled");
         Ok(Response::new(()))
@@ -125,7 +147,7 @@ impl DeployService for Api {
 
     #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id, by = %request.get_ref().by))]
     async fn resume_deploy(&self, request: Request<pb::ControlDeployRequest>) -> Result<Response<()>, Status> {
-        let (id, cmd) = control(request)?;
+        let (id, cmd) = control(&self.auth, request, Role::Steer)?;
         self.deploys.resume(&id, cmd).await.map_err(status_of)?;
         info!("resume signalled");
         Ok(Response::new(()))
@@ -133,32 +155,34 @@ impl DeployService for Api {
 
     #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id, by = %request.get_ref().by))]
     async fn halt_deploy(&self, request: Request<pb::ControlDeployRequest>) -> Result<Response<pb::DeployStatus>, Status> {
-        let (id, cmd) = control(request)?;
+        let (id, cmd) = control(&self.auth, request, Role::Steer)?;
         answer(self.deploys.halt(&id, cmd).await)
     }
 
     #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id, by = %request.get_ref().by))]
     async fn abort_deploy(&self, request: Request<pb::ControlDeployRequest>) -> Result<Response<pb::DeployStatus>, Status> {
-        let (id, cmd) = control(request)?;
+        let (id, cmd) = control(&self.auth, request, Role::Steer)?;
         answer(self.deploys.abort(&id, cmd).await)
     }
 
     #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id, by = %request.get_ref().by))]
     async fn rollback_deploy(&self, request: Request<pb::ControlDeployRequest>) -> Result<Response<pb::DeployStatus>, Status> {
-        let (id, cmd) = control(request)?;
+        let (id, cmd) = control(&self.auth, request, Role::Steer)?;
         answer(self.deploys.rollback(&id, cmd).await)
     }
 
     #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id, by = %request.get_ref().by))]
     async fn bypass_deploy(&self, request: Request<pb::ControlDeployRequest>) -> Result<Response<pb::DeployStatus>, Status> {
-        let (id, cmd) = control(request)?;
+        let (id, cmd) = control(&self.auth, request, Role::Bypass)?;
         answer(self.deploys.bypass(&id, cmd).await)
     }
 
     #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id, approver = %request.get_ref().approver))]
     async fn approve_deploy(&self, request: Request<pb::ApproveDeployRequest>) -> Result<Response<pb::DeployStatus>, Status> {
+        let caller = self.auth.caller(&request)?;
         let mut req = request.into_inner();
         let id = deploy_id(std::mem::take(&mut req.deploy_id))?;
+        req.approver = self.auth.permit(caller.as_ref(), Role::Approve, &[deploy_scope(&id)], "approver", &req.approver)?;
         answer(self.deploys.approve(&id, Approve::from(req)).await)
     }
 }
@@ -224,17 +248,23 @@ const MAX_CHUNK_MESSAGE: usize = 4 * 1024 * 1024 + 1024;
 
 /// Serves the deploy, release, artifact and target APIs on `listener` until `shutdown` completes; then stops accepting calls,
 /// ends open watches with `UNAVAILABLE`, and returns once the calls in flight are answered.
-pub async fn serve(listener: TcpListener, deploys: Deploys, releases: Releases, artifacts: Artifacts, targets: Targets, shutdown: impl Future<Output = ()>) -> Result<(), tonic::transport::Error> {
+/// `security` authenticates and authorises every call and says whether the transport is TLS.
+pub async fn serve(listener: TcpListener, deploys: Deploys, releases: Releases, artifacts: Artifacts, targets: Targets, security: Security, shutdown: impl Future<Output = ()>) -> Result<(), tonic::transport::Error> {
     let (stop, stopping) = watch::channel(false);
     let signal = async move {
         shutdown.await;
         let _ = stop.send(true);
     };
-    tonic::transport::Server::builder()
-        .add_service(ReleaseServiceServer::new(ReleaseApi::new(releases, stopping.clone())))
-        .add_service(DeployServiceServer::new(Api::new(deploys, stopping)))
-        .add_service(ArtifactServiceServer::new(artifacts).max_decoding_message_size(MAX_CHUNK_MESSAGE))
-        .add_service(TargetServiceServer::new(targets))
+    let Security { authority: auth, tls } = security;
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    server
+        .add_service(ReleaseServiceServer::new(ReleaseApi::new(releases, auth.clone(), stopping.clone())))
+        .add_service(DeployServiceServer::new(Api::new(deploys, auth.clone(), stopping)))
+        .add_service(ArtifactServiceServer::new(artifacts.authorised_by(auth.clone())).max_decoding_message_size(MAX_CHUNK_MESSAGE))
+        .add_service(TargetServiceServer::new(targets.authorised_by(auth)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
         .await
 }
@@ -254,10 +284,17 @@ mod tests {
     }
 
     #[test]
+    fn a_deploy_id_names_the_service_and_target_the_policy_judges() {
+        assert_eq!(deploy_scope("deploy/checkout/eu-1/a1b2"), Scope { service: Some("checkout"), target: Some("eu-1"), channel: None });
+        assert_eq!(deploy_scope("deploy/checkout/agent:eu-1/a1b2"), Scope { service: Some("checkout"), target: Some("eu-1"), channel: None });
+        assert_eq!(deploy_scope("mine").service, Some("mine"), "an id signalbox did not make is judged as a service of its own name");
+    }
+
+    #[test]
     fn an_empty_deploy_id_is_an_invalid_argument() {
         let status = deploy_id(" ".into()).unwrap_err();
         assert_eq!((status.code(), status.message()), (Code::InvalidArgument, "deploy_id: is required"));
         let req = Request::new(pb::ControlDeployRequest { deploy_id: "deploy/x/1".into(), by: "alice".into(), reason: "why".into() });
-        assert_eq!(control(req).unwrap(), ("deploy/x/1".to_owned(), Command::new("alice", "why")));
+        assert_eq!(control(&Authority::open(), req, Role::Steer).unwrap(), ("deploy/x/1".to_owned(), Command::new("alice", "why")));
     }
 }

@@ -6,6 +6,7 @@
 //! the origin store, an object store the workers read too (never a worker's own disk).
 
 pub mod artifacts;
+pub mod auth;
 pub mod grpc;
 pub mod releases;
 pub mod server;

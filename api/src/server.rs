@@ -4,11 +4,12 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use signalbox_client::{DEFAULT_TASK_QUEUE, Deploys, Releases};
-use tracing::info;
+use tracing::{info, warn};
 
 use signalbox_store::{ArtifactStore, Home};
 
 use crate::artifacts::{Artifacts, DEFAULT_MAX_ARTIFACT_BYTES};
+use crate::auth::Security;
 use crate::grpc;
 use crate::targets::Targets;
 
@@ -33,6 +34,14 @@ pub struct Options {
     /// etcd endpoints of agent targets, comma-separated (connected on first use).
     #[arg(long, env = "SIGNALBOX_ETCD", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
     pub etcd: Vec<String>,
+    /// The auth file (TOML: TLS, OIDC, client CA, policy; see `signalbox_api::auth::Config`).
+    /// Required unless `--insecure-no-auth`.
+    #[arg(long, env = "SIGNALBOX_API_AUTH")]
+    pub auth: Option<std::path::PathBuf>,
+    /// Serve plaintext and let every call through, taking names from the requests: only for a
+    /// server on loopback that nobody else can reach.
+    #[arg(long, env = "SIGNALBOX_API_INSECURE_NO_AUTH", conflicts_with = "auth")]
+    pub insecure_no_auth: bool,
     /// Largest build a push may carry, in bytes.
     #[arg(long, env = "SIGNALBOX_MAX_ARTIFACT_BYTES", default_value_t = DEFAULT_MAX_ARTIFACT_BYTES)]
     pub max_artifact_bytes: u64,
@@ -40,6 +49,14 @@ pub struct Options {
 
 /// Serves until SIGTERM or Ctrl-C, then answers the calls in flight and returns.
 pub async fn run(options: Options) -> anyhow::Result<()> {
+    let security = match (&options.auth, options.insecure_no_auth) {
+        (Some(path), _) => Security::load(path)?,
+        (None, true) => {
+            warn!("serving without authentication (--insecure-no-auth): anyone who reaches {} can deploy as anyone", options.listen);
+            Security::open()
+        }
+        (None, false) => anyhow::bail!("--auth: is required (an auth file: TLS, who authenticates how, the policy); --insecure-no-auth serves without it, for loopback only"),
+    };
     let client = signalbox_client::connect().await?;
     let releases = Releases::new(client.clone(), options.task_queue.clone());
     let deploys = Deploys::new(client, options.task_queue.clone());
@@ -51,7 +68,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let artifacts = Artifacts::new(store, options.max_artifact_bytes);
     let listener = tokio::net::TcpListener::bind(options.listen).await.with_context(|| format!("listening on {}", options.listen))?;
     info!(listen = %options.listen, task_queue = %options.task_queue, "deploy API serving");
-    grpc::serve(listener, deploys, releases, artifacts, Targets::new(options.etcd.clone()), terminated()).await?;
+    grpc::serve(listener, deploys, releases, artifacts, Targets::new(options.etcd.clone()), security, terminated()).await?;
     info!("deploy API stopped");
     Ok(())
 }

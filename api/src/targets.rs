@@ -9,17 +9,26 @@ use tokio::sync::OnceCell;
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
+use crate::auth::{Authority, Role, Scope};
+
 /// The handlers of `signalbox.v1.TargetService`.
 #[derive(Clone)]
 pub struct Targets {
     endpoints: Vec<String>,
     client: std::sync::Arc<OnceCell<Client>>,
+    auth: Authority,
 }
 
 impl Targets {
-    /// Handlers over the etcd at `endpoints` (connected on first use).
+    /// Handlers over the etcd at `endpoints` (connected on first use); calls are not
+    /// authenticated until [`Self::authorised_by`] says by whom.
     pub fn new(endpoints: Vec<String>) -> Self {
-        Self { endpoints, client: std::sync::Arc::new(OnceCell::new()) }
+        Self { endpoints, client: std::sync::Arc::new(OnceCell::new()), auth: Authority::open() }
+    }
+
+    /// These handlers, their calls authorised by `auth`.
+    pub fn authorised_by(self, auth: Authority) -> Self {
+        Self { auth, ..self }
     }
 
     async fn client(&self) -> Result<Client, Status> {
@@ -96,7 +105,9 @@ fn target_status(name: &str, spec: &TargetSpec, hosts: &Hosts) -> pb::TargetStat
 impl TargetService for Targets {
     #[instrument(skip_all)]
     async fn apply_target(&self, request: Request<pb::ApplyTargetRequest>) -> Result<Response<pb::TargetStatus>, Status> {
+        let caller = self.auth.caller(&request)?;
         let file = TargetFile::read(&request.into_inner().file).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.auth.permit(caller.as_ref(), Role::Targets, &[Scope { target: Some(&file.name), ..Scope::default() }], "", "")?;
         let keys = Keys::new(&file.name);
         let json = serde_json::to_vec(&file.spec()).expect("a spec serializes");
         self.client().await?.put(keys.spec(), json, None).await.map_err(unavailable)?;
@@ -107,6 +118,7 @@ impl TargetService for Targets {
 
     #[instrument(skip_all, fields(target = %request.get_ref().name))]
     async fn get_target(&self, request: Request<pb::GetTargetRequest>) -> Result<Response<pb::TargetStatus>, Status> {
+        self.auth.read(&request)?;
         let name = request.into_inner().name;
         if name.trim().is_empty() {
             return Err(Status::invalid_argument("name: is required"));
@@ -115,7 +127,8 @@ impl TargetService for Targets {
     }
 
     #[instrument(skip_all)]
-    async fn list_targets(&self, _: Request<pb::ListTargetsRequest>) -> Result<Response<pb::ListTargetsResponse>, Status> {
+    async fn list_targets(&self, request: Request<pb::ListTargetsRequest>) -> Result<Response<pb::ListTargetsResponse>, Status> {
+        self.auth.read(&request)?;
         let resp = self.client().await?.get(ROOT, Some(GetOptions::new().with_prefix().with_keys_only())).await.map_err(unavailable)?;
         let names: Vec<String> = resp
             .kvs()

@@ -14,10 +14,9 @@ use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
 use signalbox_proto::pb;
 use signalbox_proto::pb::artifact_service_client::ArtifactServiceClient;
-use tonic::transport::Channel;
 
 use crate::control::operator;
-use crate::deploy::Api;
+use crate::deploy::{Api, Conn};
 
 /// Bytes per pushed message: well under the API's message limit.
 const CHUNK: usize = 1024 * 1024;
@@ -97,8 +96,8 @@ fn label(text: &str) -> Result<(String, String), String> {
     text.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("--label {text}: must be KEY=VALUE"))
 }
 
-async fn connect(api: &Api) -> anyhow::Result<ArtifactServiceClient<Channel>> {
-    ArtifactServiceClient::connect(api.url.clone()).await.with_context(|| format!("connecting to the artifact API at {}", api.url))
+async fn connect(api: &Api) -> anyhow::Result<ArtifactServiceClient<Conn>> {
+    Ok(ArtifactServiceClient::with_interceptor(api.channel("artifact").await?, api.bearer()?))
 }
 
 /// A record as people read it: times as RFC 3339, labels as an object.

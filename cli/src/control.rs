@@ -13,8 +13,16 @@ use crate::progress::Progress;
 
 /// Who an operator is when they do not say: `$SIGNALBOX_DEPLOYER` (read by clap), else `$USER`.
 /// Nobody at all is left empty, for the deploy to refuse by name rather than record a made-up one.
+/// A caller with a credential is who the credential says: the name is left to the API.
 pub fn operator(given: Option<String>) -> String {
-    given.filter(|g| !g.trim().is_empty()).or_else(|| std::env::var("USER").ok()).unwrap_or_default()
+    let fallback = if credential_given() { None } else { std::env::var("USER").ok() };
+    given.filter(|g| !g.trim().is_empty()).or(fallback).unwrap_or_default()
+}
+
+/// Whether this run authenticates with a token or a client certificate (flag or environment).
+pub fn credential_given() -> bool {
+    let env = ["SIGNALBOX_TOKEN", "SIGNALBOX_TOKEN_FILE", "SIGNALBOX_CERT"].iter().any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty()));
+    env || std::env::args().any(|a| ["--token", "--token-file", "--cert"].iter().any(|f| a == *f || a.starts_with(&format!("{f}="))))
 }
 
 /// The operations that take `--by` and `--reason`.

@@ -7,23 +7,92 @@ use anyhow::Context;
 use signalbox_domain::DeployStatus;
 use signalbox_proto::pb;
 use signalbox_proto::pb::deploy_service_client::DeployServiceClient;
-use tonic::transport::Channel;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::control::{self, Approval, Operate, Operation};
 use crate::progress;
 
-/// Where the deploy API is.
+/// Where the deploy API is, and how to prove who calls it.
 #[derive(Debug, clap::Args)]
 pub struct Api {
-    /// URL of the deploy API.
+    /// URL of the deploy API (`https://` when it serves TLS).
     #[arg(long = "api", env = "SIGNALBOX_API", default_value = "http://127.0.0.1:50051")]
     pub url: String,
+    /// An OIDC bearer token (a JWT from your identity provider).
+    #[arg(long, env = "SIGNALBOX_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A file holding the bearer token.
+    #[arg(long, env = "SIGNALBOX_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// The CA that signed the API's certificate (PEM); default: the system's roots.
+    #[arg(long, env = "SIGNALBOX_CA")]
+    pub ca: Option<PathBuf>,
+    /// A client certificate (PEM), for services that authenticate by mutual TLS.
+    #[arg(long, env = "SIGNALBOX_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "SIGNALBOX_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+/// A connection to the API with the caller's credential on every call.
+pub type Conn = InterceptedService<Channel, Bearer>;
+
+/// Adds `authorization: Bearer <token>` to every call, when there is a token.
+#[derive(Debug, Clone)]
+pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+fn read(flag: &str, path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{flag}: cannot read {}", path.display()))
 }
 
 impl Api {
-    /// A client of the API.
-    pub async fn connect(&self) -> anyhow::Result<DeployServiceClient<Channel>> {
-        DeployServiceClient::connect(self.url.clone()).await.with_context(|| format!("connecting to the deploy API at {}", self.url))
+    /// A client of the deploy API.
+    pub async fn connect(&self) -> anyhow::Result<DeployServiceClient<Conn>> {
+        Ok(DeployServiceClient::with_interceptor(self.channel("deploy").await?, self.bearer()?))
+    }
+
+    /// The channel to the API, over TLS for an `https://` URL, with the client certificate if
+    /// one is given; `what` names the API in errors.
+    pub async fn channel(&self, what: &str) -> anyhow::Result<Channel> {
+        let mut endpoint = Channel::from_shared(self.url.clone()).with_context(|| format!("--api: {} is not a URL", self.url))?;
+        if self.url.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new();
+            tls = match &self.ca {
+                Some(ca) => tls.ca_certificate(Certificate::from_pem(read("--ca", ca)?)),
+                None => tls.with_native_roots(),
+            };
+            if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+                tls = tls.identity(Identity::from_pem(read("--cert", cert)?, read("--key", key)?));
+            }
+            endpoint = endpoint.tls_config(tls).context("--ca: the TLS settings cannot be used")?;
+        } else if self.cert.is_some() || self.ca.is_some() {
+            anyhow::bail!("--api: {} is plaintext; a certificate or CA needs an https:// URL", self.url);
+        }
+        endpoint.connect().await.with_context(|| format!("connecting to the {what} API at {}", self.url))
+    }
+
+    /// The interceptor that sends the bearer token, if any.
+    pub fn bearer(&self) -> anyhow::Result<Bearer> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => Some(t.trim().to_owned()),
+            (None, Some(path)) => Some(String::from_utf8(read("--token-file", path)?).context("--token-file: is not text")?.trim().to_owned()),
+            (None, None) => None,
+        };
+        let value = token.map(|t| MetadataValue::try_from(format!("Bearer {t}"))).transpose().context("--token: is not a printable token")?;
+        Ok(Bearer(value))
     }
 }
 
@@ -208,7 +277,8 @@ impl Start {
             (None, Some(c)) => Some(c.iter().copied().map(Step::Count).collect()),
             (None, None) => None,
         };
-        let deployer = Some(control::operator(self.deployer.clone())).filter(|d| !d.is_empty()).unwrap_or_else(|| "signalbox-cli".into());
+        let deployer = control::operator(self.deployer.clone());
+        let deployer = if deployer.is_empty() && !control::credential_given() { "signalbox-cli".into() } else { deployer };
         let approval = self.approve_before.as_ref().map(|batches| pb::ApprovalPolicy {
             before_batches: batches.clone(),
             approvers: self.approvers.clone().unwrap_or_default(),
@@ -301,7 +371,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn watch(client: &mut DeployServiceClient<Channel>, id: &str) -> anyhow::Result<ExitCode> {
+async fn watch(client: &mut DeployServiceClient<Conn>, id: &str) -> anyhow::Result<ExitCode> {
     let status = progress::follow(client, id).await?;
     Ok(if progress::succeeded(&status) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -7,7 +7,6 @@ use signalbox_domain::control::{Action, AuditEntry};
 use signalbox_domain::{DeployStatus, HealthReport, Phase};
 use signalbox_proto::pb;
 use signalbox_proto::pb::deploy_service_client::DeployServiceClient;
-use tonic::transport::Channel;
 
 /// Turns successive statuses into the lines that say what changed.
 #[derive(Debug, Default)]
@@ -126,7 +125,7 @@ pub fn versions(status: &DeployStatus) -> String {
 }
 
 /// Prints the deploy's progress until it ends; returns its final status.
-pub async fn follow(client: &mut DeployServiceClient<Channel>, deploy_id: &str) -> anyhow::Result<DeployStatus> {
+pub async fn follow(client: &mut DeployServiceClient<crate::deploy::Conn>, deploy_id: &str) -> anyhow::Result<DeployStatus> {
     let mut stream = client.watch_deploy(pb::WatchDeployRequest { deploy_id: deploy_id.to_owned() }).await?.into_inner();
     let mut progress = Progress::default();
     let mut last = None;

@@ -8,15 +8,14 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use signalbox_proto::pb;
 use signalbox_proto::pb::release_service_client::ReleaseServiceClient;
-use tonic::transport::Channel;
 
 use crate::artifact::at;
 use crate::control::operator;
-use crate::deploy::Api;
+use crate::deploy::{Api, Conn};
 
 /// A client of the release API, served with the deploy API at `api`.
-async fn connect(api: &Api) -> anyhow::Result<ReleaseServiceClient<Channel>> {
-    ReleaseServiceClient::connect(api.url.clone()).await.with_context(|| format!("connecting to the release API at {}", api.url))
+async fn connect(api: &Api) -> anyhow::Result<ReleaseServiceClient<Conn>> {
+    Ok(ReleaseServiceClient::with_interceptor(api.channel("release").await?, api.bearer()?))
 }
 
 /// `signalbox release ...`
@@ -185,7 +184,7 @@ fn print(lines: &[String]) {
 }
 
 /// Prints each line of the tree that changed since the last status, until the release ends.
-async fn watch(client: &mut ReleaseServiceClient<Channel>, id: &str) -> anyhow::Result<ExitCode> {
+async fn watch(client: &mut ReleaseServiceClient<Conn>, id: &str) -> anyhow::Result<ExitCode> {
     let mut stream = client.watch_release(pb::GetReleaseRequest { release_id: id.to_owned() }).await?.into_inner();
     let mut shown: Vec<String> = Vec::new();
     let mut last = None;

@@ -7,9 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use signalbox_proto::pb;
 use signalbox_proto::pb::target_service_client::TargetServiceClient;
-use tonic::transport::Channel;
 
-use crate::deploy::Api;
+use crate::deploy::{Api, Conn};
 
 /// `signalbox target ...`
 #[derive(Debug, clap::Subcommand)]
@@ -35,8 +34,8 @@ pub enum Command {
     },
 }
 
-async fn connect(api: &Api) -> anyhow::Result<TargetServiceClient<Channel>> {
-    TargetServiceClient::connect(api.url.clone()).await.with_context(|| format!("connecting to the target API at {}", api.url))
+async fn connect(api: &Api) -> anyhow::Result<TargetServiceClient<Conn>> {
+    Ok(TargetServiceClient::with_interceptor(api.channel("target").await?, api.bearer()?))
 }
 
 fn json(t: &pb::TargetStatus) -> serde_json::Value {

@@ -199,16 +199,22 @@ pub fn check_approve_of(gated: Gated<'_>, policy: Option<&ApprovalPolicy>, deplo
     let (Some(policy), Some(gate)) = (policy, gates.last().filter(|g| g.is_open())) else {
         return Err(Refusal("nothing awaits approval".into()));
     };
-    if !policy.approvers.iter().any(|a| a == who) {
+    if !policy.approvers.iter().any(|a| same_principal(a, who)) {
         return Err(Refusal(format!("{who} is not an approver of this {} (approvers: {})", gated.noun(), policy.approvers.join(", "))));
     }
-    if who == deployer && !policy.allow_self_approval {
+    if same_principal(who, deployer) && !policy.allow_self_approval {
         return Err(Refusal(format!("{who} started this {} and may not approve it", gated.noun())));
     }
-    if gate.approvals.iter().any(|a| a.by == who) {
+    if gate.approvals.iter().any(|a| same_principal(&a.by, who)) {
         return Err(Refusal(format!("{who} already approved {}", gated.gate(gate))));
     }
     Ok(())
+}
+
+/// Whether two names are one principal: compared trimmed and in lower case, so `"Alice "` may
+/// not approve what `alice` started, nor approve twice as `ALICE`.
+pub fn same_principal(a: &str, b: &str) -> bool {
+    a.trim().to_lowercase() == b.trim().to_lowercase()
 }
 
 /// Who an open gate still waits for, in words: `1 more approval from bob, ci` (the deployer
@@ -291,6 +297,16 @@ mod tests {
         let release = Gated::Release("production");
         assert_eq!(refusal(check_approve_of(release, Some(&p), "dave", &open, &approve("alice"))), "alice already approved the gate of stage production");
         assert!(refusal(check_approve_of(release, Some(&p), "dave", &open, &approve("erin"))).starts_with("erin is not an approver of this release"));
+    }
+
+    #[test]
+    fn four_eyes_compares_names_canonically() {
+        let p = policy();
+        let open = [gate_with(&["alice"])];
+        assert!(refusal(check_approve(Some(&p), "dave", &open, &approve("Dave "))).contains("may not approve it"), "the deployer under another spelling");
+        assert!(refusal(check_approve(Some(&p), "Dave", &open, &approve("dave"))).contains("may not approve it"));
+        assert!(refusal(check_approve(Some(&p), "dave", &open, &approve("ALICE"))).contains("already approved"), "a second approval under another spelling");
+        check_approve(Some(&p), "dave", &open, &approve("Bob")).unwrap();
     }
 
     #[test]

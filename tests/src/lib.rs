@@ -106,7 +106,7 @@ impl GrpcApi {
         let artifacts = signalbox_api::artifacts::Artifacts::new(s.home.store()?, signalbox_api::artifacts::DEFAULT_MAX_ARTIFACT_BYTES);
         let url = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(signalbox_api::grpc::serve(listener, s.deploys().await?, s.releases().await?, artifacts, targets, async {
+        let server = tokio::spawn(signalbox_api::grpc::serve(listener, s.deploys().await?, s.releases().await?, artifacts, targets, signalbox_api::auth::Security::open(), async {
             let _ = stopped.await;
         }));
         Ok(Self { client: DeployServiceClient::connect(url.clone()).await?, url, stop, server })

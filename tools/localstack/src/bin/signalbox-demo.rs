@@ -155,7 +155,7 @@ async fn rollout(args: &Args) -> anyhow::Result<(Running, DeployStatus)> {
     println!("  temporal  {} (UI http://localhost:{UI_PORT}), worker on task queue {}", stack.server.address(), stack.options.task_queue);
     let artifacts = signalbox_api::artifacts::Artifacts::new(stack.home.store()?, signalbox_api::artifacts::DEFAULT_MAX_ARTIFACT_BYTES);
     let (stop_api, stopped) = oneshot::channel::<()>();
-    let api = tokio::spawn(signalbox_api::grpc::serve(listener, stack.deploys().await?, stack.releases().await?, artifacts, signalbox_api::targets::Targets::new(vec![etcd]), async {
+    let api = tokio::spawn(signalbox_api::grpc::serve(listener, stack.deploys().await?, stack.releases().await?, artifacts, signalbox_api::targets::Targets::new(vec![etcd]), signalbox_api::auth::Security::open(), async {
         let _ = stopped.await;
     }));
     println!("  api       grpc://{API_ADDR}");
