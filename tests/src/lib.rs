@@ -1,6 +1,8 @@
 //! Support for the integration tests: one runtime and one local stack per test binary (one
 //! Temporal server per binary, not per test), and golden-history recording.
 
+pub mod pki;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;

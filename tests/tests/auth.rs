@@ -1,0 +1,252 @@
+//! Authenticated control over real TLS: certificates from the test's own CA, tokens signed by
+//! its own identity provider and checked against its JWKS, a policy file, and the real
+//! `signalbox` CLI, against the shared dev server, the worker process and a real fleet.
+
+use std::path::{Path, PathBuf};
+
+use signalbox_domain::control::Action;
+use signalbox_domain::{ApprovalPolicy, BatchPlan, BatchStep, DeployStatus, OnExpiry, Phase};
+use signalbox_localstack::{DEPLOY_DEADLINE, LoadedFleet, Stack, demo_build, publish, request};
+use signalbox_proto::pb;
+use signalbox_proto::pb::deploy_service_client::DeployServiceClient;
+use signalbox_tests::pki::{Idp, Pki};
+use signalbox_tests::{run, stack};
+use tokio::sync::oneshot;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::{Code, Request};
+
+const ISSUER: &str = "https://login.signalbox.test";
+const AUDIENCE: &str = "signalbox";
+
+const POLICY: &str = r#"
+[[allow]]
+who = ["alice@example.com"]
+roles = ["start", "steer", "approve"]
+services = ["auth-*"]
+
+[[allow]]
+who = ["bob@example.com"]
+roles = ["approve"]
+
+[[allow]]
+who = ["group:sre"]
+roles = ["admin"]
+"#;
+
+/// A deploy API serving TLS with the test's auth file, in-process on a loopback port.
+struct SecuredApi {
+    url: String,
+    pki: Pki,
+    idp: Idp,
+    stop: oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl SecuredApi {
+    async fn start(s: &Stack, dir: &Path) -> anyhow::Result<Self> {
+        let pki = Pki::new(dir)?;
+        let (cert, key) = pki.server("api")?;
+        let idp = Idp::new(ISSUER, AUDIENCE, "key-1")?;
+        std::fs::write(dir.join("jwks.json"), idp.jwks()?)?;
+        std::fs::write(dir.join("policy.toml"), POLICY)?;
+        let auth = format!(
+            "policy = \"policy.toml\"\n[tls]\ncert = {cert:?}\nkey = {key:?}\nclient_ca = \"ca.pem\"\n[oidc]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks = \"jwks.json\"\n"
+        );
+        std::fs::write(dir.join("auth.toml"), auth)?;
+        let security = signalbox_api::auth::Security::load(&dir.join("auth.toml"))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("https://127.0.0.1:{}", listener.local_addr()?.port());
+        let artifacts = signalbox_api::artifacts::Artifacts::new(s.home.store()?, signalbox_api::artifacts::DEFAULT_MAX_ARTIFACT_BYTES);
+        let targets = signalbox_api::targets::Targets::new(vec!["http://127.0.0.1:2379".into()]);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(signalbox_api::grpc::serve(listener, s.deploys().await?, s.releases().await?, artifacts, targets, security, async {
+            let _ = stopped.await;
+        }));
+        Ok(Self { url, pki, idp, stop, server })
+    }
+
+    /// A client over TLS trusting the test CA, presenting `cert` (a client certificate) if given.
+    async fn client(&self, cert: Option<(PathBuf, PathBuf)>) -> anyhow::Result<DeployServiceClient<Channel>> {
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(self.pki.ca())?));
+        if let Some((cert, key)) = cert {
+            tls = tls.identity(Identity::from_pem(std::fs::read(cert)?, std::fs::read(key)?));
+        }
+        let channel = Channel::from_shared(self.url.clone())?.tls_config(tls)?.connect().await?;
+        Ok(DeployServiceClient::new(channel))
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        Ok(self.server.await??)
+    }
+}
+
+/// `message` with `authorization: Bearer <token>`.
+fn bearer<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("a token is ASCII"));
+    request
+}
+
+/// A refusal's code and message; panics on success.
+fn refused<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> (Code, String) {
+    let status = r.expect_err("the call must be refused");
+    (status.code(), status.message().to_owned())
+}
+
+fn control(id: &str, by: &str, reason: &str) -> pb::ControlDeployRequest {
+    pb::ControlDeployRequest { deploy_id: id.to_owned(), by: by.to_owned(), reason: reason.to_owned() }
+}
+
+/// Runs the real `signalbox` CLI with `env` set; returns its exit code, stdout and stderr.
+async fn signalbox(env: &[(&str, &str)], args: &[&str]) -> anyhow::Result<(Option<i32>, String, String)> {
+    let mut command = tokio::process::Command::new(signalbox_devstack::workspace_binary("signalbox")?);
+    command.args(args).env_remove("SIGNALBOX_API").env_remove("SIGNALBOX_DEPLOYER").env("USER", "mallory");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = command.output().await?;
+    Ok((out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
+async fn status(client: &DeployServiceClient<Channel>, token: &str, id: &str) -> anyhow::Result<DeployStatus> {
+    let wire = client.clone().get_deploy(bearer(token, pb::GetDeployRequest { deploy_id: id.to_owned() })).await?.into_inner();
+    Ok(DeployStatus::try_from(wire)?)
+}
+
+async fn until(client: &DeployServiceClient<Channel>, token: &str, id: &str, what: &str, ready: impl Fn(&DeployStatus) -> bool) -> anyhow::Result<DeployStatus> {
+    signalbox_devstack::wait_for(what, DEPLOY_DEADLINE, || async {
+        let st = status(client, token, id).await?;
+        Ok(ready(&st).then_some(st))
+    })
+    .await
+}
+
+#[test]
+fn no_credential_or_a_bad_token_is_unauthenticated() {
+    run(async {
+        let s = stack().await;
+        let api = SecuredApi::start(s, &s.options.dir.join("auth-tokens")).await?;
+        let client = api.client(None).await?;
+        let get = || pb::GetDeployRequest { deploy_id: "deploy/auth-x/auth-x/1".into() };
+
+        let (code, message) = refused(client.clone().get_deploy(get()).await);
+        assert_eq!(code, Code::Unauthenticated, "{message}");
+        assert!(message.contains("no credential"), "{message}");
+
+        let expired = api.idp.token("alice@example.com", &[], -600)?;
+        let (code, message) = refused(client.clone().get_deploy(bearer(&expired, get())).await);
+        assert_eq!(code, Code::Unauthenticated, "{message}");
+        assert!(message.contains("ExpiredSignature"), "{message}");
+
+        let now = chrono::Utc::now().timestamp();
+        let elsewhere = api.idp.sign(&serde_json::json!({"iss": ISSUER, "aud": "another-app", "sub": "alice", "exp": now + 600}))?;
+        let (code, message) = refused(client.clone().get_deploy(bearer(&elsewhere, get())).await);
+        assert_eq!((code, message.contains("InvalidAudience")), (Code::Unauthenticated, true), "{message}");
+        let forged_issuer = api.idp.sign(&serde_json::json!({"iss": "https://evil.test", "aud": AUDIENCE, "sub": "alice", "exp": now + 600}))?;
+        let (code, message) = refused(client.clone().get_deploy(bearer(&forged_issuer, get())).await);
+        assert_eq!((code, message.contains("InvalidIssuer")), (Code::Unauthenticated, true), "{message}");
+
+        // Another key under the same name: the signature does not verify.
+        let impostor = Idp::new(ISSUER, AUDIENCE, "key-1")?;
+        let (code, message) = refused(client.clone().get_deploy(bearer(&impostor.token("alice@example.com", &["sre"], 600)?, get())).await);
+        assert_eq!((code, message.contains("InvalidSignature")), (Code::Unauthenticated, true), "{message}");
+        let unknown = Idp::new(ISSUER, AUDIENCE, "key-2")?;
+        let (code, message) = refused(client.clone().get_deploy(bearer(&unknown.token("alice@example.com", &[], 600)?, get())).await);
+        assert_eq!((code, message.as_str()), (Code::Unauthenticated, "the bearer token is signed by an unknown key (key-2)"));
+        let (code, message) = refused(client.clone().get_deploy(bearer("not-a-jwt", get())).await);
+        assert_eq!((code, message.contains("is not a JWT")), (Code::Unauthenticated, true), "{message}");
+
+        // A good token gets past authentication: the deploy is simply not there.
+        let good = api.idp.token("alice@example.com", &[], 600)?;
+        let (code, message) = refused(client.clone().get_deploy(bearer(&good, get())).await);
+        assert_eq!(code, Code::NotFound, "{message}");
+
+        // The real CLI: plaintext to a TLS server fails; without a credential it is refused.
+        let ca = api.pki.ca().to_string_lossy().into_owned();
+        let (code, _, err) = signalbox(&[("SIGNALBOX_CA", &ca)], &["deploy", "get", "deploy/auth-x/auth-x/1", "--api", &api.url]).await?;
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("no credential: this server needs a bearer token"), "{err}");
+        let (code, _, err) = signalbox(&[("SIGNALBOX_CA", &ca), ("SIGNALBOX_TOKEN", &good)], &["deploy", "get", "deploy/auth-x/auth-x/1", "--api", &api.url]).await?;
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("not found") || err.contains("no deploy"), "authenticated, the CLI reaches the deploy lookup: {err}");
+        api.stop().await
+    });
+}
+
+#[test]
+fn the_principal_comes_from_the_credential_and_the_policy_decides() {
+    run(async {
+        let s = stack().await;
+        let dir = s.options.dir.join("auth-policy");
+        let api = SecuredApi::start(s, &dir).await?;
+        let client = api.client(None).await?;
+        let alice = api.idp.token("Alice@Example.com", &[], 600)?;
+        let bob = api.idp.token("bob@example.com", &[], 600)?;
+        let erin = api.idp.token("erin@example.com", &["deployers"], 600)?;
+
+        let service = "auth-gated";
+        let base = publish(&s.home, demo_build(service, "1.0.0", 0.002, 5)).await?;
+        let next = publish(&s.home, demo_build(service, "1.1.0", 0.002, 5)).await?;
+        let fleet = LoadedFleet::start(&s.home, service, 3, base, 150, &s.options.dir).await?;
+        let mut req = request(service, service, next.clone());
+        req.batch_plan = BatchPlan { steps: [1, 3].into_iter().map(BatchStep::Count).collect() };
+        req.approval = Some(ApprovalPolicy {
+            before_batches: vec![2],
+            approvers: vec!["alice@example.com".into(), "bob@example.com".into(), "erin@example.com".into()],
+            quorum: 1,
+            allow_self_approval: false,
+            expiry_ms: 10 * 60 * 1000,
+            on_expiry: OnExpiry::Abort,
+        });
+
+        // Starting as someone else, or without the role, is refused before anything starts.
+        let (code, message) = refused(client.clone().start_deploy(bearer(&alice, pb::StartDeployRequest::from(req.clone()))).await);
+        assert_eq!(code, Code::PermissionDenied, "{message}");
+        assert_eq!(message, "deployer: you are authenticated as alice@example.com; a call cannot act as \"ci@signalbox\"");
+        req.deployer = String::new();
+        let (code, message) = refused(client.clone().start_deploy(bearer(&erin, pb::StartDeployRequest::from(req.clone()))).await);
+        assert_eq!((code, message.as_str()), (Code::PermissionDenied, "erin@example.com lacks the role start for service auth-gated, target auth-gated"));
+        let id = client.clone().start_deploy(bearer(&alice, pb::StartDeployRequest::from(req.clone()))).await?.into_inner().deploy_id;
+        until(&client, &bob, &id, "the gate before batch 2", |s| s.phase == Phase::AwaitingApproval).await?;
+
+        // Four-eyes on the authenticated identity: alice's token, whatever its spelling.
+        let approve = |approver: &str| pb::ApproveDeployRequest { deploy_id: id.clone(), approver: approver.into(), reason: "fine".into() };
+        let (code, message) = refused(client.clone().approve_deploy(bearer(&alice, approve(""))).await);
+        assert_eq!((code, message.as_str()), (Code::FailedPrecondition, "alice@example.com started this deploy and may not approve it"));
+        let (code, message) = refused(client.clone().approve_deploy(bearer(&erin, approve(""))).await);
+        assert_eq!((code, message.as_str()), (Code::PermissionDenied, "erin@example.com lacks the role approve for service auth-gated, target auth-gated"));
+        let (code, message) = refused(client.clone().approve_deploy(bearer(&bob, approve("erin@example.com"))).await);
+        assert_eq!(code, Code::PermissionDenied, "a request cannot name another approver: {message}");
+        let (code, message) = refused(client.clone().bypass_deploy(bearer(&alice, control(&id, "", "hurry"))).await);
+        assert_eq!((code, message.as_str()), (Code::PermissionDenied, "alice@example.com lacks the role bypass for service auth-gated, target auth-gated"));
+        let (code, message) = refused(client.clone().pause_deploy(bearer(&alice, control(&id, "bob@example.com", ""))).await);
+        assert_eq!(code, Code::PermissionDenied, "{message}");
+        let held = status(&client, &bob, &id).await?;
+        assert!(held.audit.is_empty() && held.bypass.is_none() && held.phase == Phase::AwaitingApproval, "refused calls change nothing: {held:#?}");
+
+        // Bob approves with the real CLI: $USER (mallory) is not who the token says.
+        let ca = api.pki.ca().to_string_lossy().into_owned();
+        let token_file = dir.join("bob.jwt");
+        std::fs::write(&token_file, &bob)?;
+        let token_file = token_file.to_string_lossy().into_owned();
+        let (code, out, err) = signalbox(&[("SIGNALBOX_CA", &ca), ("SIGNALBOX_TOKEN_FILE", &token_file)], &["deploy", "approve", &id, "--api", &api.url, "--reason", "canary is clean"]).await?;
+        assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
+        assert!(out.contains("approve by bob@example.com: canary is clean"), "{out}");
+
+        // A service with a certificate from the CA, in the sre unit (admin), aborts.
+        let ci = api.client(Some(api.pki.client("ci-bot", &["sre"])?)).await?;
+        let aborted = ci.clone().abort_deploy(control(&id, "", "the release train was cancelled")).await?.into_inner();
+        assert!(!aborted.audit.is_empty());
+        let done = until(&client, &bob, &id, "the deploy to roll back", |s| s.phase.is_final()).await?;
+        assert_eq!(done.phase, Phase::RolledBack, "{done:#?}");
+        let audit: Vec<(Action, &str)> = done.audit.iter().map(|e| (e.action, e.by.as_str())).collect();
+        assert_eq!(audit, [(Action::Approve, "bob@example.com"), (Action::Abort, "ci-bot")], "the audit names the authenticated principals");
+        // A certificate outside any rule's unit holds no role.
+        let stranger = api.client(Some(api.pki.client("batch-job", &["jobs"])?)).await?;
+        let (code, message) = refused(stranger.clone().pause_deploy(control(&id, "", "")).await);
+        assert_eq!((code, message.as_str()), (Code::PermissionDenied, "batch-job lacks the role steer for service auth-gated, target auth-gated"));
+        drop(fleet);
+        api.stop().await
+    });
+}
