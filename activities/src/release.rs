@@ -22,9 +22,11 @@ pub struct ReleaseActivities {
 
 impl ReleaseActivities {
     /// Release activities reaching deploys through `client` (on `task_queue`, where the
-    /// release's deploys run).
-    pub fn new(client: Client, task_queue: impl Into<String>) -> Self {
-        Self { deploys: Deploys::new(client, task_queue) }
+    /// release's deploys run), signing what they ask with `key` (the deploys of a release the
+    /// API started take nothing unsigned).
+    pub fn new(client: Client, task_queue: impl Into<String>, key: Option<signalbox_domain::grant::ControlKey>) -> Self {
+        let deploys = Deploys::new(client, task_queue);
+        Self { deploys: match key { Some(key) => deploys.signing_with(key), None => deploys } }
     }
 }
 

@@ -255,7 +255,11 @@ pub async fn serve(listener: TcpListener, deploys: Deploys, releases: Releases, 
         shutdown.await;
         let _ = stop.send(true);
     };
-    let Security { authority: auth, tls } = security;
+    let Security { authority: auth, tls, control_key } = security;
+    let deploys = match control_key {
+        Some(key) => deploys.signing_with(key),
+        None => deploys,
+    };
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         server = server.tls_config(tls)?;

@@ -129,7 +129,7 @@ impl ReleaseService for ReleaseApi {
         let req = request.into_inner();
         let id = release_id(req.release_id)?;
         let approver = self.permit_on(caller.as_ref(), &id, Some(""), Role::Approve, "approver", &req.approver).await?;
-        answer(self.releases.approve(&id, Approve { approver, reason: req.reason }).await)
+        answer(self.releases.approve(&id, Approve { approver, reason: req.reason, grant: String::new() }).await)
     }
 
     #[instrument(skip_all, fields(release_id = %request.get_ref().release_id, by = %request.get_ref().by))]

@@ -110,6 +110,7 @@ fn audit_line(e: &AuditEntry) -> String {
         Action::Bypass => "bypass",
         Action::Approve => "approve",
         Action::ApprovalExpired => "approval expired",
+        Action::Refused => "refused",
     };
     let reason = if e.reason.is_empty() { String::new() } else { format!(": {}", e.reason) };
     format!("  {action} by {}{reason} ({})", e.by, time(e.at))

@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use signalbox_contract::activities::{AnalyzeHealth, SampleAaPeriod};
-use signalbox_contract::deploy::{Abort, ApproveGate, Bypass, DeployRun, Halt, Pause, Resume, Rollback, Status};
+use signalbox_contract::deploy::{Abort, ApproveGate, Bypass, DeployRun, Halt, Pause, PauseUpdate, Resume, ResumeUpdate, Rollback, Status};
 use signalbox_contract::lane::{held, lane_id};
 use signalbox_contract::search;
+use signalbox_domain::grant::{Control, ControlKey, Subject};
 use signalbox_domain::{Approve, Command, DeployRequest, DeployStatus, Phase, SamplingProgress, control, deploy_id};
 use temporalio_client::errors::{WorkflowInteractionError, WorkflowQueryError, WorkflowStartError, WorkflowUpdateError};
 use temporalio_client::{
@@ -48,6 +49,11 @@ pub(crate) fn id_suffix(request_id: Option<&str>) -> Result<String> {
         }
         None => Ok(uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()),
     }
+}
+
+/// A grant's nonce: unique per operation.
+fn nonce() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// How often the admission is looked at.
@@ -103,12 +109,29 @@ pub struct Started {
 pub struct Deploys {
     client: Client,
     task_queue: String,
+    /// The key that signs every operation, when this client is the API's: deploys it starts
+    /// take control only with its grants.
+    key: Option<ControlKey>,
 }
 
 impl Deploys {
     /// Deploys through `client` on `task_queue`.
     pub fn new(client: Client, task_queue: impl Into<String>) -> Self {
-        Self { client, task_queue: task_queue.into() }
+        Self { client, task_queue: task_queue.into(), key: None }
+    }
+
+    /// This client, signing with `key`: the deploys it starts take control only through
+    /// operations it signs (`control: signed`), and it steers pause and resume by update.
+    pub fn signing_with(self, key: ControlKey) -> Self {
+        Self { key: Some(key), ..self }
+    }
+
+    /// `cmd` with the grant of `operation` on `id`, when this client signs.
+    fn granted(&self, id: &str, operation: &str, mut cmd: Command) -> Command {
+        if let Some(key) = &self.key {
+            cmd.grant = key.sign(&Subject { workflow_id: id, operation, by: &cmd.by, reason: &cmd.reason }, &nonce());
+        }
+        cmd
     }
 
     /// The Temporal client.
@@ -128,7 +151,10 @@ impl Deploys {
     ///
     /// With `request_id`, the deploy's id ends with it, and a start already made with it answers
     /// with that deploy instead of starting another: a retried call is harmless.
-    pub async fn start(&self, req: DeployRequest, request_id: Option<String>) -> Result<Started> {
+    pub async fn start(&self, mut req: DeployRequest, request_id: Option<String>) -> Result<Started> {
+        if self.key.is_some() {
+            req.control = Control::Signed;
+        }
         req.validate()?;
         let suffix = id_suffix(request_id.as_deref())?;
         let id = deploy_id(&req.service, &req.target, &suffix);
@@ -246,37 +272,52 @@ impl Deploys {
 
     /// Signal `pause`: the deploy holds before its next step (`paused: true`).
     pub async fn pause(&self, id: &str, cmd: Command) -> Result<()> {
+        if self.key.is_some() {
+            let cmd = self.granted(id, PauseUpdate::NAME, cmd);
+            return self.update(id, PauseUpdate, cmd, |_| Ok(())).await.map(drop);
+        }
         self.signal(id, Pause, cmd).await
     }
 
     /// Signal `resume`: lifts a pause or a halt.
     pub async fn resume(&self, id: &str, cmd: Command) -> Result<()> {
+        if self.key.is_some() {
+            let cmd = self.granted(id, ResumeUpdate::NAME, cmd);
+            return self.update(id, ResumeUpdate, cmd, |_| Ok(())).await.map(drop);
+        }
         self.signal(id, Resume, cmd).await
     }
 
     /// Update `halt`: freezes the deploy and its target where they stand; answers once frozen.
     pub async fn halt(&self, id: &str, cmd: Command) -> Result<DeployStatus> {
+        let cmd = self.granted(id, Halt::NAME, cmd);
         self.update(id, Halt, cmd.clone(), |s| control::check_halt(s, &cmd)).await
     }
 
     /// Update `abort`: rolls the deploy back now.
     pub async fn abort(&self, id: &str, cmd: Command) -> Result<DeployStatus> {
+        let cmd = self.granted(id, Abort::NAME, cmd);
         self.update(id, Abort, cmd.clone(), |s| control::check_abort(s, &cmd)).await
     }
 
     /// Update `rollback`: an abort while the deploy runs; after success, a rollback of every
     /// step while the rollback window is open and nothing it changed is another deploy's since.
     pub async fn rollback(&self, id: &str, cmd: Command) -> Result<DeployStatus> {
+        let cmd = self.granted(id, Rollback::NAME, cmd);
         self.update(id, Rollback, cmd.clone(), |s| control::check_rollback(s, &cmd)).await
     }
 
     /// Update `bypass`: skips the remaining gates and bake timers; `cmd.reason` is mandatory.
     pub async fn bypass(&self, id: &str, cmd: Command) -> Result<DeployStatus> {
+        let cmd = self.granted(id, Bypass::NAME, cmd);
         self.update(id, Bypass, cmd.clone(), |s| control::check_bypass(s, &cmd)).await
     }
 
     /// Update `approve`: one approval of the open approval gate.
-    pub async fn approve(&self, id: &str, approve: Approve) -> Result<DeployStatus> {
+    pub async fn approve(&self, id: &str, mut approve: Approve) -> Result<DeployStatus> {
+        if let Some(key) = &self.key {
+            approve.grant = key.sign(&Subject { workflow_id: id, operation: ApproveGate::NAME, by: &approve.approver, reason: &approve.reason }, &nonce());
+        }
         self.update(id, ApproveGate, approve, |_| Err(control::Refusal("nothing awaits approval".into()))).await
     }
 

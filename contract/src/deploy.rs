@@ -10,6 +10,11 @@
 //! | `rollback` | update | like abort while running; after success, within the rollback window      |
 //! | `bypass`   | update | skip every remaining gate (approvals, health) and bake timer              |
 //! | `approve`  | update | an approval of the open gate                                              |
+//! | `pause_update`  | update | `pause` with an answer: what the API sends                           |
+//! | `resume_update` | update | `resume` with an answer: what the API sends                          |
+//!
+//! A deploy started with `control: signed` (by an API holding the control key) takes updates
+//! only with the API's grant, and refuses the `pause` and `resume` signals, auditing each.
 //!
 //! With the `temporal` CLI: `temporal workflow update execute --workflow-id <id> --name abort
 //! --input '{"by":"alice","reason":"p99"}'`.
@@ -31,6 +36,14 @@ signal!(
 signal!(
     /// Lift a pause or a halt.
     Resume = "resume" on DeployRun: Command
+);
+update!(
+    /// Hold before the next step, answered (the API's `pause`).
+    PauseUpdate = "pause_update" on DeployRun: Command => DeployStatus
+);
+update!(
+    /// Lift a pause or a halt, answered (the API's `resume`).
+    ResumeUpdate = "resume_update" on DeployRun: Command => DeployStatus
 );
 update!(
     /// Freeze the deploy and its target where they stand.

@@ -115,6 +115,9 @@ pub struct Approve {
     pub approver: String,
     /// Why (recorded).
     pub reason: String,
+    /// The API's proof of the approver ([`crate::grant`]).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub grant: String,
 }
 
 /// How a gate closed.
@@ -264,7 +267,7 @@ mod tests {
     }
 
     fn approve(who: &str) -> Approve {
-        Approve { approver: who.into(), reason: "looks fine".into() }
+        Approve { approver: who.into(), reason: "looks fine".into(), grant: String::new() }
     }
 
     fn gate_with(approvers: &[&str]) -> Gate {

@@ -32,12 +32,16 @@ pub struct Command {
     pub by: String,
     /// Why, recorded in the audit trail; required by halt, abort, rollback and bypass.
     pub reason: String,
+    /// The API's proof that it authenticated `by` and let the operation through
+    /// ([`crate::grant`]); a deploy the API started takes no operation without it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub grant: String,
 }
 
 impl Command {
     /// A command by `by` for `reason`.
     pub fn new(by: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { by: by.into(), reason: reason.into() }
+        Self { by: by.into(), reason: reason.into(), grant: String::new() }
     }
 }
 
@@ -61,6 +65,9 @@ pub enum Action {
     Approve,
     /// An approval gate expired without quorum; `reason` says what followed.
     ApprovalExpired,
+    /// An operation was refused and changed nothing (a signal without the API's grant);
+    /// `reason` says which and why.
+    Refused,
 }
 
 /// One entry of a deploy's audit trail: who did what, when (workflow time), and why.

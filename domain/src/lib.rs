@@ -10,6 +10,7 @@ pub mod artifact;
 pub mod bounds;
 pub mod control;
 pub mod error;
+pub mod grant;
 pub mod health;
 pub mod metric;
 pub mod plan;

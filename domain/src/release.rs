@@ -310,6 +310,7 @@ impl DeploySettings {
             approval: self.approval.clone(),
             analysis: self.analysis.clone(),
             queue: false,
+            control: Default::default(),
         }
     }
 

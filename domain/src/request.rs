@@ -60,6 +60,10 @@ pub struct DeployRequest {
     /// once naming it (`false`, the default).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub queue: bool,
+    /// Who may steer the deploy: anyone on Temporal's port (`open`, the default), or only the
+    /// operations the signalbox API signed (`signed`, set by an API that holds the control key).
+    #[serde(default, skip_serializing_if = "crate::grant::Control::is_open")]
+    pub control: crate::grant::Control,
 }
 
 /// The rollback window of a request that does not say: an hour.
@@ -136,6 +140,7 @@ mod tests {
             approval: None,
             analysis: None,
             queue: false,
+            control: Default::default(),
         }
     }
 

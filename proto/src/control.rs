@@ -12,14 +12,14 @@ use crate::pb;
 /// deploy it goes to. Whether `by` and `reason` may be empty is the deploy's rule to apply.
 impl From<pb::ControlDeployRequest> for Command {
     fn from(req: pb::ControlDeployRequest) -> Self {
-        Self { by: req.by, reason: req.reason }
+        Self { by: req.by, reason: req.reason, grant: String::new() }
     }
 }
 
 /// The approval of an `ApproveDeploy`; `deploy_id` says which deploy it goes to.
 impl From<pb::ApproveDeployRequest> for Approve {
     fn from(req: pb::ApproveDeployRequest) -> Self {
-        Self { approver: req.approver, reason: req.reason }
+        Self { approver: req.approver, reason: req.reason, grant: String::new() }
     }
 }
 
@@ -58,6 +58,7 @@ impl From<Action> for pb::AuditAction {
             Action::Bypass => Self::Bypass,
             Action::Approve => Self::Approve,
             Action::ApprovalExpired => Self::ApprovalExpired,
+            Action::Refused => Self::Refused,
         }
     }
 }
@@ -73,6 +74,7 @@ impl TryFrom<pb::AuditAction> for Action {
             pb::AuditAction::Halt => Self::Halt,
             pb::AuditAction::Abort => Self::Abort,
             pb::AuditAction::Rollback => Self::Rollback,
+            pb::AuditAction::Refused => Self::Refused,
             pb::AuditAction::Bypass => Self::Bypass,
             pb::AuditAction::Approve => Self::Approve,
             pb::AuditAction::ApprovalExpired => Self::ApprovalExpired,
@@ -197,7 +199,7 @@ mod tests {
         let req = pb::ControlDeployRequest { deploy_id: "deploy/x/1".into(), by: "alice".into(), reason: String::new() };
         assert_eq!(Command::from(req), Command::new("alice", ""));
         let req = pb::ApproveDeployRequest { deploy_id: "deploy/x/1".into(), approver: "bob".into(), reason: "lgtm".into() };
-        assert_eq!(Approve::from(req), Approve { approver: "bob".into(), reason: "lgtm".into() });
+        assert_eq!(Approve::from(req), Approve { approver: "bob".into(), reason: "lgtm".into(), grant: String::new() });
     }
 
     #[test]

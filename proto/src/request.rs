@@ -98,6 +98,7 @@ impl TryFrom<pb::StartDeployRequest> for StartDeploy {
             approval: req.approval.map(|a| ApprovalPolicy::try_from(a).map_err(within("approval"))).transpose()?,
             analysis,
             queue: req.queue,
+            control: Default::default(),
         };
         Ok(Self { request, request_id })
     }
@@ -313,6 +314,7 @@ mod tests {
             }),
             analysis: None,
             queue: false,
+            control: Default::default(),
         }
     }
 

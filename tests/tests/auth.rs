@@ -10,7 +10,7 @@ use signalbox_localstack::{DEPLOY_DEADLINE, LoadedFleet, Stack, demo_build, publ
 use signalbox_proto::pb;
 use signalbox_proto::pb::deploy_service_client::DeployServiceClient;
 use signalbox_tests::pki::{Idp, Pki};
-use signalbox_tests::{run, stack};
+use signalbox_tests::{run, stack, temporal};
 use tokio::sync::oneshot;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::{Code, Request};
@@ -49,8 +49,9 @@ impl SecuredApi {
         let idp = Idp::new(ISSUER, AUDIENCE, "key-1")?;
         std::fs::write(dir.join("jwks.json"), idp.jwks()?)?;
         std::fs::write(dir.join("policy.toml"), POLICY)?;
+        let control_key = signalbox_localstack::control_key_file(&s.options);
         let auth = format!(
-            "policy = \"policy.toml\"\n[tls]\ncert = {cert:?}\nkey = {key:?}\nclient_ca = \"ca.pem\"\n[oidc]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks = \"jwks.json\"\n"
+            "policy = \"policy.toml\"\ncontrol_key = {control_key:?}\n[tls]\ncert = {cert:?}\nkey = {key:?}\nclient_ca = \"ca.pem\"\n[oidc]\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\njwks = \"jwks.json\"\n"
         );
         std::fs::write(dir.join("auth.toml"), auth)?;
         let security = signalbox_api::auth::Security::load(&dir.join("auth.toml"))?;
@@ -246,6 +247,90 @@ fn the_principal_comes_from_the_credential_and_the_policy_decides() {
         let stranger = api.client(Some(api.pki.client("batch-job", &["jobs"])?)).await?;
         let (code, message) = refused(stranger.clone().pause_deploy(control(&id, "", "")).await);
         assert_eq!((code, message.as_str()), (Code::PermissionDenied, "batch-job lacks the role steer for service auth-gated, target auth-gated"));
+        drop(fleet);
+        api.stop().await
+    });
+}
+
+/// The first grant a history's payloads carry, as anyone reading the history (the Web UI,
+/// `temporal workflow show`) can copy it.
+fn copied_grant(history: &serde_json::Value) -> Option<String> {
+    use base64::Engine;
+    match history {
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let decoded = (k == "data").then(|| v.as_str()).flatten().and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok());
+            let grant = decoded.and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok()).and_then(|j| j.get("grant").and_then(|g| g.as_str()).map(str::to_owned));
+            grant.or_else(|| copied_grant(v))
+        }),
+        serde_json::Value::Array(items) => items.iter().find_map(copied_grant),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_deploy_the_api_started_refuses_what_is_sent_straight_to_temporal() {
+    run(async {
+        let s = stack().await;
+        let api = SecuredApi::start(s, &s.options.dir.join("auth-direct")).await?;
+        let client = api.client(None).await?;
+        let alice = api.idp.token("alice@example.com", &[], 600)?;
+        let service = "auth-direct";
+        let base = publish(&s.home, demo_build(service, "1.0.0", 0.002, 5)).await?;
+        let next = publish(&s.home, demo_build(service, "1.1.0", 0.002, 5)).await?;
+        let fleet = LoadedFleet::start(&s.home, service, 2, base, 100, &s.options.dir).await?;
+        let mut req = request(service, service, next.clone());
+        req.deployer = String::new();
+        req.batch_plan = BatchPlan { steps: [1, 2].into_iter().map(BatchStep::Count).collect() };
+        req.approval = Some(ApprovalPolicy {
+            before_batches: vec![2],
+            approvers: vec!["bob@example.com".into()],
+            quorum: 1,
+            allow_self_approval: false,
+            expiry_ms: 10 * 60 * 1000,
+            on_expiry: OnExpiry::Abort,
+        });
+        let id = client.clone().start_deploy(bearer(&alice, pb::StartDeployRequest::from(req))).await?.into_inner().deploy_id;
+        until(&client, &alice, &id, "the gate before batch 2", |s| s.phase == Phase::AwaitingApproval).await?;
+
+        // Through the API a pause is an update with the API's grant.
+        client.clone().pause_deploy(bearer(&alice, control(&id, "", "looking at p99"))).await?;
+        assert!(status(&client, &alice, &id).await?.paused);
+
+        // The official CLI straight to Temporal: the signal is refused and audited ...
+        let input = r#"{"by": "alice@example.com", "reason": "lgtm"}"#;
+        let (code, out, err) = temporal(s, &["workflow", "signal", "--workflow-id", &id, "--name", "resume", "--input", input]).await?;
+        assert_eq!(code, Some(0), "Temporal delivers the signal: {out}{err}");
+        let refused_signal = until(&client, &alice, &id, "the refusal in the audit", |s| s.audit.iter().any(|e| e.action == Action::Refused)).await?;
+        assert!(refused_signal.paused, "the pause holds: {refused_signal:#?}");
+        let entry = refused_signal.audit.iter().find(|e| e.action == Action::Refused).expect("refusal");
+        assert_eq!((entry.by.as_str(), entry.reason.as_str()), ("alice@example.com", "signal resume refused: this deploy takes control only through the signalbox API"));
+
+        // ... an update without a grant is refused by name and changes nothing ...
+        let abort = r#"{"by": "mallory", "reason": "because"}"#;
+        let (code, out, err) = temporal(s, &["workflow", "update", "execute", "--workflow-id", &id, "--name", "abort", "--input", abort]).await?;
+        assert_ne!(code, Some(0), "{out}");
+        assert!(format!("{out}{err}").contains("abort: this deploy takes control only through the signalbox API (no grant)"), "{out}{err}");
+        // ... and a grant copied out of the history works neither for another operation nor twice.
+        let history: serde_json::Value = serde_json::from_str(&s.deploys().await?.history_json(&id).await?)?;
+        let grant = copied_grant(&history).expect("the pause's grant is in the history");
+        for (name, by) in [("resume_update", "alice@example.com"), ("pause_update", "alice@example.com")] {
+            let input = serde_json::json!({"by": by, "reason": "looking at p99", "grant": grant}).to_string();
+            let (code, out, err) = temporal(s, &["workflow", "update", "execute", "--workflow-id", &id, "--name", name, "--input", &input]).await?;
+            assert_ne!(code, Some(0), "{name}: {out}");
+            let said = format!("{out}{err}");
+            assert!(said.contains("the grant is not the API's") || said.contains("this grant was used already"), "{name}: {said}");
+        }
+        let held = status(&client, &alice, &id).await?;
+        assert!(held.paused && !held.phase.is_final(), "{held:#?}");
+
+        // The API still steers it, as the principal the token names.
+        client.clone().resume_deploy(bearer(&alice, control(&id, "", "p99 is fine"))).await?;
+        client.clone().abort_deploy(bearer(&alice, control(&id, "", "the build is superseded"))).await?;
+        let done = until(&client, &alice, &id, "the deploy to roll back", |s| s.phase.is_final()).await?;
+        assert_eq!(done.phase, Phase::RolledBack, "{done:#?}");
+        let audit: Vec<(Action, &str)> = done.audit.iter().map(|e| (e.action, e.by.as_str())).collect();
+        assert_eq!(audit, [(Action::Pause, "alice@example.com"), (Action::Refused, "alice@example.com"), (Action::Resume, "alice@example.com"), (Action::Abort, "alice@example.com")]);
+        signalbox_tests::record_history(&s.deploys().await?, &id, "auth_signed_control").await?;
         drop(fleet);
         api.stop().await
     });

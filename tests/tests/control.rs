@@ -356,7 +356,7 @@ fn policy(approvers: &[&str], quorum: u32, expiry_ms: u64, on_expiry: OnExpiry) 
 }
 
 fn approve(who: &str, why: &str) -> Approve {
-    Approve { approver: who.into(), reason: why.into() }
+    Approve { approver: who.into(), reason: why.into(), grant: String::new() }
 }
 
 #[test]

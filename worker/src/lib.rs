@@ -4,6 +4,9 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
+use signalbox_domain::grant::ControlKey;
+
 use signalbox_activities::{DeployActivities, LaneActivities, ReleaseActivities, TrafficActivities};
 use signalbox_client::DEFAULT_TASK_QUEUE;
 use signalbox_store::Home;
@@ -31,6 +34,22 @@ pub struct Options {
     /// etcd endpoints of agent targets, comma-separated (connected on first use).
     #[arg(long, env = "SIGNALBOX_ETCD", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
     pub etcd: Vec<String>,
+    /// Files of the keys shared with the API, comma-separated, the current one first (the rest
+    /// still verify while being retired): deploys the API started take only operations it
+    /// signed. The first also signs what releases ask of their deploys.
+    #[arg(long, env = "SIGNALBOX_CONTROL_KEY_FILE", value_delimiter = ',')]
+    pub control_key_file: Vec<PathBuf>,
+}
+
+/// Reads the control keys named by `files`, naming the file that cannot be used.
+pub fn control_keys(files: &[PathBuf]) -> anyhow::Result<Vec<ControlKey>> {
+    files
+        .iter()
+        .map(|f| {
+            let secret = std::fs::read(f).with_context(|| format!("--control-key-file: cannot read {}", f.display()))?;
+            ControlKey::new(&secret).map_err(|rule| anyhow::anyhow!("--control-key-file: {}: {rule}", f.display()))
+        })
+        .collect()
 }
 
 /// The substrate kinds this worker serves: the local process fleet under `home`, and hosts
@@ -43,6 +62,12 @@ pub fn substrates(home: &Home, etcd: &[String]) -> Registry {
 
 /// Runs the worker until SIGTERM or Ctrl-C, then lets in-flight tasks finish.
 pub async fn run(options: Options) -> anyhow::Result<()> {
+    let keys = control_keys(&options.control_key_file)?;
+    let signing = keys.first().cloned();
+    if signing.is_none() {
+        info!("no control key: deploys started by an API that signs are refused their operations here");
+    }
+    signalbox_workflows::install_control_keys(keys);
     let runtime = Runtime::from_current_tokio(Default::default())?;
     let client = signalbox_client::connect().await?;
     let home = match &options.store {
@@ -58,7 +83,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .register_workflow::<BlueGreenWorkflow>()?
         .register_activities(DeployActivities::new(home.clone(), substrates(&home, &options.etcd)))
         .register_activities(LaneActivities::new(client.clone()))
-        .register_activities(ReleaseActivities::new(client.clone(), options.task_queue.clone()))
+        .register_activities(ReleaseActivities::new(client.clone(), options.task_queue.clone(), signing))
         .register_activities(TrafficActivities)
         // Every heartbeat reaches the server (they come every 2 s), so a deploy's status shows
         // how far its sampling got within 2 s rather than the default throttle's 8.

@@ -27,6 +27,7 @@ mod shared;
 
 pub use bench::NoopChainWorkflow;
 pub use deploy::DeployWorkflow;
+pub use shared::grant::install_control_keys;
 pub use lane::LaneWorkflow;
 pub use legacy::bluegreen::BlueGreenWorkflow;
 pub use legacy::canary::CanaryWorkflow;

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
+use signalbox_domain::grant::ControlKey;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 
@@ -70,6 +71,8 @@ pub fn canonical(id: &str) -> String {
 /// issuer = "https://login.example.com"
 /// audience = "signalbox"
 /// jwks = "jwks.json"
+///
+/// control_key = "control.key"  # shared with the workers: see `signalbox_domain::grant`
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,6 +83,10 @@ pub struct Config {
     pub tls: Tls,
     /// How people's tokens are checked.
     pub oidc: Option<Oidc>,
+    /// The key shared with the workers (at least 32 bytes): the API signs every operation it
+    /// lets through, and deploys it starts take no other. Without it, anyone on Temporal's
+    /// port can still steer them.
+    pub control_key: Option<PathBuf>,
 }
 
 /// The `[tls]` section: tokens never travel in plaintext.
@@ -106,12 +113,14 @@ pub struct Security {
     pub authority: Authority,
     /// The transport's TLS; `None` serves plaintext (only with [`Authority::open`]).
     pub tls: Option<ServerTlsConfig>,
+    /// The key that signs the operations the API lets through.
+    pub control_key: Option<ControlKey>,
 }
 
 impl Security {
     /// No authentication and plaintext: for a server on loopback in tests and the demo.
     pub fn open() -> Self {
-        Self { authority: Authority::open(), tls: None }
+        Self { authority: Authority::open(), tls: None, control_key: None }
     }
 
     /// Reads the auth file at `path` and everything it names.
@@ -140,7 +149,11 @@ impl Security {
         }
         // rustls is built with two crypto providers in this workspace; say which one serves.
         let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-        Ok(Self { authority: Authority(Arc::new(Inner::Enforced { tokens, certificates, policy })), tls: Some(tls) })
+        let control_key = config
+            .control_key
+            .map(|path| ControlKey::new(&read(base, "control_key", &path)?).map_err(|rule| Error::Config(format!("control_key: {rule}"))))
+            .transpose()?;
+        Ok(Self { authority: Authority(Arc::new(Inner::Enforced { tokens, certificates, policy })), tls: Some(tls), control_key })
     }
 }
 

@@ -91,10 +91,22 @@ impl Stack {
     }
 }
 
-/// Spawns `signalbox-worker` against `address`, logging to `log_name` in the stack's dir.
+/// The control key the stack's workers share with an API that signs ([`control_key_file`]).
+pub fn control_key_file(options: &StackOptions) -> std::path::PathBuf {
+    options.dir.join("control.key")
+}
+
+/// Spawns `signalbox-worker` against `address`, logging to `log_name` in the stack's dir; it
+/// holds the stack's control key, made on first use.
 fn spawn_worker(address: &str, home: &Home, options: &StackOptions, log_name: &str) -> anyhow::Result<ManagedProcess> {
+    let key = control_key_file(options);
+    if !key.exists() {
+        std::fs::create_dir_all(&options.dir)?;
+        std::fs::write(&key, format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()))?;
+    }
     let mut cmd = Command::new(workspace_binary("signalbox-worker")?);
     cmd.env("TEMPORAL_ADDRESS", address)
+        .env("SIGNALBOX_CONTROL_KEY_FILE", &key)
         .env("TEMPORAL_NAMESPACE", &options.namespace)
         .env("SIGNALBOX_HOME", home.root())
         .env("SIGNALBOX_TASK_QUEUE", &options.task_queue)
@@ -192,6 +204,7 @@ pub fn request(service: &str, fleet: &str, artifact: Artifact) -> DeployRequest 
         approval: None,
         analysis: None,
         queue: false,
+        control: Default::default(),
     }
 }
 

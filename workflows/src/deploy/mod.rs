@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 
 use signalbox_contract::{Received, search};
 use signalbox_contract::activities::{InstanceState, PreflightOutput};
-use signalbox_contract::deploy::{Abort, ApproveGate, Bypass, DeployRun, Halt, Pause, Resume, Rollback, Status};
+use signalbox_contract::deploy::{Abort, ApproveGate, Bypass, DeployRun, Halt, Pause, PauseUpdate, Resume, ResumeUpdate, Rollback, Status};
 use signalbox_domain::approval::{self, Approve};
 use signalbox_domain::control::{self, Action, AuditEntry, Boundary, Command, timestamp};
 use signalbox_domain::{BatchPlan, BatchStep, DeployRequest, DeployStatus, InvalidField, Phase, Strategy, bounds};
@@ -153,6 +153,7 @@ impl DeployWorkflow {
         ctx.state_mut(|s| {
             s.deployer = req.deployer.clone();
             s.approval = req.approval.clone();
+            s.control = req.control;
             s.status.strategy = req.strategy.name().to_owned();
         });
 
@@ -255,31 +256,60 @@ impl DeployWorkflow {
 
     /// Holds the deploy before its next step (fire and forget; ignored once it ended, while it
     /// rolls back, when already paused, or when the command cannot be read or breaks a bound).
+    /// A deploy that takes control only through the API refuses it and audits the refusal.
     #[signal(name = Pause::NAME)]
     pub fn pause(&mut self, ctx: &mut SyncWorkflowContext<Self>, cmd: Received<Command>) {
         let Some(cmd) = readable(cmd) else { return };
-        if self.status.phase.is_final() || self.status.stopping() || self.status.paused {
+        let at = timestamp(ctx.workflow_time());
+        if self.refuse_signal(Pause::NAME, &cmd, at) {
             return;
         }
-        self.status.paused = true;
-        self.record(Action::Pause, &cmd, timestamp(ctx.workflow_time()));
+        self.hold(&cmd, at);
     }
 
     /// Lifts a pause or a halt (fire and forget; ignored when neither is in effect, or when
-    /// the command cannot be read or breaks a bound).
+    /// the command cannot be read or breaks a bound). Refused and audited like `pause`.
     #[signal(name = Resume::NAME)]
     pub fn resume(&mut self, ctx: &mut SyncWorkflowContext<Self>, cmd: Received<Command>) {
         let Some(cmd) = readable(cmd) else { return };
-        if !(self.status.paused || self.status.halted) || self.status.stopping() {
+        let at = timestamp(ctx.workflow_time());
+        if self.refuse_signal(Resume::NAME, &cmd, at) {
             return;
         }
-        self.status.paused = false;
-        self.status.halted = false;
-        self.record(Action::Resume, &cmd, timestamp(ctx.workflow_time()));
+        self.unhold(&cmd, at);
+    }
+
+    #[update_validator(pause_update)]
+    fn validate_pause_update(&self, ctx: &WorkflowContextView, cmd: &Command) -> Validation {
+        self.check_grant(ctx, PauseUpdate::NAME, cmd)?;
+        Ok(control::check_command(cmd)?)
+    }
+
+    /// `pause` with an answer and the API's grant: what the API sends a deploy it started.
+    #[update(name = PauseUpdate::NAME)]
+    pub fn pause_update(&mut self, ctx: &mut SyncWorkflowContext<Self>, cmd: Command) -> DeployStatus {
+        self.taken.take(&cmd.grant);
+        self.hold(&cmd, timestamp(ctx.workflow_time()));
+        self.status.clone()
+    }
+
+    #[update_validator(resume_update)]
+    fn validate_resume_update(&self, ctx: &WorkflowContextView, cmd: &Command) -> Validation {
+        self.check_grant(ctx, ResumeUpdate::NAME, cmd)?;
+        Ok(control::check_command(cmd)?)
+    }
+
+    /// `resume` with an answer and the API's grant.
+    #[update(name = ResumeUpdate::NAME)]
+    pub fn resume_update(&mut self, ctx: &mut SyncWorkflowContext<Self>, cmd: Command) -> DeployStatus {
+        self.taken.take(&cmd.grant);
+        self.unhold(&cmd, timestamp(ctx.workflow_time()));
+        self.status.clone()
     }
 
     #[update_validator(halt)]
-    fn validate_halt(&self, _ctx: &WorkflowContextView, cmd: &Command) -> Validation {
+    fn validate_halt(&self, ctx: &WorkflowContextView, cmd: &Command) -> Validation {
+        self.check_grant(ctx, Halt::NAME, cmd)?;
         Ok(control::check_halt(&self.status, cmd)?)
     }
 
@@ -291,6 +321,7 @@ impl DeployWorkflow {
     pub async fn halt(ctx: &mut WorkflowContext<Self>, cmd: Command) -> DeployStatus {
         let at = timestamp(ctx.workflow_time());
         ctx.state_mut(|s| {
+            s.taken.take(&cmd.grant);
             s.status.halted = true;
             s.status.audit.push(AuditEntry::of(Action::Halt, &cmd, at));
         });
@@ -301,7 +332,8 @@ impl DeployWorkflow {
     }
 
     #[update_validator(abort)]
-    fn validate_abort(&self, _ctx: &WorkflowContextView, cmd: &Command) -> Validation {
+    fn validate_abort(&self, ctx: &WorkflowContextView, cmd: &Command) -> Validation {
+        self.check_grant(ctx, Abort::NAME, cmd)?;
         Ok(control::check_abort(&self.status, cmd)?)
     }
 
@@ -309,11 +341,13 @@ impl DeployWorkflow {
     /// A change in flight is stopped by freezing the target, then undone with the rest.
     #[update(name = Abort::NAME)]
     pub fn abort(&mut self, ctx: &mut SyncWorkflowContext<Self>, cmd: Command) -> DeployStatus {
+        self.taken.take(&cmd.grant);
         self.accept_stop(Action::Abort, control::aborted(&cmd), &cmd, timestamp(ctx.workflow_time()))
     }
 
     #[update_validator(rollback)]
-    fn validate_rollback(&self, _ctx: &WorkflowContextView, cmd: &Command) -> Validation {
+    fn validate_rollback(&self, ctx: &WorkflowContextView, cmd: &Command) -> Validation {
+        self.check_grant(ctx, Rollback::NAME, cmd)?;
         if self.rollback.is_some() {
             return Err("a rollback is already being checked; wait for its answer".into());
         }
@@ -326,6 +360,7 @@ impl DeployWorkflow {
     /// otherwise). Reason `rolled back by <who>: <why>`.
     #[update(name = Rollback::NAME)]
     pub async fn rollback(ctx: &mut WorkflowContext<Self>, cmd: Command) -> Result<DeployStatus, Box<dyn std::error::Error + Send + Sync>> {
+        ctx.state_mut(|s| s.taken.take(&cmd.grant));
         if !ctx.state(|s| s.lanes && s.status.phase == Phase::Succeeded && !s.status.stopping()) {
             let at = timestamp(ctx.workflow_time());
             return Ok(ctx.state_mut(|s| s.accept_stop(Action::Rollback, control::rolled_back(&cmd), &cmd, at)));
@@ -345,7 +380,8 @@ impl DeployWorkflow {
     }
 
     #[update_validator(bypass)]
-    fn validate_bypass(&self, _ctx: &WorkflowContextView, cmd: &Command) -> Validation {
+    fn validate_bypass(&self, ctx: &WorkflowContextView, cmd: &Command) -> Validation {
+        self.check_grant(ctx, Bypass::NAME, cmd)?;
         Ok(control::check_bypass(&self.status, cmd)?)
     }
 
@@ -353,12 +389,14 @@ impl DeployWorkflow {
     /// (a bake or judgement under way is cancelled). Pauses and halts still hold.
     #[update(name = Bypass::NAME)]
     pub fn bypass(&mut self, ctx: &mut SyncWorkflowContext<Self>, cmd: Command) -> DeployStatus {
+        self.taken.take(&cmd.grant);
         self.status.bypass = Some(self.record(Action::Bypass, &cmd, timestamp(ctx.workflow_time())));
         self.status.clone()
     }
 
     #[update_validator(approve)]
-    fn validate_approve(&self, _ctx: &WorkflowContextView, approve: &Approve) -> Validation {
+    fn validate_approve(&self, ctx: &WorkflowContextView, approve: &Approve) -> Validation {
+        self.taken.check(self.control, ctx.workflow_id(), ApproveGate::NAME, &approve.approver, &approve.reason, &approve.grant)?;
         if self.status.stopping() {
             return Err("nothing awaits approval: the deploy is being rolled back".into());
         }
@@ -368,11 +406,55 @@ impl DeployWorkflow {
     /// Approves the open approval gate; quorum opens it.
     #[update(name = ApproveGate::NAME)]
     pub fn approve(&mut self, ctx: &mut SyncWorkflowContext<Self>, approve: Approve) -> DeployStatus {
+        self.taken.take(&approve.grant);
         let entry = self.record(Action::Approve, &Command::new(approve.approver, approve.reason), timestamp(ctx.workflow_time()));
         if let Some(gate) = self.status.gates.last_mut() {
             gate.approvals.push(entry);
         }
         self.status.clone()
+    }
+}
+
+/// Most refusals one deploy's audit trail keeps: the status stays bounded however many
+/// signals someone sends.
+const MAX_REFUSALS: usize = 100;
+
+impl DeployWorkflow {
+    /// Pauses, unless it ended, rolls back or is paused already.
+    fn hold(&mut self, cmd: &Command, at: chrono::DateTime<chrono::Utc>) {
+        if self.status.phase.is_final() || self.status.stopping() || self.status.paused {
+            return;
+        }
+        self.status.paused = true;
+        self.record(Action::Pause, cmd, at);
+    }
+
+    /// Lifts a pause or a halt, if one is in effect and the deploy is not rolling back.
+    fn unhold(&mut self, cmd: &Command, at: chrono::DateTime<chrono::Utc>) {
+        if !(self.status.paused || self.status.halted) || self.status.stopping() {
+            return;
+        }
+        self.status.paused = false;
+        self.status.halted = false;
+        self.record(Action::Resume, cmd, at);
+    }
+
+    /// Whether `signal` must be refused: a deploy that takes control only through the API
+    /// cannot tell who sent it. The refusal is audited under the name the sender gave.
+    fn refuse_signal(&mut self, signal: &str, cmd: &Command, at: chrono::DateTime<chrono::Utc>) -> bool {
+        if self.control.is_open() {
+            return false;
+        }
+        if self.status.audit.iter().filter(|e| e.action == Action::Refused).count() < MAX_REFUSALS {
+            let why = format!("signal {signal} refused: this deploy takes control only through the signalbox API");
+            self.record(Action::Refused, &Command::new(cmd.by.clone(), why), at);
+        }
+        true
+    }
+
+    /// An update validator's check of the API's grant for `operation`.
+    fn check_grant(&self, ctx: &WorkflowContextView, operation: &str, cmd: &Command) -> Result<(), control::Refusal> {
+        self.taken.check(self.control, ctx.workflow_id(), operation, &cmd.by, &cmd.reason, &cmd.grant)
     }
 }
 

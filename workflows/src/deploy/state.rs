@@ -5,7 +5,10 @@
 use signalbox_domain::approval::{self, ApprovalPolicy, GateOutcome};
 use signalbox_domain::control::{Action, AuditEntry, Boundary, Command, Step, Steering, holds, interrupts, must_freeze, unholds};
 use signalbox_domain::DeployStatus;
+use signalbox_domain::grant::Control;
 use temporalio_macros::workflow;
+
+use crate::shared::grant::Taken;
 
 /// The deploy workflow. Its methods (the run and the handlers) are in `super`.
 #[workflow]
@@ -25,6 +28,10 @@ pub struct DeployWorkflow {
     pub(crate) lanes: bool,
     /// The one rollback asked for in the rollback window, from the request to its answer read.
     pub(crate) rollback: Option<RollbackCheck>,
+    /// Who may steer: anyone, or the API's signed operations only; set when the run starts.
+    pub(crate) control: Control,
+    /// The API's grants this deploy took, so none is taken twice.
+    pub(crate) taken: Taken,
 }
 
 /// A rollback asked for in the rollback window, while the run checks that what it would undo is
@@ -49,6 +56,8 @@ impl Default for DeployWorkflow {
             frozen: false,
             lanes: false,
             rollback: None,
+            control: Control::Open,
+            taken: Taken::default(),
         }
     }
 }
