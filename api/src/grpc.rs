@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::Stream;
-use signalbox_client::{Deploys, Error, Releases};
+use signalbox_client::{Deploys, Error, Releases, listing};
 use signalbox_domain::{Approve, Command, DeployStatus};
 use signalbox_proto::{StartDeploy, pb, wire_field};
 use signalbox_proto::pb::artifact_service_server::ArtifactServiceServer;
@@ -137,6 +137,15 @@ impl DeployService for Api {
         Ok(Response::new(Box::pin(watch_changes(fetch, |s: &DeployStatus| s.phase.is_final(), first, self.stopping.clone()))))
     }
 
+    #[instrument(skip_all, fields(service = %request.get_ref().service))]
+    async fn list_deploys(&self, request: Request<pb::ListDeploysRequest>) -> Result<Response<pb::ListDeploysResponse>, Status> {
+        self.auth.read(&request)?;
+        let req = request.into_inner();
+        let filter = listing_filter(&req).map_err(status_of)?;
+        let page = self.deploys.list(&filter, req.page_size, &req.page_token).await.map_err(status_of)?;
+        Ok(Response::new(pb::ListDeploysResponse { deploys: page.deploys.into_iter().map(summary).collect(), next_page_token: page.next.unwrap_or_default() }))
+    }
+
     #[instrument(skip_all, fields(deploy_id = %request.get_ref().deploy_id, by = %request.get_ref().by))]
     async fn pause_deploy(&self, request: Request<pb::ControlDeployRequest>) -> Result<Response<()>, Status> {
         let (id, cmd) = control(&self.auth, request, Role::Steer)?;
@@ -184,6 +193,34 @@ impl DeployService for Api {
         let id = deploy_id(std::mem::take(&mut req.deploy_id))?;
         req.approver = self.auth.permit(caller.as_ref(), Role::Approve, &[deploy_scope(&id)], "approver", &req.approver)?;
         answer(self.deploys.approve(&id, Approve::from(req)).await)
+    }
+}
+
+/// The filter a `ListDeploys` asks for; errors name the wire field.
+fn listing_filter(req: &pb::ListDeploysRequest) -> Result<listing::Filter, Error> {
+    if req.service.is_empty() {
+        return Err(Error::Invalid { field: "service".into(), rule: "is required".into() });
+    }
+    let since = signalbox_proto::instant("since", req.since).map_err(|e| Error::from(e))?;
+    let phase = match req.phase() {
+        pb::Phase::Unspecified => None,
+        phase => Some(signalbox_domain::Phase::try_from(phase).map_err(Error::from)?),
+    };
+    Ok(listing::Filter { service: req.service.clone(), since, phase, target: (!req.target.is_empty()).then(|| req.target.clone()) })
+}
+
+fn summary(d: listing::Summary) -> pb::DeploySummary {
+    pb::DeploySummary {
+        deploy_id: d.deploy_id,
+        service: d.service,
+        target: d.target,
+        phase: d.phase.map_or(pb::Phase::Unspecified, pb::Phase::from).into(),
+        deployer: d.deployer,
+        artifact_digest: d.artifact_digest,
+        git_sha: d.git_sha,
+        strategy: d.strategy,
+        started_at: d.started_at.map(signalbox_proto::timestamp),
+        closed_at: d.closed_at.map(signalbox_proto::timestamp),
     }
 }
 

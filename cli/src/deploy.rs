@@ -115,7 +115,9 @@ pub enum Command {
         /// Deploy id, as printed by `deploy start`.
         id: String,
     },
-    /// Hold a deploy before its next batch (a signal: it takes effect at the deploy's next step).
+    /// List deploys of a service since a time, newest first (from Temporal's visibility).
+    List(crate::history::Which),
+    /// Hold a deploy before its next batch (it takes effect at the deploy's next step).
     Pause(Operate),
     /// Lift a pause or a halt (a signal, like pause).
     Resume(Operate),
@@ -361,6 +363,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Watch { api, id } => watch(&mut api.connect().await?, &id).await,
+        Command::List(which) => crate::history::list(which).await,
         Command::Pause(args) => control::operate(Operation::Pause, args).await,
         Command::Resume(args) => control::operate(Operation::Resume, args).await,
         Command::Halt(args) => control::operate(Operation::Halt, args).await,

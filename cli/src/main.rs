@@ -10,6 +10,7 @@ mod artifact;
 mod backtest;
 mod control;
 mod deploy;
+mod history;
 mod progress;
 mod release;
 mod target;
@@ -36,6 +37,8 @@ enum Command {
     /// Start, inspect, follow and steer deploys through the deploy API.
     #[command(subcommand)]
     Deploy(deploy::Command),
+    /// Who started what, and every operator action on it, for a service since a time.
+    Audit(history::Which),
     /// Start, inspect, follow and steer releases (services through a pipeline's stages).
     #[command(subcommand)]
     Release(release::Command),
@@ -73,6 +76,7 @@ async fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
         Command::Artifact(command) => artifact::run(command).await,
         Command::Deploy(command) => deploy::run(command).await,
+        Command::Audit(which) => history::audit(which).await,
         Command::Release(command) => release::run(command).await,
         Command::Target(command) => target::run(command).await,
         Command::Demo { args } => demo(args),

@@ -6,6 +6,7 @@
 mod connect;
 mod deploys;
 pub mod lanes;
+pub mod listing;
 mod releases;
 
 pub use connect::{connect, connect_to, connect_with};

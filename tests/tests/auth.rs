@@ -3,6 +3,7 @@
 //! `signalbox` CLI, against the shared dev server, the worker process and a real fleet.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use signalbox_domain::control::Action;
 use signalbox_domain::{ApprovalPolicy, BatchPlan, BatchStep, DeployStatus, OnExpiry, Phase};
@@ -247,6 +248,29 @@ fn the_principal_comes_from_the_credential_and_the_policy_decides() {
         let stranger = api.client(Some(api.pki.client("batch-job", &["jobs"])?)).await?;
         let (code, message) = refused(stranger.clone().pause_deploy(control(&id, "", "")).await);
         assert_eq!((code, message.as_str()), (Code::PermissionDenied, "batch-job lacks the role steer for service auth-gated, target auth-gated"));
+
+        // The record, from the real server's visibility and the deploy's own trail, through the CLI.
+        let env = [("SIGNALBOX_CA", ca.as_str()), ("SIGNALBOX_TOKEN_FILE", token_file.as_str())];
+        let listed = signalbox_devstack::wait_for("the deploy's end in visibility", Duration::from_secs(30), || async {
+            let (code, out, err) = signalbox(&env, &["deploy", "list", "--api", &api.url, "--service", service, "--since", "1h", "--json"]).await?;
+            anyhow::ensure!(code == Some(0), "{err}");
+            Ok(out.contains("rolled_back").then_some(out))
+        })
+        .await?;
+        let rows: Vec<serde_json::Value> = listed.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+        assert_eq!(rows.len(), 1, "{listed}");
+        assert_eq!((rows[0]["deploy_id"].as_str(), rows[0]["deployer"].as_str(), rows[0]["artifact_digest"].as_str()), (Some(id.as_str()), Some("alice@example.com"), Some(next.digest.to_string().as_str())));
+        let (code, out, err) = signalbox(&env, &["deploy", "list", "--api", &api.url, "--service", service, "--since", "1h", "--phase", "succeeded"]).await?;
+        assert_eq!((code, out.as_str()), (Some(0), ""), "no deploy of it succeeded: {err}");
+        let (code, out, err) = signalbox(&env, &["audit", "--api", &api.url, "--service", service, "--since", "1h"]).await?;
+        assert_eq!(code, Some(0), "{err}");
+        let actions: Vec<&str> = out.lines().map(|l| l.split_once(&format!("{id}  ")).map_or(l, |(_, rest)| rest)).collect();
+        assert_eq!(actions.len(), 3, "{out}");
+        assert!(actions[0].starts_with("start by alice@example.com: sha256:"), "{out}");
+        assert_eq!(&actions[1..], ["approve by bob@example.com: canary is clean", "abort by ci-bot: the release train was cancelled"], "{out}");
+        let (code, _, err) = signalbox(&env, &["deploy", "list", "--api", &api.url, "--service", "Auth Gated", "--since", "1h"]).await?;
+        assert_eq!(code, Some(2));
+        assert!(err.contains("service: must be 1 to 63 of a-z"), "{err}");
         drop(fleet);
         api.stop().await
     });
