@@ -11,3 +11,4 @@ pub mod grpc;
 pub mod releases;
 pub mod server;
 pub mod targets;
+pub mod webhooks;

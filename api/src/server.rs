@@ -42,6 +42,12 @@ pub struct Options {
     /// server on loopback that nobody else can reach.
     #[arg(long, env = "SIGNALBOX_API_INSECURE_NO_AUTH", conflicts_with = "auth")]
     pub insecure_no_auth: bool,
+    /// Where to serve the webhooks (`POST /webhooks/health`); off unless set.
+    #[arg(long, env = "SIGNALBOX_WEBHOOKS_LISTEN", requires = "webhook_secret_file")]
+    pub webhooks_listen: Option<SocketAddr>,
+    /// The secret webhook callers sign with (HMAC-SHA256; at least 32 bytes).
+    #[arg(long, env = "SIGNALBOX_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<std::path::PathBuf>,
     /// Largest build a push may carry, in bytes.
     #[arg(long, env = "SIGNALBOX_MAX_ARTIFACT_BYTES", default_value_t = DEFAULT_MAX_ARTIFACT_BYTES)]
     pub max_artifact_bytes: u64,
@@ -66,6 +72,21 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
     .context("opening the origin artifact store")?;
     let artifacts = Artifacts::new(store, options.max_artifact_bytes);
+    if let (Some(listen), Some(secret)) = (options.webhooks_listen, &options.webhook_secret_file) {
+        let secret = std::fs::read(secret).with_context(|| format!("--webhook-secret-file: cannot read {}", secret.display()))?;
+        let deploys = match &security.control_key {
+            Some(key) => deploys.clone().signing_with(key.clone()),
+            None => deploys.clone(),
+        };
+        let hooks = crate::webhooks::Webhooks::new(deploys, &secret).map_err(|rule| anyhow::anyhow!("--webhook-secret-file: {rule}"))?;
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("--webhooks-listen: cannot listen on {listen}"))?;
+        info!(%listen, "webhooks serving");
+        tokio::spawn(async move {
+            if let Err(e) = crate::webhooks::serve(listener, hooks, terminated()).await {
+                tracing::error!(error = %e, "webhooks stopped");
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(options.listen).await.with_context(|| format!("listening on {}", options.listen))?;
     info!(listen = %options.listen, task_queue = %options.task_queue, "deploy API serving");
     grpc::serve(listener, deploys, releases, artifacts, Targets::new(options.etcd.clone()), security, terminated()).await?;

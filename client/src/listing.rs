@@ -6,7 +6,8 @@ use std::time::SystemTime;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use signalbox_contract::search;
-use signalbox_domain::{Phase, bounds};
+use signalbox_contract::deploy::DeployRun;
+use signalbox_domain::{Command, Phase, bounds};
 use temporalio_client::{WorkflowExecutionStatus, WorkflowListOptions};
 
 use crate::{Deploys, Error, Result};
@@ -38,7 +39,7 @@ impl Filter {
         bounds::check_name("service", &self.service)?;
         let mut q = format!(
             "WorkflowType = '{}' AND {} = '{}' AND StartTime >= '{}'",
-            signalbox_contract::deploy::DeployRun::NAME,
+            DeployRun::NAME,
             search::SERVICE.name(),
             self.service,
             self.since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -146,6 +147,33 @@ impl Deploys {
             });
         }
         Ok(Page { next: more.then(|| format!("o{}", skip + size)), deploys })
+    }
+}
+
+impl Deploys {
+    /// Aborts every deploy of `service` still rolling out (open and not yet in a final phase:
+    /// a succeeded deploy in its rollback window is left alone) with `cmd`; returns the ids of
+    /// those that took it. One that ended meanwhile, or refuses, is left out.
+    pub async fn abort_in_flight(&self, service: &str, cmd: Command) -> Result<Vec<String>> {
+        bounds::check_name("service", service)?;
+        let query = format!("WorkflowType = '{}' AND {} = '{service}' AND ExecutionStatus = 'Running'", DeployRun::NAME, search::SERVICE.name());
+        let mut stream = self.client().list_workflows(query, WorkflowListOptions::builder().limit(MAX_PAGE as usize).build());
+        let mut ids = Vec::new();
+        while let Some(execution) = stream.next().await {
+            ids.push(execution.map_err(|e| Error::Unavailable(e.to_string()))?.id().to_owned());
+        }
+        let mut aborted = Vec::new();
+        for id in ids {
+            // Visibility trails: the deploy's own status says whether it is still in flight.
+            let Ok(status) = self.status(&id).await else { continue };
+            if status.phase.is_final() || status.stopping() {
+                continue;
+            }
+            if self.abort(&id, cmd.clone()).await.is_ok() {
+                aborted.push(id);
+            }
+        }
+        Ok(aborted)
     }
 }
 

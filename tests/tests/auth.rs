@@ -359,3 +359,69 @@ fn a_deploy_the_api_started_refuses_what_is_sent_straight_to_temporal() {
         api.stop().await
     });
 }
+
+/// `POST /webhooks/health` of `body`, signed with `secret` at `at` (Unix seconds) unless `None`.
+async fn health_hook(url: &str, body: &str, signed: Option<(&[u8], i64)>) -> anyhow::Result<(u16, String)> {
+    use hmac::Mac;
+    let mut post = reqwest::Client::new().post(format!("{url}/webhooks/health")).body(body.to_owned());
+    if let Some((secret, at)) = signed {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret)?;
+        mac.update(format!("{at}.{body}").as_bytes());
+        post = post.header("X-Signalbox-Timestamp", at.to_string()).header("X-Signalbox-Signature", format!("sha256={}", hex::encode(mac.finalize().into_bytes())));
+    }
+    let answer = post.send().await?;
+    Ok((answer.status().as_u16(), answer.text().await?))
+}
+
+#[test]
+fn a_signed_health_webhook_rolls_back_the_deploys_in_flight() {
+    run(async {
+        let s = stack().await;
+        let api = SecuredApi::start(s, &s.options.dir.join("auth-webhook")).await?;
+        let client = api.client(None).await?;
+        let alice = api.idp.token("alice@example.com", &[], 600)?;
+        let secret = b"a-webhook-secret-of-at-least-32-bytes".as_slice();
+        let key = signalbox_domain::grant::ControlKey::new(&std::fs::read(signalbox_localstack::control_key_file(&s.options))?).map_err(anyhow::Error::msg)?;
+        let hooks = signalbox_api::webhooks::Webhooks::new(s.deploys().await?.signing_with(key), secret).map_err(anyhow::Error::msg)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(signalbox_api::webhooks::serve(listener, hooks, async {
+            let _ = stopped.await;
+        }));
+
+        let service = "auth-hooked";
+        let base = publish(&s.home, demo_build(service, "1.0.0", 0.002, 5)).await?;
+        let next = publish(&s.home, demo_build(service, "1.1.0", 0.002, 5)).await?;
+        let fleet = LoadedFleet::start(&s.home, service, 2, base, 100, &s.options.dir).await?;
+        let mut req = request(service, service, next.clone());
+        req.deployer = String::new();
+        req.batch_plan = BatchPlan { steps: [1, 2].into_iter().map(BatchStep::Count).collect() };
+        req.bake_ms = 10 * 60 * 1000;
+        let id = client.clone().start_deploy(bearer(&alice, pb::StartDeployRequest::from(req))).await?.into_inner().deploy_id;
+        until(&client, &alice, &id, "the first batch to bake", |s| s.phase == Phase::Baking).await?;
+
+        let body = r#"{"service": "auth-hooked", "reason": "error budget burnt", "source": "pagerduty"}"#;
+        let now = chrono::Utc::now().timestamp();
+        assert_eq!(health_hook(&url, body, None).await?, (401, "X-Signalbox-Timestamp: is required".into()));
+        assert_eq!(health_hook(&url, body, Some((b"another-secret-that-is-long-enough-too", now))).await?, (401, "X-Signalbox-Signature: does not match the body".into()));
+        assert_eq!(health_hook(&url, body, Some((secret, now - 3600))).await?, (401, "X-Signalbox-Timestamp: is more than 5 minutes off".into()));
+        let held = status(&client, &alice, &id).await?;
+        assert_eq!((held.phase, held.audit.len()), (Phase::Baking, 0), "refused calls change nothing");
+
+        let (code, answer) = health_hook(&url, body, Some((secret, now))).await?;
+        assert_eq!(code, 200, "{answer}");
+        let answer: serde_json::Value = serde_json::from_str(&answer)?;
+        assert_eq!(answer["rolled_back"], serde_json::json!([id]));
+        assert_eq!(health_hook(&url, body, Some((secret, now))).await?.0, 409, "a replay is refused");
+
+        let done = until(&client, &alice, &id, "the deploy to roll back", |s| s.phase.is_final()).await?;
+        assert_eq!(done.phase, Phase::RolledBack, "{done:#?}");
+        assert_eq!(done.reason.as_deref(), Some("aborted by webhook:pagerduty: health webhook: error budget burnt"));
+        assert!(fleet.served_versions().await.iter().all(|v| v.as_deref() == Some("1.0.0")), "every instance back on 1.0.0");
+        drop(fleet);
+        let _ = stop.send(());
+        server.await??;
+        api.stop().await
+    });
+}

@@ -1,0 +1,129 @@
+//! Webhooks: other systems telling signalbox something it must act on.
+//!
+//! `POST /webhooks/health`: an external health checker reports a regression of a service, and
+//! every deploy of it still rolling out is judged bad at once and rolls back (an abort signed
+//! by `webhook:<source>`). The body is JSON, `{"service": "checkout", "reason": "...",
+//! "source": "pagerduty"}`; it is signed with a secret shared with the checker:
+//!
+//! ```text
+//! X-Signalbox-Timestamp: 1764771000
+//! X-Signalbox-Signature: sha256=<hex of HMAC-SHA256(secret, "<timestamp>.<body>")>
+//! ```
+//!
+//! An unsigned call, a wrong signature, a timestamp more than five minutes off, or a signature
+//! already seen is refused (401; 409 for a replay) and changes nothing.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+use signalbox_client::Deploys;
+use signalbox_domain::Command;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+/// Largest body a webhook takes.
+const MAX_BODY: usize = 64 * 1024;
+/// How far a call's timestamp may be from the server's clock, in seconds.
+const SKEW_S: i64 = 300;
+/// Shortest secret: 32 bytes.
+pub const MIN_SECRET: usize = 32;
+
+/// A health report.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthReport {
+    service: String,
+    reason: String,
+    #[serde(default = "external")]
+    source: String,
+}
+
+fn external() -> String {
+    "external".into()
+}
+
+/// What the webhook handlers share.
+#[derive(Clone)]
+pub struct Webhooks {
+    deploys: Deploys,
+    secret: Arc<Vec<u8>>,
+    /// Signatures seen within the skew window, by the timestamp they carried.
+    seen: Arc<Mutex<BTreeMap<(i64, String), ()>>>,
+}
+
+impl Webhooks {
+    /// Handlers over `deploys`, checking signatures with `secret` (at least [`MIN_SECRET`]
+    /// bytes, trimmed).
+    pub fn new(deploys: Deploys, secret: &[u8]) -> Result<Self, String> {
+        let secret = secret.trim_ascii();
+        if secret.len() < MIN_SECRET {
+            return Err(format!("the webhook secret must be at least {MIN_SECRET} bytes (it is {})", secret.len()));
+        }
+        Ok(Self { deploys, secret: Arc::new(secret.to_vec()), seen: Arc::default() })
+    }
+
+    /// Checks a call's signature and freshness; the error is the status and what the caller reads.
+    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), (StatusCode, String)> {
+        let unauthorized = |why: &str| (StatusCode::UNAUTHORIZED, why.to_owned());
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let ts = header("x-signalbox-timestamp").ok_or_else(|| unauthorized("X-Signalbox-Timestamp: is required"))?;
+        let sig = header("x-signalbox-signature").ok_or_else(|| unauthorized("X-Signalbox-Signature: is required"))?;
+        let at: i64 = ts.parse().map_err(|_| unauthorized("X-Signalbox-Timestamp: must be Unix seconds"))?;
+        let now = chrono::Utc::now().timestamp();
+        if (now - at).abs() > SKEW_S {
+            return Err(unauthorized("X-Signalbox-Timestamp: is more than 5 minutes off"));
+        }
+        let tag = sig.strip_prefix("sha256=").and_then(|h| hex::decode(h).ok()).ok_or_else(|| unauthorized("X-Signalbox-Signature: must be sha256=<hex>"))?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes a key of any length");
+        mac.update(ts.as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        mac.verify_slice(&tag).map_err(|_| unauthorized("X-Signalbox-Signature: does not match the body"))?;
+        let mut seen = self.seen.lock().expect("the replay set is never poisoned");
+        seen.retain(|(t, _), ()| now - *t <= SKEW_S);
+        if seen.insert((at, sig.to_owned()), ()).is_some() {
+            return Err((StatusCode::CONFLICT, "this call was made before: a replay changes nothing".into()));
+        }
+        Ok(())
+    }
+}
+
+async fn health(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+    if let Err(refusal) = hooks.verify(&headers, &body) {
+        warn!(why = %refusal.1, "health webhook refused");
+        return refusal;
+    }
+    let report: HealthReport = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("body: {e}")),
+    };
+    for (field, value, max) in [("service", &report.service, 63), ("reason", &report.reason, 1024), ("source", &report.source, 64)] {
+        if value.trim().is_empty() || value.len() > max {
+            return (StatusCode::BAD_REQUEST, format!("{field}: must be 1 to {max} bytes"));
+        }
+    }
+    let cmd = Command::new(format!("webhook:{}", report.source.trim()), format!("health webhook: {}", report.reason.trim()));
+    match hooks.deploys.abort_in_flight(&report.service, cmd).await {
+        Ok(ids) => {
+            info!(service = %report.service, deploys = ids.len(), "health webhook: deploys in flight rolled back");
+            (StatusCode::OK, serde_json::json!({"rolled_back": ids}).to_string())
+        }
+        Err(signalbox_client::Error::Invalid { field, rule }) => (StatusCode::BAD_REQUEST, format!("{field}: {rule}")),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// Serves the webhooks on `listener` until `shutdown` completes.
+pub async fn serve(listener: TcpListener, hooks: Webhooks, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let app = Router::new().route("/webhooks/health", post(health)).layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)).with_state(hooks);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
