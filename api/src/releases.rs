@@ -138,7 +138,7 @@ impl ReleaseService for ReleaseApi {
         let req = request.into_inner();
         let id = release_id(req.release_id)?;
         let by = self.permit_on(caller.as_ref(), &id, Some(&req.stage), Role::Bypass, "by", &req.by).await?;
-        let bypass = BypassStage { by, reason: req.reason, stage: req.stage, expiry_ms: req.expiry_ms, override_failed_verdict: req.override_failed_verdict };
+        let bypass = BypassStage { by, reason: req.reason, stage: req.stage, expiry_ms: req.expiry_ms, override_failed_verdict: req.override_failed_verdict, grant: String::new() };
         answer(self.releases.bypass(&id, bypass).await)
     }
 

@@ -4,6 +4,7 @@ use signalbox_contract::release::{AbortRelease, ApproveStage, BypassRelease, Rel
 use signalbox_contract::search;
 use signalbox_domain::control::Refusal;
 use signalbox_domain::release_control::{self, BypassStage};
+use signalbox_domain::grant::{Control, ControlKey, Subject};
 use signalbox_domain::{Approve, Command, ReleasePhase, ReleaseRequest, ReleaseStatus};
 use temporalio_client::errors::{WorkflowQueryError, WorkflowStartError, WorkflowUpdateError};
 use temporalio_client::{
@@ -19,12 +20,27 @@ use crate::{Error, Result};
 pub struct Releases {
     client: Client,
     task_queue: String,
+    /// The key that signs every operation, when this client is the API's.
+    key: Option<ControlKey>,
 }
 
 impl Releases {
     /// Releases through `client` on `task_queue`.
     pub fn new(client: Client, task_queue: impl Into<String>) -> Self {
-        Self { client, task_queue: task_queue.into() }
+        Self { client, task_queue: task_queue.into(), key: None }
+    }
+
+    /// This client, signing with `key`: the releases it starts, and their deploys, take
+    /// control only through operations it signs.
+    pub fn signing_with(self, key: ControlKey) -> Self {
+        Self { key: Some(key), ..self }
+    }
+
+    /// The grant of `operation` on `id` by `by` for `reason`, or none when this client does
+    /// not sign.
+    fn grant(&self, id: &str, operation: &str, by: &str, reason: &str) -> String {
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        self.key.as_ref().map(|k| k.sign(&Subject { workflow_id: id, operation, by, reason }, &nonce)).unwrap_or_default()
     }
 
     /// Checks `req` (the pipeline, the services and their `depends_on`, the blast-radius
@@ -32,7 +48,10 @@ impl Releases {
     /// target exists, every build is pushed and not quarantined); returns the release's id. A
     /// refused request starts nothing and names the field. With `request_id`, the id ends with
     /// it, and a second start with it is refused naming the release that has it.
-    pub async fn start(&self, req: ReleaseRequest, request_id: Option<String>) -> Result<String> {
+    pub async fn start(&self, mut req: ReleaseRequest, request_id: Option<String>) -> Result<String> {
+        if self.key.is_some() {
+            req.control = Control::Signed;
+        }
         req.validate()?;
         let suffix = id_suffix(request_id.as_deref())?;
         let id = release_id(&req.pipeline.name, &suffix);
@@ -83,18 +102,21 @@ impl Releases {
     }
 
     /// Update `approve`: one approval of the open stage gate.
-    pub async fn approve(&self, id: &str, approve: Approve) -> Result<ReleaseStatus> {
+    pub async fn approve(&self, id: &str, mut approve: Approve) -> Result<ReleaseStatus> {
+        approve.grant = self.grant(id, ApproveStage::NAME, &approve.approver, &approve.reason);
         self.update(id, ApproveStage, approve, |_| Err(Refusal("nothing awaits approval".into()))).await
     }
 
     /// Update `bypass`: the emergency bypass of a stage (`reason` and `expiry_ms` are
     /// mandatory); its verdicts too only with `override_failed_verdict`.
-    pub async fn bypass(&self, id: &str, bypass: BypassStage) -> Result<ReleaseStatus> {
+    pub async fn bypass(&self, id: &str, mut bypass: BypassStage) -> Result<ReleaseStatus> {
+        bypass.grant = self.grant(id, BypassRelease::NAME, &bypass.by, &bypass.reason);
         self.update(id, BypassRelease, bypass, |s| Err(Refusal(format!("cannot bypass a stage: the release already ended {:?}", s.phase)))).await
     }
 
     /// Update `abort`: stops promotion; the deploys in flight roll back.
-    pub async fn abort(&self, id: &str, cmd: Command) -> Result<ReleaseStatus> {
+    pub async fn abort(&self, id: &str, mut cmd: Command) -> Result<ReleaseStatus> {
+        cmd.grant = self.grant(id, AbortRelease::NAME, &cmd.by, &cmd.reason);
         self.update(id, AbortRelease, cmd.clone(), |s| release_control::check_abort(s, &cmd)).await
     }
 

@@ -92,7 +92,7 @@ impl ControlKey {
 /// retired); returns its nonce, which the workflow must not accept again.
 pub fn verify<'g>(keys: &[ControlKey], subject: &Subject<'_>, grant: &'g str) -> Result<&'g str, Refusal> {
     if grant.is_empty() {
-        return Err(Refusal(format!("{}: this deploy takes control only through the signalbox API (no grant)", subject.operation)));
+        return Err(Refusal(format!("{}: only the signalbox API may steer this workflow (no grant)", subject.operation)));
     }
     let bad = || Refusal(format!("{}: the grant is not the API's for this deploy, operation, operator and reason", subject.operation));
     if grant.len() > MAX_GRANT {
@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn missing_garbled_or_unverifiable_grants_are_refused_by_name() {
-        assert_eq!(verify(&[key(1)], &ABORT, "").unwrap_err().0, "abort: this deploy takes control only through the signalbox API (no grant)");
+        assert_eq!(verify(&[key(1)], &ABORT, "").unwrap_err().0, "abort: only the signalbox API may steer this workflow (no grant)");
         for garbled in ["v1", "v2.n.00", "v1.N.00", &format!("v1.n.{}", "zz".repeat(32)), &"x".repeat(500)] {
             assert!(verify(&[key(1)], &ABORT, garbled).unwrap_err().0.contains("is not the API's"), "{garbled}");
         }

@@ -182,6 +182,10 @@ pub struct ReleaseRequest {
     /// Rehearse every deploy without changing an instance.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    /// Who may steer the release and its deploys: see [`crate::grant::Control`]; set by an API
+    /// that holds the control key.
+    #[serde(default, skip_serializing_if = "crate::grant::Control::is_open")]
+    pub control: crate::grant::Control,
 }
 
 impl Pipeline {
@@ -619,6 +623,7 @@ mod tests {
             services,
             deployer: "alice".into(),
             dry_run: false,
+            control: Default::default(),
         }
     }
 

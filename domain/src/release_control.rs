@@ -85,6 +85,9 @@ pub struct BypassStage {
     /// Also bypass the health judgement of the stage's deploys: a bad verdict no longer stops
     /// them. Named apart so that skipping a soak never skips a verdict by accident.
     pub override_failed_verdict: bool,
+    /// The API's proof of who asks ([`crate::grant`]).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub grant: String,
 }
 
 /// A bypass granted to a stage.
@@ -180,7 +183,7 @@ mod tests {
     }
 
     fn bypass(stage: &str) -> BypassStage {
-        BypassStage { by: "alice".into(), reason: "SEV1".into(), stage: stage.into(), expiry_ms: 60_000, override_failed_verdict: false }
+        BypassStage { by: "alice".into(), reason: "SEV1".into(), stage: stage.into(), expiry_ms: 60_000, override_failed_verdict: false, grant: String::new() }
     }
 
     fn refusal(r: Ruling) -> String {

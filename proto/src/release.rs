@@ -57,7 +57,7 @@ impl TryFrom<pb::StartReleaseRequest> for StartRelease {
                 Some(id.to_owned())
             }
         };
-        Ok(Self { request: ReleaseRequest { pipeline, services, deployer: req.deployer, dry_run: req.dry_run }, request_id })
+        Ok(Self { request: ReleaseRequest { pipeline, services, deployer: req.deployer, dry_run: req.dry_run, control: Default::default() }, request_id })
     }
 }
 

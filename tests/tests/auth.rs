@@ -333,7 +333,7 @@ fn a_deploy_the_api_started_refuses_what_is_sent_straight_to_temporal() {
         let abort = r#"{"by": "mallory", "reason": "because"}"#;
         let (code, out, err) = temporal(s, &["workflow", "update", "execute", "--workflow-id", &id, "--name", "abort", "--input", abort]).await?;
         assert_ne!(code, Some(0), "{out}");
-        assert!(format!("{out}{err}").contains("abort: this deploy takes control only through the signalbox API (no grant)"), "{out}{err}");
+        assert!(format!("{out}{err}").contains("abort: only the signalbox API may steer this workflow (no grant)"), "{out}{err}");
         // ... and a grant copied out of the history works neither for another operation nor twice.
         let history: serde_json::Value = serde_json::from_str(&s.deploys().await?.history_json(&id).await?)?;
         let grant = copied_grant(&history).expect("the pause's grant is in the history");
@@ -422,6 +422,67 @@ fn a_signed_health_webhook_rolls_back_the_deploys_in_flight() {
         drop(fleet);
         let _ = stop.send(());
         server.await??;
+        api.stop().await
+    });
+}
+
+#[test]
+fn a_release_the_api_started_and_its_deploys_take_control_only_through_it() {
+    run(async {
+        use signalbox_proto::pb::release_service_client::ReleaseServiceClient;
+        let s = stack().await;
+        let api = SecuredApi::start(s, &s.options.dir.join("auth-release")).await?;
+        let (alice, bob) = (api.idp.token("alice@example.com", &[], 600)?, api.idp.token("bob@example.com", &[], 600)?);
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(api.pki.ca())?));
+        let releases = ReleaseServiceClient::new(Channel::from_shared(api.url.clone())?.tls_config(tls)?.connect().await?);
+        let deploys = api.client(None).await?;
+        let base = publish(&s.home, demo_build("auth-rel", "1.0.0", 0.002, 5)).await?;
+        let next = publish(&s.home, demo_build("auth-rel", "1.1.0", 0.002, 5)).await?;
+        let fleet = LoadedFleet::start(&s.home, "auth-rel-test", 2, base, 100, &s.options.dir).await?;
+        let pipeline = r#"{"name": "auth-rel", "stages": [{"name": "test", "targets": [{"target": {"name": "auth-rel-test"}, "instances": 2,
+            "deploy": {"batch_plan": {"steps": [{"count": 1}, {"count": 2}]}, "bake_ms": 600000, "health": {"samples": 4, "sample_interval_ms": 1000, "min_requests_per_sample": 10}}}],
+            "approval": {"approvers": ["bob@example.com"], "quorum": 1, "expiry_ms": 600000}}]}"#;
+        let build = pb::ReleaseServiceBuild { service: "auth-rel".into(), artifact: Some(pb::Artifact { digest: next.digest.to_string(), ..Default::default() }), depends_on: vec![] };
+        let start = pb::StartReleaseRequest { pipeline_json: pipeline.into(), services: vec![build], ..Default::default() };
+        let id = releases.clone().start_release(bearer(&alice, start)).await?.into_inner().release_id;
+        let get = |token: &str| bearer(token, pb::GetReleaseRequest { release_id: id.clone() });
+        signalbox_devstack::wait_for("the stage gate", DEPLOY_DEADLINE, || async {
+            let st = releases.clone().get_release(get(&bob)).await?.into_inner();
+            Ok((st.phase() == pb::ReleasePhase::AwaitingApproval).then_some(()))
+        })
+        .await?;
+
+        // Straight to Temporal: the release's own updates need the API's grant.
+        let input = r#"{"approver": "bob@example.com", "reason": "from the side"}"#;
+        let (code, out, err) = temporal(s, &["workflow", "update", "execute", "--workflow-id", &id, "--name", "approve", "--input", input]).await?;
+        assert_ne!(code, Some(0), "{out}");
+        assert!(format!("{out}{err}").contains("approve: only the signalbox API may steer this workflow (no grant)"), "{out}{err}");
+        releases.clone().approve_release(bearer(&bob, pb::ApproveReleaseRequest { release_id: id.clone(), approver: String::new(), reason: "fine".into() })).await?;
+
+        // Its deploy inherits the rule: a signal straight to it is refused and audited.
+        let child = signalbox_devstack::wait_for("the stage's deploy to bake", DEPLOY_DEADLINE, || async {
+            let st = releases.clone().get_release(get(&bob)).await?.into_inner();
+            let Some(child) = st.stages.first().and_then(|s| s.deploys.first()).map(|d| d.deploy_id.clone()).filter(|d| !d.is_empty()) else { return Ok(None) };
+            Ok(deploys.clone().get_deploy(bearer(&bob, pb::GetDeployRequest { deploy_id: child.clone() })).await.ok().filter(|d| d.get_ref().phase() == pb::Phase::Baking).map(|_| child))
+        })
+        .await?;
+        let (code, out, err) = temporal(s, &["workflow", "signal", "--workflow-id", &child, "--name", "pause", "--input", r#"{"by": "mallory"}"#]).await?;
+        assert_eq!(code, Some(0), "{out}{err}");
+        let refused = until(&deploys, &bob, &child, "the refusal in the deploy's audit", |d| d.audit.iter().any(|e| e.action == Action::Refused)).await?;
+        assert!(!refused.paused, "{refused:#?}");
+
+        // The API aborts it, signed: the release ends Aborted and its deploy rolls back.
+        let aborted = releases.clone().abort_release(bearer(&alice, pb::AbortReleaseRequest { release_id: id.clone(), by: String::new(), reason: "superseded".into() })).await?.into_inner();
+        assert!(aborted.audit.iter().any(|e| e.by == "alice@example.com"), "{aborted:?}");
+        let child_done = until(&deploys, &bob, &child, "the deploy to roll back", |d| d.phase.is_final()).await?;
+        assert_eq!(child_done.phase, Phase::RolledBack, "{child_done:#?}");
+        signalbox_devstack::wait_for("the release to end", DEPLOY_DEADLINE, || async {
+            let st = releases.clone().get_release(get(&bob)).await?.into_inner();
+            Ok((st.phase() == pb::ReleasePhase::Aborted).then_some(()))
+        })
+        .await?;
+        signalbox_tests::record_history(&s.deploys().await?, &id, "auth_signed_release").await?;
+        drop(fleet);
         api.stop().await
     });
 }

@@ -26,7 +26,7 @@ fn on(name: &str, instances: u32, deploy: DeploySettings) -> StageTarget {
 }
 
 fn release(pipeline: Pipeline, service: &str, artifact: Artifact) -> ReleaseRequest {
-    ReleaseRequest { pipeline, services: vec![ServiceBuild { service: service.into(), artifact, depends_on: Vec::new() }], deployer: "ci@signalbox".into(), dry_run: false }
+    ReleaseRequest { pipeline, services: vec![ServiceBuild { service: service.into(), artifact, depends_on: Vec::new() }], deployer: "ci@signalbox".into(), dry_run: false, control: Default::default() }
 }
 
 /// The instances of `fleet` that were ever restarted onto `digest`, from its operation log.
@@ -303,7 +303,7 @@ fn a_dag_release_rolls_back_dependents_first_then_what_they_depend_on() {
             .map(|(i, n)| ServiceBuild { service: (*n).into(), artifact: next[i].clone(), depends_on: if i == 0 { vec![] } else { vec![names[i - 1].into()] } })
             .collect();
         let releases = s.releases().await?;
-        let id = releases.start(ReleaseRequest { pipeline, services, deployer: "ci@signalbox".into(), dry_run: false }, None).await?;
+        let id = releases.start(ReleaseRequest { pipeline, services, deployer: "ci@signalbox".into(), dry_run: false, control: Default::default() }, None).await?;
         let status = tokio::time::timeout(4 * DEPLOY_DEADLINE, releases.result(&id)).await??;
 
         assert_eq!(status.phase, ReleasePhase::RolledBack, "{status:#?}");

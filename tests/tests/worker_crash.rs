@@ -90,7 +90,7 @@ fn a_release_whose_worker_is_killed_in_a_wave_completes_with_each_deploy_started
             blast_radius_percent: None,
             on_failure: OnFailure::Keep,
         };
-        let req = ReleaseRequest { pipeline, services: vec![ServiceBuild { service: "payments".into(), artifact: next.clone(), depends_on: vec![] }], deployer: "ci".into(), dry_run: false };
+        let req = ReleaseRequest { pipeline, services: vec![ServiceBuild { service: "payments".into(), artifact: next.clone(), depends_on: vec![] }], deployer: "ci".into(), dry_run: false, control: Default::default() };
         let releases = s.releases().await?;
         let id = releases.start(req, None).await?;
 

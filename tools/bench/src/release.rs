@@ -75,7 +75,7 @@ pub(crate) async fn run(dir: PathBuf, runs: u32) -> anyhow::Result<()> {
     let names: Vec<String> = stages.iter().flat_map(|(_, t)| t.clone()).collect();
     let _fleets = fleets(&s, &names, &base, &dir).await?;
     let one_by_one = pipeline("overhead", &stages, |_| 1);
-    let req = |pipeline: Pipeline| ReleaseRequest { pipeline, services: builds.clone(), deployer: "bench".into(), dry_run: true };
+    let req = |pipeline: Pipeline| ReleaseRequest { pipeline, services: builds.clone(), deployer: "bench".into(), dry_run: true, control: Default::default() };
 
     let (mut released, mut solo) = (Vec::new(), Vec::new());
     for i in 0..runs + 1 {
@@ -121,7 +121,7 @@ pub(crate) async fn run(dir: PathBuf, runs: u32) -> anyhow::Result<()> {
             wide.push(ServiceBuild { artifact: publish(&s.home, demo_build(&service, &format!("2.0.{count}"), 0.0, 1)).await?, service, depends_on: vec![] });
         }
         let pipeline = pipeline("regions", &waves, |targets| (targets * count) as u32);
-        let req = ReleaseRequest { pipeline, services: wide, deployer: "bench".into(), dry_run: true };
+        let req = ReleaseRequest { pipeline, services: wide, deployer: "bench".into(), dry_run: true, control: Default::default() };
         let (id, took) = release(&releases, req, format!("bench-regions-{count}")).await?;
         let status = releases.status(&id).await?;
         let mut longest_child = 0;

@@ -56,6 +56,8 @@ pub(crate) async fn deploy_all(ctx: &WorkflowContext<ReleaseWorkflow>, req: &Rel
             let Some(target) = stage.targets.iter().find(|t| t.target == d.target) else { continue };
             let Some(build) = req.services.iter().find(|b| b.service == d.service) else { continue };
             let mut deploy = target.deploy.request(&build.service, &build.artifact, &target.target, &req.deployer, req.dry_run);
+            // A release the API started hands its deploys the same rule: only signed operations.
+            deploy.control = req.control;
             if roll_back {
                 deploy.rollback_window_ms = deploy.rollback_window_ms.max(HOLD_MS);
             }

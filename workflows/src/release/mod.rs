@@ -62,6 +62,7 @@ impl ReleaseWorkflow {
         ctx.state_mut(|s| {
             s.status = ReleaseStatus::planned(&req, &waves, |service, target| release_deploy_id(&id, service, target));
             s.deployer = req.deployer.clone();
+            s.control = req.control;
             s.approvals = req.pipeline.stages.iter().map(|st| st.approval.as_ref().map(|a| a.policy())).collect();
             s.clock = now;
         });
@@ -176,7 +177,8 @@ impl ReleaseWorkflow {
     }
 
     #[update_validator(approve)]
-    fn validate_approve(&self, _ctx: &WorkflowContextView, approve: &Approve) -> Validation {
+    fn validate_approve(&self, ctx: &WorkflowContextView, approve: &Approve) -> Validation {
+        self.taken.check(self.control, ctx.workflow_id(), ApproveStage::NAME, &approve.approver, &approve.reason, &approve.grant)?;
         let open = self.status.stages.iter().position(|s| s.gate.as_ref().is_some_and(Gate::is_open));
         let Some(si) = open.filter(|_| !self.status.phase.is_final() && self.abort.is_none()) else {
             return Err("nothing awaits approval: no stage gate is open".into());
@@ -189,6 +191,7 @@ impl ReleaseWorkflow {
     /// Approves the open stage gate; quorum opens it and the stage's deploys start.
     #[update(name = ApproveStage::NAME)]
     pub fn approve(&mut self, ctx: &mut SyncWorkflowContext<Self>, approve: Approve) -> ReleaseStatus {
+        self.taken.take(&approve.grant);
         let entry = AuditEntry::of(Action::Approve, &Command::new(approve.approver, approve.reason), timestamp(ctx.workflow_time()));
         if let Some(si) = self.status.stages.iter().position(|s| s.gate.as_ref().is_some_and(Gate::is_open))
             && let Some(policy) = &self.approvals[si]
@@ -204,7 +207,8 @@ impl ReleaseWorkflow {
     }
 
     #[update_validator(bypass)]
-    fn validate_bypass(&self, _ctx: &WorkflowContextView, bypass: &BypassStage) -> Validation {
+    fn validate_bypass(&self, ctx: &WorkflowContextView, bypass: &BypassStage) -> Validation {
+        self.taken.check(self.control, ctx.workflow_id(), BypassRelease::NAME, &bypass.by, &bypass.reason, &bypass.grant)?;
         Ok(release_control::check_bypass(&self.status, bypass, self.clock)?)
     }
 
@@ -214,6 +218,7 @@ impl ReleaseWorkflow {
     pub fn bypass(&mut self, ctx: &mut SyncWorkflowContext<Self>, bypass: BypassStage) -> Result<ReleaseStatus, Box<dyn std::error::Error + Send + Sync>> {
         let now = timestamp(ctx.workflow_time());
         release_control::check_bypass(&self.status, &bypass, now)?;
+        self.taken.take(&bypass.grant);
         let si = release_control::bypassed_stage(&self.status, &bypass)?;
         let stage = &mut self.status.stages[si];
         let what = if bypass.override_failed_verdict { "bypass of the gate, soak and verdicts" } else { "bypass of the gate and soak" };
@@ -230,7 +235,8 @@ impl ReleaseWorkflow {
     }
 
     #[update_validator(abort)]
-    fn validate_abort(&self, _ctx: &WorkflowContextView, cmd: &Command) -> Validation {
+    fn validate_abort(&self, ctx: &WorkflowContextView, cmd: &Command) -> Validation {
+        self.taken.check(self.control, ctx.workflow_id(), AbortRelease::NAME, &cmd.by, &cmd.reason, &cmd.grant)?;
         Ok(release_control::check_abort(&self.status, cmd)?)
     }
 
@@ -239,6 +245,7 @@ impl ReleaseWorkflow {
     #[update(name = AbortRelease::NAME)]
     pub fn abort(&mut self, ctx: &mut SyncWorkflowContext<Self>, cmd: Command) -> ReleaseStatus {
         let now = timestamp(ctx.workflow_time());
+        self.taken.take(&cmd.grant);
         self.status.phase = ReleasePhase::Stopping;
         self.status.reason = Some(signalbox_domain::control::aborted(&cmd));
         self.status.audit.push(AuditEntry::of(Action::Abort, &cmd, now));

@@ -5,10 +5,13 @@ use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
 use signalbox_domain::approval::ApprovalPolicy;
+use signalbox_domain::grant::Control;
 use signalbox_domain::{Command, DeployState, DeployStatus, ReleasePhase, ReleaseStatus};
 use temporalio_common::error::ChildWorkflowExecutionError;
 use temporalio_macros::workflow;
 use temporalio_sdk::{CancellableFuture, WaitConditionOptions, WorkflowCancellationToken};
+
+use crate::shared::grant::Taken;
 
 
 /// A release: its status is the whole tree, kept as the run goes. Its methods (the run and
@@ -28,6 +31,10 @@ pub struct ReleaseWorkflow {
     pub(crate) succeeded: BTreeSet<String>,
     /// The last workflow time the run saw: validators have no clock.
     pub(crate) clock: DateTime<Utc>,
+    /// Who may steer: anyone, or the API's signed operations only; set when the run starts.
+    pub(crate) control: Control,
+    /// The API's grants this release took, so none is taken twice.
+    pub(crate) taken: Taken,
 }
 
 impl Default for ReleaseWorkflow {
@@ -40,6 +47,8 @@ impl Default for ReleaseWorkflow {
             bypassed_deploys: BTreeSet::new(),
             succeeded: BTreeSet::new(),
             clock: DateTime::UNIX_EPOCH,
+            control: Control::Open,
+            taken: Taken::default(),
         }
     }
 }
