@@ -46,12 +46,23 @@ impl ReleaseApi {
             Some("") => Some(status.stage.clone().unwrap_or_default()),
             other => other.map(str::to_owned),
         };
-        let scopes: Vec<Scope<'_>> = status
-            .stages
-            .iter()
-            .filter(|s| stage.as_ref().is_none_or(|name| &s.name == name))
-            .flat_map(|s| s.deploys.iter().map(|d| Scope { service: Some(&d.service), target: Some(&d.target.name), channel: Some(&s.name) }))
-            .collect();
+        let of = |name: Option<&String>| -> Vec<Scope<'_>> {
+            status
+                .stages
+                .iter()
+                .filter(|s| name.is_none_or(|name| &s.name == name))
+                .flat_map(|s| s.deploys.iter().map(|d| Scope { service: Some(&d.service), target: Some(&d.target.name), channel: Some(&s.name) }))
+                .collect()
+        };
+        // No stage under way (the release is being checked, or has ended): judge the call on
+        // every stage, never on nothing.
+        let mut scopes = of(stage.as_ref());
+        if scopes.is_empty() {
+            scopes = of(None);
+        }
+        if scopes.is_empty() {
+            scopes.push(Scope::default());
+        }
         self.auth.permit(caller, role, &scopes, field, claimed)
     }
 }

@@ -209,6 +209,9 @@ impl Authority {
         if !claimed.trim().is_empty() && canonical(claimed) != who.id {
             return Err(Status::permission_denied(format!("{field}: you are authenticated as {}; a call cannot act as {claimed:?}", who.id)));
         }
+        // Nothing to scope the call by still needs the role somewhere: never allow on nothing.
+        let anywhere = [Scope::default()];
+        let scopes = if scopes.is_empty() { &anywhere[..] } else { scopes };
         if let Some(scope) = scopes.iter().find(|s| !policy.allows(who, role, s)) {
             return Err(Status::permission_denied(format!("{} lacks the role {role} for {scope}", who.id)));
         }
