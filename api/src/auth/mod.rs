@@ -127,7 +127,15 @@ impl Security {
     pub fn load(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
         let de = toml::Deserializer::parse(&text).map_err(|e| Error::Config(e.message().to_owned()))?;
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| Error::Config(format!("{}: {}", e.path(), e.inner().message())))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let (path, rule) = (e.path().to_string(), e.inner().message().to_owned());
+            // serde names a missing field in the message, on the table that lacks it.
+            match rule.strip_prefix("missing field `").and_then(|r| r.strip_suffix('`')) {
+                Some(name) if path == "." => Error::Config(format!("{name}: is required")),
+                Some(name) => Error::Config(format!("{path}.{name}: is required")),
+                None => Error::Config(format!("{path}: {rule}")),
+            }
+        })?;
         Self::from_config(config, path.parent().unwrap_or(Path::new(".")))
     }
 
@@ -247,6 +255,21 @@ mod tests {
     fn identities_compare_trimmed_and_in_lower_case() {
         assert_eq!(canonical(" Alice@Example.COM "), "alice@example.com");
         assert_eq!(canonical("alice "), canonical("alice"));
+    }
+
+    #[test]
+    fn a_bad_auth_file_names_the_field_and_starts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("auth.toml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Security::load(&file).err().expect("refused").to_string()
+        };
+        assert_eq!(load("policy = \"p.toml\"\n"), "auth config: tls: is required");
+        assert_eq!(load("policy = \"p.toml\"\n[tls]\ncert = \"c.pem\"\n"), "auth config: tls.key: is required");
+        assert!(load("policy = \"p.toml\"\n[tls]\ncert = \"c\"\nkey = \"k\"\nca = \"x\"\n").starts_with("auth config: tls.ca: unknown field `ca`"));
+        std::fs::write(dir.path().join("p.toml"), "").unwrap();
+        assert!(load("policy = \"p.toml\"\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n").starts_with("auth config: tls.cert: cannot read"));
     }
 
     #[test]
