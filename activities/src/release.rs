@@ -25,8 +25,7 @@ impl ReleaseActivities {
     /// release's deploys run), signing what they ask with `key` (the deploys of a release the
     /// API started take nothing unsigned).
     pub fn new(client: Client, task_queue: impl Into<String>, key: Option<signalbox_domain::grant::ControlKey>) -> Self {
-        let deploys = Deploys::new(client, task_queue);
-        Self { deploys: match key { Some(key) => deploys.signing_with(key), None => deploys } }
+        Self { deploys: Deploys::new(client, task_queue).signing_with(key) }
     }
 }
 

@@ -293,10 +293,7 @@ pub async fn serve(listener: TcpListener, deploys: Deploys, releases: Releases, 
         let _ = stop.send(true);
     };
     let Security { authority: auth, tls, control_key } = security;
-    let (deploys, releases) = match control_key {
-        Some(key) => (deploys.signing_with(key.clone()), releases.signing_with(key)),
-        None => (deploys, releases),
-    };
+    let (deploys, releases) = (deploys.signing_with(control_key.clone()), releases.signing_with(control_key));
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         server = server.tls_config(tls)?;

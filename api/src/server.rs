@@ -74,11 +74,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let artifacts = Artifacts::new(store, options.max_artifact_bytes);
     if let (Some(listen), Some(secret)) = (options.webhooks_listen, &options.webhook_secret_file) {
         let secret = std::fs::read(secret).with_context(|| format!("--webhook-secret-file: cannot read {}", secret.display()))?;
-        let deploys = match &security.control_key {
-            Some(key) => deploys.clone().signing_with(key.clone()),
-            None => deploys.clone(),
-        };
-        let hooks = crate::webhooks::Webhooks::new(deploys, &secret).map_err(|rule| anyhow::anyhow!("--webhook-secret-file: {rule}"))?;
+        let hooks = crate::webhooks::Webhooks::new(deploys.clone().signing_with(security.control_key.clone()), &secret).map_err(|rule| anyhow::anyhow!("--webhook-secret-file: {rule}"))?;
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("--webhooks-listen: cannot listen on {listen}"))?;
         info!(%listen, "webhooks serving");
         tokio::spawn(async move {

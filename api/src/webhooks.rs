@@ -13,7 +13,7 @@
 //! An unsigned call, a wrong signature, a timestamp more than five minutes off, or a signature
 //! already seen is refused (401; 409 for a replay) and changes nothing.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -57,7 +57,7 @@ pub struct Webhooks {
     deploys: Deploys,
     secret: Arc<Vec<u8>>,
     /// Signatures seen within the skew window, by the timestamp they carried.
-    seen: Arc<Mutex<BTreeMap<(i64, String), ()>>>,
+    seen: Arc<Mutex<BTreeSet<(i64, String)>>>,
 }
 
 impl Webhooks {
@@ -89,8 +89,8 @@ impl Webhooks {
         mac.update(body);
         mac.verify_slice(&tag).map_err(|_| unauthorized("X-Signalbox-Signature: does not match the body"))?;
         let mut seen = self.seen.lock().expect("the replay set is never poisoned");
-        seen.retain(|(t, _), ()| now - *t <= SKEW_S);
-        if seen.insert((at, sig.to_owned()), ()).is_some() {
+        seen.retain(|(t, _)| now - *t <= SKEW_S);
+        if !seen.insert((at, sig.to_owned())) {
             return Err((StatusCode::CONFLICT, "this call was made before: a replay changes nothing".into()));
         }
         Ok(())

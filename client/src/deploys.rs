@@ -51,9 +51,11 @@ pub(crate) fn id_suffix(request_id: Option<&str>) -> Result<String> {
     }
 }
 
-/// A grant's nonce: unique per operation.
-fn nonce() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+/// The grant of `operation` on `workflow_id` by `by` for `reason`, with a fresh nonce; empty
+/// without a key (an open workflow takes the operation as it is).
+pub(crate) fn grant(key: Option<&ControlKey>, workflow_id: &str, operation: &str, by: &str, reason: &str) -> String {
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    key.map(|k| k.sign(&Subject { workflow_id, operation, by, reason }, &nonce)).unwrap_or_default()
 }
 
 /// How often the admission is looked at.
@@ -120,17 +122,16 @@ impl Deploys {
         Self { client, task_queue: task_queue.into(), key: None }
     }
 
-    /// This client, signing with `key`: the deploys it starts take control only through
-    /// operations it signs (`control: signed`), and it steers pause and resume by update.
-    pub fn signing_with(self, key: ControlKey) -> Self {
-        Self { key: Some(key), ..self }
+    /// This client, signing with `key` if there is one: the deploys it starts take control
+    /// only through operations it signs (`control: signed`), and it steers pause and resume
+    /// by update.
+    pub fn signing_with(self, key: Option<ControlKey>) -> Self {
+        Self { key, ..self }
     }
 
     /// `cmd` with the grant of `operation` on `id`, when this client signs.
     fn granted(&self, id: &str, operation: &str, mut cmd: Command) -> Command {
-        if let Some(key) = &self.key {
-            cmd.grant = key.sign(&Subject { workflow_id: id, operation, by: &cmd.by, reason: &cmd.reason }, &nonce());
-        }
+        cmd.grant = grant(self.key.as_ref(), id, operation, &cmd.by, &cmd.reason);
         cmd
     }
 
@@ -315,9 +316,7 @@ impl Deploys {
 
     /// Update `approve`: one approval of the open approval gate.
     pub async fn approve(&self, id: &str, mut approve: Approve) -> Result<DeployStatus> {
-        if let Some(key) = &self.key {
-            approve.grant = key.sign(&Subject { workflow_id: id, operation: ApproveGate::NAME, by: &approve.approver, reason: &approve.reason }, &nonce());
-        }
+        approve.grant = grant(self.key.as_ref(), id, ApproveGate::NAME, &approve.approver, &approve.reason);
         self.update(id, ApproveGate, approve, |_| Err(control::Refusal("nothing awaits approval".into()))).await
     }
 

@@ -4,14 +4,14 @@ use signalbox_contract::release::{AbortRelease, ApproveStage, BypassRelease, Rel
 use signalbox_contract::search;
 use signalbox_domain::control::Refusal;
 use signalbox_domain::release_control::{self, BypassStage};
-use signalbox_domain::grant::{Control, ControlKey, Subject};
+use signalbox_domain::grant::{Control, ControlKey};
 use signalbox_domain::{Approve, Command, ReleasePhase, ReleaseRequest, ReleaseStatus};
 use temporalio_client::errors::{WorkflowQueryError, WorkflowStartError, WorkflowUpdateError};
 use temporalio_client::{
     Client, WorkflowExecuteUpdateOptions, WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowStartOptions,
 };
 
-use crate::deploys::{ADMISSION_POLL, ADMISSION_WAIT, id_suffix};
+use crate::deploys::{ADMISSION_POLL, ADMISSION_WAIT, grant, id_suffix};
 use crate::{Error, Result};
 
 /// Starts and reads releases on one task queue (the deploys' queue: a release's deploys run
@@ -30,17 +30,16 @@ impl Releases {
         Self { client, task_queue: task_queue.into(), key: None }
     }
 
-    /// This client, signing with `key`: the releases it starts, and their deploys, take
-    /// control only through operations it signs.
-    pub fn signing_with(self, key: ControlKey) -> Self {
-        Self { key: Some(key), ..self }
+    /// This client, signing with `key` if there is one: the releases it starts, and their
+    /// deploys, take control only through operations it signs.
+    pub fn signing_with(self, key: Option<ControlKey>) -> Self {
+        Self { key, ..self }
     }
 
     /// The grant of `operation` on `id` by `by` for `reason`, or none when this client does
     /// not sign.
     fn grant(&self, id: &str, operation: &str, by: &str, reason: &str) -> String {
-        let nonce = uuid::Uuid::new_v4().simple().to_string();
-        self.key.as_ref().map(|k| k.sign(&Subject { workflow_id: id, operation, by, reason }, &nonce)).unwrap_or_default()
+        grant(self.key.as_ref(), id, operation, by, reason)
     }
 
     /// Checks `req` (the pipeline, the services and their `depends_on`, the blast-radius

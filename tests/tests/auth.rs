@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use signalbox_domain::control::Action;
-use signalbox_domain::{ApprovalPolicy, BatchPlan, BatchStep, DeployStatus, OnExpiry, Phase};
+use signalbox_domain::{ApprovalPolicy, Artifact, BatchPlan, BatchStep, DeployStatus, OnExpiry, Phase};
 use signalbox_localstack::{DEPLOY_DEADLINE, LoadedFleet, Stack, demo_build, publish, request};
 use signalbox_proto::pb;
 use signalbox_proto::pb::deploy_service_client::DeployServiceClient;
@@ -81,6 +81,14 @@ impl SecuredApi {
         let _ = self.stop.send(());
         Ok(self.server.await??)
     }
+}
+
+/// A fleet `name` of `size` instances of `service` 1.0.0 under `rps` of load, and the 1.1.0
+/// build to deploy to it.
+async fn fleet_of(s: &Stack, service: &str, name: &str, size: usize, rps: u32) -> anyhow::Result<(LoadedFleet, Artifact)> {
+    let base = publish(&s.home, demo_build(service, "1.0.0", 0.002, 5)).await?;
+    let next = publish(&s.home, demo_build(service, "1.1.0", 0.002, 5)).await?;
+    Ok((LoadedFleet::start(&s.home, name, size, base, rps, &s.options.dir).await?, next))
 }
 
 /// `message` with `authorization: Bearer <token>`.
@@ -188,9 +196,7 @@ fn the_principal_comes_from_the_credential_and_the_policy_decides() {
         let erin = api.idp.token("erin@example.com", &["deployers"], 600)?;
 
         let service = "auth-gated";
-        let base = publish(&s.home, demo_build(service, "1.0.0", 0.002, 5)).await?;
-        let next = publish(&s.home, demo_build(service, "1.1.0", 0.002, 5)).await?;
-        let fleet = LoadedFleet::start(&s.home, service, 3, base, 150, &s.options.dir).await?;
+        let (fleet, next) = fleet_of(s, service, service, 3, 150).await?;
         let mut req = request(service, service, next.clone());
         req.batch_plan = BatchPlan { steps: [1, 3].into_iter().map(BatchStep::Count).collect() };
         req.approval = Some(ApprovalPolicy {
@@ -299,9 +305,7 @@ fn a_deploy_the_api_started_refuses_what_is_sent_straight_to_temporal() {
         let client = api.client(None).await?;
         let alice = api.idp.token("alice@example.com", &[], 600)?;
         let service = "auth-direct";
-        let base = publish(&s.home, demo_build(service, "1.0.0", 0.002, 5)).await?;
-        let next = publish(&s.home, demo_build(service, "1.1.0", 0.002, 5)).await?;
-        let fleet = LoadedFleet::start(&s.home, service, 2, base, 100, &s.options.dir).await?;
+        let (fleet, next) = fleet_of(s, service, service, 2, 100).await?;
         let mut req = request(service, service, next.clone());
         req.deployer = String::new();
         req.batch_plan = BatchPlan { steps: [1, 2].into_iter().map(BatchStep::Count).collect() };
@@ -382,7 +386,7 @@ fn a_signed_health_webhook_rolls_back_the_deploys_in_flight() {
         let alice = api.idp.token("alice@example.com", &[], 600)?;
         let secret = b"a-webhook-secret-of-at-least-32-bytes".as_slice();
         let key = signalbox_domain::grant::ControlKey::new(&std::fs::read(signalbox_localstack::control_key_file(&s.options))?).map_err(anyhow::Error::msg)?;
-        let hooks = signalbox_api::webhooks::Webhooks::new(s.deploys().await?.signing_with(key), secret).map_err(anyhow::Error::msg)?;
+        let hooks = signalbox_api::webhooks::Webhooks::new(s.deploys().await?.signing_with(Some(key)), secret).map_err(anyhow::Error::msg)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -391,9 +395,7 @@ fn a_signed_health_webhook_rolls_back_the_deploys_in_flight() {
         }));
 
         let service = "auth-hooked";
-        let base = publish(&s.home, demo_build(service, "1.0.0", 0.002, 5)).await?;
-        let next = publish(&s.home, demo_build(service, "1.1.0", 0.002, 5)).await?;
-        let fleet = LoadedFleet::start(&s.home, service, 2, base, 100, &s.options.dir).await?;
+        let (fleet, next) = fleet_of(s, service, service, 2, 100).await?;
         let mut req = request(service, service, next.clone());
         req.deployer = String::new();
         req.batch_plan = BatchPlan { steps: [1, 2].into_iter().map(BatchStep::Count).collect() };
@@ -436,9 +438,7 @@ fn a_release_the_api_started_and_its_deploys_take_control_only_through_it() {
         let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(api.pki.ca())?));
         let releases = ReleaseServiceClient::new(Channel::from_shared(api.url.clone())?.tls_config(tls)?.connect().await?);
         let deploys = api.client(None).await?;
-        let base = publish(&s.home, demo_build("auth-rel", "1.0.0", 0.002, 5)).await?;
-        let next = publish(&s.home, demo_build("auth-rel", "1.1.0", 0.002, 5)).await?;
-        let fleet = LoadedFleet::start(&s.home, "auth-rel-test", 2, base, 100, &s.options.dir).await?;
+        let (fleet, next) = fleet_of(s, "auth-rel", "auth-rel-test", 2, 100).await?;
         let pipeline = r#"{"name": "auth-rel", "stages": [{"name": "test", "targets": [{"target": {"name": "auth-rel-test"}, "instances": 2,
             "deploy": {"batch_plan": {"steps": [{"count": 1}, {"count": 2}]}, "bake_ms": 600000, "health": {"samples": 4, "sample_interval_ms": 1000, "min_requests_per_sample": 10}}}],
             "approval": {"approvers": ["bob@example.com"], "quorum": 1, "expiry_ms": 600000}}]}"#;
