@@ -283,6 +283,10 @@ where
 /// Largest message of an artifact push: a chunk of up to 4 MiB and its framing.
 const MAX_CHUNK_MESSAGE: usize = 4 * 1024 * 1024 + 1024;
 
+/// Largest request of the deploy, release and target APIs: a request within every field's
+/// bounds fits with room to spare; a larger one is refused before it is read.
+pub const MAX_REQUEST: usize = 1024 * 1024;
+
 /// Serves the deploy, release, artifact and target APIs on `listener` until `shutdown` completes; then stops accepting calls,
 /// ends open watches with `UNAVAILABLE`, and returns once the calls in flight are answered.
 /// `security` authenticates and authorises every call and says whether the transport is TLS.
@@ -299,10 +303,10 @@ pub async fn serve(listener: TcpListener, deploys: Deploys, releases: Releases, 
         server = server.tls_config(tls)?;
     }
     server
-        .add_service(ReleaseServiceServer::new(ReleaseApi::new(releases, auth.clone(), stopping.clone())))
-        .add_service(DeployServiceServer::new(Api::new(deploys, auth.clone(), stopping)))
+        .add_service(ReleaseServiceServer::new(ReleaseApi::new(releases, auth.clone(), stopping.clone())).max_decoding_message_size(MAX_REQUEST))
+        .add_service(DeployServiceServer::new(Api::new(deploys, auth.clone(), stopping)).max_decoding_message_size(MAX_REQUEST))
         .add_service(ArtifactServiceServer::new(artifacts.authorised_by(auth.clone())).max_decoding_message_size(MAX_CHUNK_MESSAGE))
-        .add_service(TargetServiceServer::new(targets.authorised_by(auth)))
+        .add_service(TargetServiceServer::new(targets.authorised_by(auth)).max_decoding_message_size(MAX_REQUEST))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
         .await
 }

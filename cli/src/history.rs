@@ -119,7 +119,13 @@ pub async fn audit(which: Which) -> anyhow::Result<ExitCode> {
         lines.push((started.clone(), start, format!("{started}  {}  start by {}: {} (git {}) on {}", d.deploy_id, d.deployer, d.artifact_digest, d.git_sha, d.target)));
         let status = client.get_deploy(pb::GetDeployRequest { deploy_id: d.deploy_id.clone() }).await.with_context(|| format!("reading {}", d.deploy_id))?.into_inner();
         let status = DeployStatus::try_from(status).context("reading the status from the API")?;
-        for e in status.audit {
+        for (i, e) in status.audit.iter().enumerate() {
+            if i == signalbox_domain::status::AUDIT_HEAD && status.audit_elided > 0 {
+                let at = e.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                let n = status.audit_elided;
+                let json = serde_json::json!({"at": at, "deploy_id": d.deploy_id, "action": "elided", "elided": n});
+                lines.push((at.clone(), json, format!("{at}  {}  {n} earlier entries elided from the status (the workflow history holds them)", d.deploy_id)));
+            }
             let at = e.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             let action = serde_json::to_value(e.action)?.as_str().unwrap_or_default().to_owned();
             let json = serde_json::json!({"at": at, "deploy_id": d.deploy_id, "action": action, "by": e.by, "reason": e.reason});

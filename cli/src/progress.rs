@@ -15,7 +15,7 @@ pub struct Progress {
     verdict: Option<HealthReport>,
     analysis: Option<AnalysisReport>,
     /// Audit entries printed so far (the trail only grows).
-    audited: usize,
+    audited: u64,
 }
 
 impl Progress {
@@ -38,8 +38,8 @@ impl Progress {
                 out.extend(a.metrics.iter().map(|m| format!("    {m}")));
             }
         }
-        out.extend(status.audit.iter().skip(self.audited).map(audit_line));
-        self.audited = self.audited.max(status.audit.len());
+        out.extend(status.audit_since(self.audited).map(|(_, e)| audit_line(e)));
+        self.audited = self.audited.max(status.audit_total());
         let line = state_line(status);
         if self.line.as_ref() != Some(&line) {
             out.push(line.clone());

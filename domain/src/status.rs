@@ -86,9 +86,14 @@ pub struct DeployStatus {
     /// While a succeeded deploy can still be rolled back: when that window closes.
     #[serde(default)]
     pub rollback_window_until: Option<DateTime<Utc>>,
-    /// Every operator action and gate decision: who, when (workflow time), why. Oldest first.
+    /// Every operator action and gate decision: who, when (workflow time), why. Oldest first,
+    /// at most [`AUDIT_KEPT`] of them: past that, the first [`AUDIT_HEAD`] stay and the oldest
+    /// after them give way (counted in `audit_elided`; the workflow history still holds them).
     #[serde(default)]
     pub audit: Vec<AuditEntry>,
+    /// Entries of the audit trail dropped from `audit`, right after its first [`AUDIT_HEAD`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub audit_elided: u64,
     /// The most recent verdict of the analysis engine, which judges every step (deploys
     /// recorded before that have `last_verdict` instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,6 +119,46 @@ pub struct DeployStatus {
     /// The health sampling in progress (an A/A period or a step's analysis), while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampling: Option<Sampling>,
+}
+
+/// Most audit entries a status carries: its answers stay bounded however many operator
+/// actions a deploy saw (a thousand pause/resume cycles included).
+pub const AUDIT_KEPT: usize = 200;
+
+/// Audit entries at the start of the trail that are always kept: how the deploy began (its
+/// first approvals, pauses, a bypass) stays in the status when the middle gives way.
+pub const AUDIT_HEAD: usize = 20;
+
+impl DeployStatus {
+    /// Appends `entry` to the audit trail; when `bounded`, drops the oldest entry after the
+    /// first [`AUDIT_HEAD`] once more than [`AUDIT_KEPT`] are kept.
+    pub fn audit(&mut self, entry: AuditEntry, bounded: bool) {
+        self.audit.push(entry);
+        if bounded && self.audit.len() > AUDIT_KEPT {
+            self.audit.remove(AUDIT_HEAD);
+            self.audit_elided += 1;
+        }
+    }
+
+    /// The audit entries whose place in the whole trail (elided ones counted) is `from` or
+    /// later, oldest first, with that place: what a watcher that saw `from` entries has not.
+    pub fn audit_since(&self, from: u64) -> impl Iterator<Item = (u64, &AuditEntry)> {
+        let elided = self.audit_elided;
+        self.audit
+            .iter()
+            .enumerate()
+            .map(move |(i, e)| (if i < AUDIT_HEAD { i as u64 } else { i as u64 + elided }, e))
+            .filter(move |(place, _)| *place >= from)
+    }
+
+    /// How many entries the whole trail holds, elided ones counted.
+    pub fn audit_total(&self) -> u64 {
+        self.audit.len() as u64 + self.audit_elided
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn rolling() -> String {
@@ -211,6 +256,7 @@ impl DeployStatus {
             gates: Vec::new(),
             rollback_window_until: None,
             audit: Vec::new(),
+            audit_elided: 0,
             last_analysis: None,
             strategy: rolling(),
             traffic: None,
@@ -253,6 +299,38 @@ impl DeployStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::Action;
+
+    fn numbered(n: usize) -> AuditEntry {
+        AuditEntry { action: Action::Pause, by: "ops".into(), at: DateTime::UNIX_EPOCH, reason: n.to_string() }
+    }
+
+    #[test]
+    fn a_bounded_audit_keeps_its_head_and_its_latest_and_counts_the_rest() {
+        let mut s = DeployStatus::starting();
+        for n in 0..1_000 {
+            s.audit(numbered(n), true);
+        }
+        assert_eq!((s.audit.len(), s.audit_elided, s.audit_total()), (AUDIT_KEPT, (1_000 - AUDIT_KEPT) as u64, 1_000));
+        let reasons: Vec<usize> = s.audit.iter().map(|e| e.reason.parse().unwrap()).collect();
+        let expected: Vec<usize> = (0..AUDIT_HEAD).chain(1_000 - (AUDIT_KEPT - AUDIT_HEAD)..1_000).collect();
+        assert_eq!(reasons, expected);
+        // A watcher that saw 990 entries is shown the last ten, each with its place.
+        let since: Vec<(u64, usize)> = s.audit_since(990).map(|(place, e)| (place, e.reason.parse().unwrap())).collect();
+        assert_eq!(since, (990..1_000).map(|n| (n as u64, n)).collect::<Vec<_>>());
+        // One that saw the head only is shown what is kept after it.
+        assert_eq!(s.audit_since(AUDIT_HEAD as u64).count(), AUDIT_KEPT - AUDIT_HEAD);
+    }
+
+    #[test]
+    fn an_unbounded_audit_keeps_everything_as_runs_recorded_before_did() {
+        let mut s = DeployStatus::starting();
+        for n in 0..500 {
+            s.audit(numbered(n), false);
+        }
+        assert_eq!((s.audit.len(), s.audit_elided), (500, 0));
+        assert!(!serde_json::to_string(&s).unwrap().contains("audit_elided"), "a status with nothing elided serialises as before");
+    }
 
     #[test]
     fn a_status_without_the_control_fields_still_parses() {

@@ -192,6 +192,7 @@ impl From<DeployStatus> for pb::DeployStatus {
             gates: s.gates.into_iter().map(Into::into).collect(),
             rollback_window_until: s.rollback_window_until.map(timestamp),
             audit: s.audit.into_iter().map(Into::into).collect(),
+            audit_elided: s.audit_elided,
             last_analysis: s.last_analysis.map(Into::into),
             strategy: s.strategy,
             traffic: s.traffic.map(|t| pb::TrafficState { new_share_percent: t.new_share_percent, weights: t.weights, new_set: t.new_set, old_set: t.old_set }),
@@ -223,6 +224,7 @@ impl TryFrom<pb::DeployStatus> for DeployStatus {
             gates: s.gates.into_iter().enumerate().map(|(i, g)| g.try_into().map_err(within(format_args!("gates[{i}]")))).collect::<Result<_>>()?,
             rollback_window_until: s.rollback_window_until.map(|t| instant("rollback_window_until", Some(t))).transpose()?,
             audit: s.audit.into_iter().enumerate().map(|(i, e)| e.try_into().map_err(within(format_args!("audit[{i}]")))).collect::<Result<_>>()?,
+            audit_elided: s.audit_elided,
             last_analysis: s.last_analysis.map(TryInto::try_into).transpose()?,
             strategy: if s.strategy.is_empty() { "rolling".into() } else { s.strategy },
             traffic: s.traffic.map(|t| TrafficState { new_share_percent: t.new_share_percent, weights: t.weights, new_set: t.new_set, old_set: t.old_set }),
@@ -280,6 +282,7 @@ mod tests {
             ],
             rollback_window_until: Some(DateTime::from_timestamp(1_700_003_600, 0).unwrap()),
             audit: vec![entry(Action::Pause, "alice", 1_700_000_010), entry(Action::Resume, "alice", 1_700_000_020), approval, bypass],
+            audit_elided: 7,
             ..DeployStatus::starting()
         }
     }

@@ -138,6 +138,12 @@ fn bad_requests_are_refused_naming_the_field_and_change_nothing() {
             assert!(refusal.message().starts_with(&format!("{field}: ")), "{case}: the message names another field: {}", refusal.message());
             assert_untouched(s, service, &fleet).await?;
         }
+        // A request larger than the API takes is refused before it is read.
+        let oversized = pb::StartDeployRequest { analysis_policy_json: " ".repeat(signalbox_api::grpc::MAX_REQUEST + 1), ..good().into() };
+        let refusal = api.client.start_deploy(oversized).await.expect_err("an oversized request");
+        assert_eq!(refusal.code(), Code::OutOfRange, "{refusal:?}");
+        assert!(refusal.message().contains("too large"), "{}", refusal.message());
+        assert_untouched(s, service, &fleet).await?;
 
         // The CLI sends the policy file as written and prints the server's refusal.
         let policy = s.options.dir.join("weightless-policy.json");

@@ -226,6 +226,8 @@ fn a_paused_deploy_holds_until_resumed_through_the_api() {
         let audit: Vec<(Action, &str, &str)> = done.audit.iter().map(|e| (e.action, e.by.as_str(), e.reason.as_str())).collect();
         assert_eq!(audit, [(Action::Pause, "ops", "hold for a look"), (Action::Resume, "ops", "looked fine")]);
         assert_all_serve(&fleet, "1.1.0").await;
+        // A run with the bounded audit trail (`signalbox-bounded-audit`).
+        signalbox_tests::record_history(&s.deploys().await?, &id, "api_paused_bounded_audit").await?;
         api.stop().await
     });
 }
@@ -269,6 +271,57 @@ fn an_abort_needs_a_reason_and_then_rolls_back_through_the_api() {
         assert_eq!(code, Code::FailedPrecondition, "{message}");
         assert!(message.contains("already rolled back"), "{message}");
         drop(client);
+        api.stop().await
+    });
+}
+
+/// A thousand pause/resume cycles, sent straight to Temporal as fast as it takes them, leave
+/// the status bounded (the first entries and the latest kept, the rest counted) and `GetDeploy`
+/// and `abort` answering as before.
+#[test]
+fn a_thousand_pause_resume_cycles_keep_the_status_bounded_and_abort_working() {
+    use prost::Message;
+    use signalbox_domain::Command;
+    use signalbox_domain::status::{AUDIT_HEAD, AUDIT_KEPT};
+    const CYCLES: usize = 1_000;
+    run(async {
+        let s = stack().await;
+        let api = Api::start(s).await?;
+        let service = "api-steered-often";
+        let (fleet, next) = fleet_of(s, service).await?;
+        // Bakes of two minutes: the deploy is still in batch 1 through every cycle.
+        let id = api.start_deploy(three_batches(service, &next, 120_000)).await?;
+        api.until(&id, "batch 1 to bake", Duration::from_secs(60), |s| s.current_batch == 1 && s.phase == Phase::Baking).await?;
+
+        let deploys = s.deploys().await?;
+        for i in 0..CYCLES {
+            deploys.pause(&id, Command::new("ops", format!("look {i}"))).await?;
+            deploys.resume(&id, Command::new("ops", format!("go on {i}"))).await?;
+        }
+        let last = format!("go on {}", CYCLES - 1);
+        let st = api.until(&id, "every cycle to be recorded", Duration::from_secs(120), |s| s.audit.last().is_some_and(|e| e.reason == last)).await?;
+        assert_eq!(st.audit.len(), AUDIT_KEPT, "the status keeps {AUDIT_KEPT} entries");
+        assert_eq!(st.audit_total(), 2 * CYCLES as u64, "every pause and resume is counted: {} kept, {} elided", st.audit.len(), st.audit_elided);
+        // The head stays as it began: pause 0, resume 0, pause 1, ...
+        for (i, e) in st.audit.iter().take(AUDIT_HEAD).enumerate() {
+            let (action, reason) = if i % 2 == 0 { (Action::Pause, format!("look {}", i / 2)) } else { (Action::Resume, format!("go on {}", i / 2)) };
+            assert_eq!((e.action, e.reason.as_str()), (action, reason.as_str()), "audit[{i}]");
+        }
+        // ... and the tail is the latest, in order, right after the gap.
+        let after_gap = &st.audit[AUDIT_HEAD];
+        let first_kept = (AUDIT_HEAD as u64 + st.audit_elided) as usize;
+        assert_eq!(after_gap.reason, if first_kept % 2 == 0 { format!("look {}", first_kept / 2) } else { format!("go on {}", first_kept / 2) });
+        let wire = api.client.clone().get_deploy(pb::GetDeployRequest { deploy_id: id.clone() }).await?.into_inner();
+        let size = wire.encoded_len();
+        eprintln!("GetDeploy after {CYCLES} pause/resume cycles: {size} bytes, {} audit entries, {} elided", wire.audit.len(), wire.audit_elided);
+        assert!(size < 32 * 1024, "GetDeploy stays small: {size} bytes");
+
+        let aborting = DeployStatus::try_from(api.client.clone().abort_deploy(control(&id, "oncall", "enough")).await?.into_inner())?;
+        assert_eq!(aborting.reason.as_deref(), Some("aborted by oncall: enough"));
+        let done = api.until(&id, "the rollback to end", DEPLOY_DEADLINE, |s| s.phase.is_final()).await?;
+        assert_eq!(done.phase, Phase::RolledBack, "{done:#?}");
+        assert_eq!(done.audit.last().map(|e| (e.action, e.reason.as_str())), Some((Action::Abort, "enough")));
+        assert_all_serve(&fleet, "1.0.0").await;
         api.stop().await
     });
 }

@@ -47,6 +47,10 @@ const LANES: &str = "signalbox-lanes";
 /// recorded before kept the request's.
 const RESOLVED_GIT_SHA: &str = "signalbox-resolved-git-sha";
 
+/// Patch id of the bounded audit trail in the status: histories recorded before kept every
+/// entry.
+const BOUNDED_AUDIT: &str = "signalbox-bounded-audit";
+
 /// The answer of a validator: the domain rule's refusal, in its words.
 type Validation = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
@@ -150,7 +154,9 @@ impl DeployWorkflow {
             Err(invalid) => return Err(refused(ctx, format!("{}: {}", invalid.field, invalid.rule), Some(invalid))),
         };
         let deploy_id = ctx.workflow_id().to_owned();
+        let bounded_audit = ctx.patched(BOUNDED_AUDIT);
         ctx.state_mut(|s| {
+            s.bounded_audit = bounded_audit;
             s.deployer = req.deployer.clone();
             s.approval = req.approval.clone();
             s.control = req.control;
@@ -323,7 +329,7 @@ impl DeployWorkflow {
         ctx.state_mut(|s| {
             s.taken.take(&cmd.grant);
             s.status.halted = true;
-            s.status.audit.push(AuditEntry::of(Action::Halt, &cmd, at));
+            s.audit(AuditEntry::of(Action::Halt, &cmd, at));
         });
         let _ = ctx
             .wait_condition(|s| s.frozen || !s.status.halted || s.status.stopping() || s.status.phase.is_final() || s.status.phase == Phase::Queued)

@@ -132,7 +132,7 @@ impl Run<'_> {
             s.frozen = true;
             if let Err(e) = done {
                 let why = format!("the fleet's halt mark could not be set ({}); the deploy holds anyway", failure_message(&e));
-                s.status.audit.push(AuditEntry { action: Action::Halt, by: control::SYSTEM.into(), at, reason: why });
+                s.audit(AuditEntry { action: Action::Halt, by: control::SYSTEM.into(), at, reason: why });
             }
         });
     }
@@ -146,7 +146,7 @@ impl Run<'_> {
             s.frozen = false;
             if let Err(e) = done {
                 let why = format!("the fleet's halt mark could not be lifted: {}", failure_message(&e));
-                s.status.audit.push(AuditEntry { action: Action::Resume, by: control::SYSTEM.into(), at, reason: why });
+                s.audit(AuditEntry { action: Action::Resume, by: control::SYSTEM.into(), at, reason: why });
             }
         });
     }
@@ -264,7 +264,7 @@ impl Run<'_> {
                     OnExpiry::Proceed => "proceeding",
                 };
                 let reason = format!("no quorum before {word} {step} within {} ms; {then}", policy.expiry_ms);
-                s.status.audit.push(AuditEntry { action: Action::ApprovalExpired, by: control::SYSTEM.into(), at, reason });
+                s.audit(AuditEntry { action: Action::ApprovalExpired, by: control::SYSTEM.into(), at, reason });
             }
         });
         self.hold(Boundary::WithinStep).await?;

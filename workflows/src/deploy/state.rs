@@ -32,6 +32,9 @@ pub struct DeployWorkflow {
     pub(crate) control: Control,
     /// The API's grants this deploy took, so none is taken twice.
     pub(crate) taken: Taken,
+    /// The audit trail in the status is bounded ([`signalbox_domain::status::AUDIT_KEPT`]);
+    /// false for runs recorded before it was, and until the run starts.
+    pub(crate) bounded_audit: bool,
 }
 
 /// A rollback asked for in the rollback window, while the run checks that what it would undo is
@@ -58,6 +61,7 @@ impl Default for DeployWorkflow {
             rollback: None,
             control: Control::Open,
             taken: Taken::default(),
+            bounded_audit: false,
         }
     }
 }
@@ -108,8 +112,13 @@ impl DeployWorkflow {
     /// Appends `action` by `cmd` at `at` to the audit trail; returns the entry.
     pub(crate) fn record(&mut self, action: Action, cmd: &Command, at: chrono::DateTime<chrono::Utc>) -> AuditEntry {
         let entry = AuditEntry::of(action, cmd, at);
-        self.status.audit.push(entry.clone());
+        self.audit(entry.clone());
         entry
+    }
+
+    /// Appends `entry` to the audit trail, within its bound once the run set it.
+    pub(crate) fn audit(&mut self, entry: AuditEntry) {
+        self.status.audit(entry, self.bounded_audit);
     }
 
     /// Accepts an abort or a rollback: the run stops at its next point of attention and rolls
