@@ -81,6 +81,23 @@ fn quarantine(digest: &Digest, q: QuarantineRecord) -> pb::Quarantine {
     pb::Quarantine { digest: digest.to_string(), active: q.active.map(event), history: q.history.into_iter().map(event).collect() }
 }
 
+/// A branch's record on the wire, its newest `limit` pushes (all when 0).
+fn merged(m: signalbox_store::MergedBranch, limit: u32) -> pb::MergedBranch {
+    let skip = if limit == 0 { 0 } else { m.pushes.len().saturating_sub(limit as usize) };
+    let push = |p: signalbox_store::Push| pb::MergedPush {
+        provider: p.provider,
+        delivery: p.delivery,
+        sha: p.sha,
+        before: p.before,
+        pushed_by: p.pushed_by,
+        message: p.message,
+        commits: p.commits,
+        committed_at: p.committed_at.map(signalbox_proto::timestamp),
+        received_at: Some(signalbox_proto::timestamp(p.received_at)),
+    };
+    pb::MergedBranch { repo: m.repo, branch: m.branch, pushes: m.pushes.into_iter().skip(skip).map(push).collect() }
+}
+
 /// A store record on the wire.
 fn record(digest: &Digest, r: Record, quarantined: bool) -> pb::ArtifactRecord {
     let at = |t: Option<String>| t.and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok()).map(|t| signalbox_proto::timestamp(t.to_utc()));
@@ -198,6 +215,14 @@ impl ArtifactService for Artifacts {
             artifacts.push(record(&d, r, quarantined));
         }
         Ok(Response::new(pb::ListArtifactsResponse { artifacts }))
+    }
+
+    #[instrument(skip_all, fields(repo = %request.get_ref().repo, branch = %request.get_ref().branch))]
+    async fn get_merged(&self, request: Request<pb::GetMergedRequest>) -> Result<Response<pb::MergedBranch>, Status> {
+        self.auth.read(&request)?;
+        let r = request.into_inner();
+        let branch = self.store.merged(r.repo.trim(), r.branch.trim()).await.map_err(status_of)?;
+        Ok(Response::new(merged(branch, r.limit)))
     }
 
     #[instrument(skip_all, fields(digest = %request.get_ref().digest))]

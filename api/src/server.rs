@@ -42,12 +42,20 @@ pub struct Options {
     /// server on loopback that nobody else can reach.
     #[arg(long, env = "SIGNALBOX_API_INSECURE_NO_AUTH", conflicts_with = "auth")]
     pub insecure_no_auth: bool,
-    /// Where to serve the webhooks (`POST /webhooks/health`); off unless set.
-    #[arg(long, env = "SIGNALBOX_WEBHOOKS_LISTEN", requires = "webhook_secret_file")]
+    /// Where to serve the webhooks (`POST /webhooks/health` with `--webhook-secret-file`,
+    /// `POST /webhooks/scm` with `--scm-secret-file`); off unless set.
+    #[arg(long, env = "SIGNALBOX_WEBHOOKS_LISTEN")]
     pub webhooks_listen: Option<SocketAddr>,
-    /// The secret webhook callers sign with (HMAC-SHA256; at least 32 bytes).
-    #[arg(long, env = "SIGNALBOX_WEBHOOK_SECRET_FILE")]
+    /// The secret health checkers sign with (HMAC-SHA256; at least 32 bytes).
+    #[arg(long, env = "SIGNALBOX_WEBHOOK_SECRET_FILE", requires = "webhooks_listen")]
     pub webhook_secret_file: Option<std::path::PathBuf>,
+    /// The secret set on the GitHub and GitLab webhooks (at least 32 bytes; GitLab's signing
+    /// token `whsec_...` serves both).
+    #[arg(long, env = "SIGNALBOX_SCM_SECRET_FILE", requires = "webhooks_listen")]
+    pub scm_secret_file: Option<std::path::PathBuf>,
+    /// Branches whose pushes are recorded (names, or prefixes ending in `*`), comma-separated.
+    #[arg(long, env = "SIGNALBOX_SCM_BRANCHES", value_delimiter = ',', default_value = "main")]
+    pub scm_branches: Vec<String>,
     /// Largest build a push may carry, in bytes.
     #[arg(long, env = "SIGNALBOX_MAX_ARTIFACT_BYTES", default_value_t = DEFAULT_MAX_ARTIFACT_BYTES)]
     pub max_artifact_bytes: u64,
@@ -71,14 +79,25 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         None => Home::from_env().store(),
     }
     .context("opening the origin artifact store")?;
-    let artifacts = Artifacts::new(store, options.max_artifact_bytes);
-    if let (Some(listen), Some(secret)) = (options.webhooks_listen, &options.webhook_secret_file) {
-        let secret = std::fs::read(secret).with_context(|| format!("--webhook-secret-file: cannot read {}", secret.display()))?;
-        let hooks = crate::webhooks::Webhooks::new(deploys.clone().signing_with(security.control_key.clone()), &secret).map_err(|rule| anyhow::anyhow!("--webhook-secret-file: {rule}"))?;
+    let artifacts = Artifacts::new(store.clone(), options.max_artifact_bytes);
+    if let Some(listen) = options.webhooks_listen {
+        let read = |flag: &str, file: &std::path::Path| std::fs::read(file).with_context(|| format!("{flag}: cannot read {}", file.display()));
+        let mut routes = crate::webhooks::Routes::default();
+        if let Some(file) = &options.webhook_secret_file {
+            let hooks = crate::webhooks::Webhooks::new(deploys.clone().signing_with(security.control_key.clone()), &read("--webhook-secret-file", file)?);
+            routes = routes.health(hooks.map_err(|rule| anyhow::anyhow!("--webhook-secret-file: {rule}"))?);
+        }
+        if let Some(file) = &options.scm_secret_file {
+            let hooks = crate::webhooks::scm::Scm::new(store, &read("--scm-secret-file", file)?, options.scm_branches.clone());
+            routes = routes.scm(hooks.map_err(|rule| anyhow::anyhow!("--scm-secret-file: {rule}"))?);
+        }
+        if options.webhook_secret_file.is_none() && options.scm_secret_file.is_none() {
+            anyhow::bail!("--webhooks-listen: serves nothing without --webhook-secret-file or --scm-secret-file");
+        }
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("--webhooks-listen: cannot listen on {listen}"))?;
         info!(%listen, "webhooks serving");
         tokio::spawn(async move {
-            if let Err(e) = crate::webhooks::serve(listener, hooks, terminated()).await {
+            if let Err(e) = crate::webhooks::serve(listener, routes, terminated()).await {
                 tracing::error!(error = %e, "webhooks stopped");
             }
         });

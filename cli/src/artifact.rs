@@ -1,5 +1,5 @@
-//! `signalbox artifact push|list|show|quarantine|lift`: builds in the origin store, through the
-//! artifact API.
+//! `signalbox artifact push|list|show|quarantine|lift|merged`: builds in the origin store, and
+//! what is merged on a branch, through the artifact API.
 //!
 //! A push hashes the file first and names the digest, so pushing a build the store already
 //! holds sends no bytes, and a push retried after a broken connection stores it once.
@@ -48,6 +48,23 @@ pub enum Command {
     Quarantine(Judged),
     /// Lift a build's quarantine; the lift, with who and why, stays in its record.
     Lift(Judged),
+    /// What is merged on a branch: the pushes the SCM webhook recorded, newest last.
+    Merged {
+        #[command(flatten)]
+        api: Api,
+        /// The repository, `owner/name`.
+        #[arg(long)]
+        repo: String,
+        /// The branch.
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// Most pushes to print, the newest; 0 for all.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `signalbox artifact quarantine|lift DIGEST --reason WHY`.
@@ -196,6 +213,26 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let req = pb::LiftQuarantineRequest { digest: j.digest, by: operator(j.by), reason: j.reason };
             let q = connect(&j.api).await?.lift_quarantine(req).await?.into_inner();
             println!("{}", serde_json::to_string_pretty(&quarantine_json(&q))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Merged { api, repo, branch, limit, json: as_json } => {
+            let merged = connect(&api).await?.get_merged(pb::GetMergedRequest { repo, branch, limit }).await?.into_inner();
+            for p in &merged.pushes {
+                let (received, committed) = (at(&p.received_at).unwrap_or_default(), at(&p.committed_at));
+                if as_json {
+                    let line = serde_json::json!({
+                        "repo": merged.repo, "branch": merged.branch, "sha": p.sha, "before": p.before, "provider": p.provider,
+                        "delivery": p.delivery, "pushed_by": p.pushed_by, "message": p.message, "commits": p.commits,
+                        "committed_at": committed, "received_at": received,
+                    });
+                    println!("{line}");
+                } else {
+                    println!("{received}  {}  {} commit(s) by {} ({}): {}", p.sha, p.commits, p.pushed_by, p.provider, p.message);
+                }
+            }
+            if merged.pushes.is_empty() && !as_json {
+                eprintln!("no push to {} {} was recorded", merged.repo, merged.branch);
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -12,6 +12,11 @@
 //!
 //! An unsigned call, a wrong signature, a timestamp more than five minutes off, or a signature
 //! already seen is refused (401; 409 for a replay) and changes nothing.
+//!
+//! `POST /webhooks/scm`: GitHub and GitLab push events, signed as each signs them ([`scm`]);
+//! a push to a configured branch records the commit in the store, for the trains.
+
+pub mod scm;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -19,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
@@ -30,10 +36,10 @@ use signalbox_domain::Command;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-/// Largest body a webhook takes.
+/// Largest body the health webhook takes.
 const MAX_BODY: usize = 64 * 1024;
 /// How far a call's timestamp may be from the server's clock, in seconds.
-const SKEW_S: i64 = 300;
+pub(crate) const SKEW_S: i64 = 300;
 /// Shortest secret: 32 bytes.
 pub const MIN_SECRET: usize = 32;
 
@@ -122,8 +128,37 @@ async fn health(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) 
     }
 }
 
-/// Serves the webhooks on `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, hooks: Webhooks, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    let app = Router::new().route("/webhooks/health", post(health)).layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)).with_state(hooks);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+/// The webhooks a server takes: each is served when it is configured.
+#[derive(Clone, Default)]
+pub struct Routes {
+    health: Option<Webhooks>,
+    scm: Option<scm::Scm>,
+}
+
+impl Routes {
+    /// Serves `POST /webhooks/health` with `hooks`.
+    pub fn health(self, hooks: Webhooks) -> Self {
+        Self { health: Some(hooks), ..self }
+    }
+
+    /// Serves `POST /webhooks/scm` with `hooks`.
+    pub fn scm(self, hooks: scm::Scm) -> Self {
+        Self { scm: Some(hooks), ..self }
+    }
+
+    fn router(self) -> Router {
+        let mut app = Router::new();
+        if let Some(hooks) = self.health {
+            app = app.merge(Router::new().route("/webhooks/health", post(health)).layer(DefaultBodyLimit::max(MAX_BODY)).with_state(hooks));
+        }
+        if let Some(hooks) = self.scm {
+            app = app.merge(Router::new().route("/webhooks/scm", post(scm::push)).layer(DefaultBodyLimit::max(scm::MAX_BODY)).with_state(hooks));
+        }
+        app
+    }
+}
+
+/// Serves the configured webhooks on `listener` until `shutdown` completes.
+pub async fn serve(listener: TcpListener, routes: Routes, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, routes.router()).with_graceful_shutdown(shutdown).await
 }

@@ -1,0 +1,315 @@
+//! `POST /webhooks/scm`: a push to a configured branch, as GitHub or GitLab sends it, records
+//! the commit in the store ([`signalbox_store::MergedBranch`]), so a train knows what is merged.
+//!
+//! Each sender signs as it does, with the secret configured on its webhook:
+//!
+//! - GitHub (`X-GitHub-Event: push`): `X-Hub-Signature-256: sha256=<hex of HMAC-SHA256(secret,
+//!   body)>`, the delivery's id in `X-GitHub-Delivery`. A `ping` is answered once verified.
+//! - GitLab (`X-Gitlab-Event: Push Hook`), with a signing token (Standard Webhooks):
+//!   `webhook-signature: v1,<base64 of HMAC-SHA256(key, "<webhook-id>.<webhook-timestamp>.<body>")>`,
+//!   the key being the token's bytes after `whsec_`, base64-decoded. GitLab's older plain
+//!   `X-Gitlab-Token` proves nothing about the body and is refused.
+//!
+//! An unsigned or mis-signed call is 401; a GitLab call more than five minutes off is 401; a
+//! delivery or a body seen before is 409 (a replay). A push to a branch not configured, a tag, a
+//! branch deletion or another event is 202 and records nothing.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+use signalbox_store::{ArtifactStore, Push, body_digest};
+use tracing::{info, warn};
+
+use super::{MIN_SECRET, SKEW_S};
+
+/// Largest body the SCM webhook takes: GitHub lists at most 20 commits in a push, far below.
+pub(crate) const MAX_BODY: usize = 1024 * 1024;
+/// Delivery ids remembered in memory, beside the store's record of each branch.
+const REMEMBERED: usize = 10_000;
+
+/// The SCM webhook: the store it records into, the secret, and the branches it follows.
+#[derive(Clone)]
+pub struct Scm {
+    store: ArtifactStore,
+    secret: Arc<Vec<u8>>,
+    branches: Arc<Vec<String>>,
+    /// Recent delivery ids, oldest first, and as a set.
+    seen: Arc<Mutex<(VecDeque<String>, BTreeSet<String>)>>,
+    /// One push recorded at a time: the store's record of a branch is read, then written.
+    writing: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Scm {
+    /// The webhook recording into `store` pushes to `branches` (names, or prefixes ending in
+    /// `*`), checking signatures with `secret` (at least [`MIN_SECRET`] bytes, trimmed; a
+    /// GitLab signing token `whsec_<base64>` serves both senders).
+    pub fn new(store: ArtifactStore, secret: &[u8], branches: Vec<String>) -> Result<Self, String> {
+        let secret = secret.trim_ascii();
+        if secret.len() < MIN_SECRET {
+            return Err(format!("the SCM webhook secret must be at least {MIN_SECRET} bytes (it is {})", secret.len()));
+        }
+        if let Some(b) = branches.iter().find(|b| b.trim().is_empty() || b.trim() == "*" && branches.len() > 1) {
+            return Err(format!("branches: {b:?} is not a branch name or a prefix ending in *"));
+        }
+        if branches.is_empty() {
+            return Err("branches: name at least one branch to follow".into());
+        }
+        let branches = branches.into_iter().map(|b| b.trim().to_owned()).collect();
+        Ok(Self { store, secret: Arc::new(secret.to_vec()), branches: Arc::new(branches), seen: Arc::default(), writing: Arc::default() })
+    }
+
+    fn follows(&self, branch: &str) -> bool {
+        self.branches.iter().any(|b| match b.strip_suffix('*') {
+            Some(prefix) => branch.starts_with(prefix),
+            None => b == branch,
+        })
+    }
+
+    /// The key GitLab signs with: a `whsec_` token's decoded bytes, else the secret as is.
+    fn gitlab_key(&self) -> Vec<u8> {
+        std::str::from_utf8(&self.secret)
+            .ok()
+            .and_then(|s| s.strip_prefix("whsec_"))
+            .and_then(|b| BASE64.decode(b).ok())
+            .unwrap_or_else(|| self.secret.to_vec())
+    }
+
+    /// Whether `delivery` was taken before.
+    fn seen(&self, delivery: &str) -> bool {
+        self.seen.lock().expect("the delivery set is never poisoned").1.contains(delivery)
+    }
+
+    /// Remembers that `delivery` was taken (answered 2xx): it is not taken again.
+    fn remember(&self, delivery: String) {
+        let mut seen = self.seen.lock().expect("the delivery set is never poisoned");
+        let (order, set) = &mut *seen;
+        if set.insert(delivery.clone()) {
+            order.push_back(delivery);
+        }
+        if order.len() > REMEMBERED {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+    }
+}
+
+/// Who sent a call, and what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Provider {
+    GitHub,
+    GitLab,
+}
+
+impl Provider {
+    fn name(self) -> &'static str {
+        match self {
+            Self::GitHub => "github",
+            Self::GitLab => "gitlab",
+        }
+    }
+}
+
+type Refusal = (StatusCode, String);
+
+fn unauthorized(why: impl Into<String>) -> Refusal {
+    (StatusCode::UNAUTHORIZED, why.into())
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Checks the call's signature as its sender signs; returns the sender, its event and the
+/// delivery id.
+fn verify(hooks: &Scm, headers: &HeaderMap, body: &[u8]) -> Result<(Provider, String, String), Refusal> {
+    if let Some(event) = header(headers, "x-github-event") {
+        let sig = header(headers, "x-hub-signature-256").ok_or_else(|| unauthorized("X-Hub-Signature-256: is required (set a secret on the GitHub webhook)"))?;
+        let tag = sig.strip_prefix("sha256=").and_then(|h| hex::decode(h).ok()).ok_or_else(|| unauthorized("X-Hub-Signature-256: must be sha256=<hex>"))?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&hooks.secret).expect("HMAC takes a key of any length");
+        mac.update(body);
+        mac.verify_slice(&tag).map_err(|_| unauthorized("X-Hub-Signature-256: does not match the body"))?;
+        let delivery = header(headers, "x-github-delivery").filter(|d| !d.is_empty()).ok_or_else(|| (StatusCode::BAD_REQUEST, "X-GitHub-Delivery: is required".to_owned()))?;
+        return Ok((Provider::GitHub, event.to_owned(), delivery.to_owned()));
+    }
+    if let Some(event) = header(headers, "x-gitlab-event") {
+        if header(headers, "webhook-signature").is_none() && headers.contains_key("x-gitlab-token") {
+            return Err(unauthorized("webhook-signature: is required; X-Gitlab-Token does not sign the body (set a signing token on the GitLab webhook)"));
+        }
+        let id = header(headers, "webhook-id").filter(|d| !d.is_empty()).ok_or_else(|| unauthorized("webhook-id: is required (set a signing token on the GitLab webhook)"))?;
+        let ts = header(headers, "webhook-timestamp").ok_or_else(|| unauthorized("webhook-timestamp: is required"))?;
+        let sigs = header(headers, "webhook-signature").ok_or_else(|| unauthorized("webhook-signature: is required"))?;
+        let at: i64 = ts.parse().map_err(|_| unauthorized("webhook-timestamp: must be Unix seconds"))?;
+        if (Utc::now().timestamp() - at).abs() > SKEW_S {
+            return Err(unauthorized("webhook-timestamp: is more than 5 minutes off"));
+        }
+        let key = hooks.gitlab_key();
+        let signed = |tag: &[u8]| {
+            let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes a key of any length");
+            mac.update(id.as_bytes());
+            mac.update(b".");
+            mac.update(ts.as_bytes());
+            mac.update(b".");
+            mac.update(body);
+            mac.verify_slice(tag).is_ok()
+        };
+        // Several signatures may come, space-separated, while a token is rotated.
+        let matched = sigs.split_ascii_whitespace().filter_map(|s| s.strip_prefix("v1,")).filter_map(|b| BASE64.decode(b).ok()).any(|tag| signed(&tag));
+        if !matched {
+            return Err(unauthorized("webhook-signature: no v1 signature matches the body"));
+        }
+        return Ok((Provider::GitLab, event.to_owned(), id.to_owned()));
+    }
+    Err(unauthorized("X-GitHub-Event or X-Gitlab-Event: one is required, with the sender's signature"))
+}
+
+/// What both senders' push payloads carry, in either shape.
+#[derive(Debug, Deserialize)]
+struct Payload {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    before: String,
+    after: String,
+    #[serde(default)]
+    deleted: bool,
+    // GitHub
+    #[serde(default)]
+    repository: Option<Repository>,
+    #[serde(default)]
+    pusher: Option<Named>,
+    #[serde(default)]
+    head_commit: Option<Commit>,
+    // GitLab
+    #[serde(default)]
+    project: Option<Project>,
+    #[serde(default)]
+    user_username: Option<String>,
+    #[serde(default)]
+    total_commits_count: Option<u32>,
+    // Both
+    #[serde(default)]
+    commits: Vec<Commit>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Repository {
+    full_name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Project {
+    path_with_namespace: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Named {
+    name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Commit {
+    id: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    timestamp: Option<DateTime<chrono::FixedOffset>>,
+}
+
+/// The push a payload describes: repository, branch (`None` for a tag) and the record.
+fn read_push(provider: Provider, delivery: &str, body: &[u8]) -> Result<(String, Option<String>, Push, bool), Refusal> {
+    let p: Payload = serde_json::from_slice(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("body: {e}")))?;
+    let bad = |field: &str, rule: &str| (StatusCode::BAD_REQUEST, format!("{field}: {rule}"));
+    let repo = match provider {
+        Provider::GitHub => p.repository.map(|r| r.full_name).ok_or_else(|| bad("repository.full_name", "is required"))?,
+        Provider::GitLab => p.project.map(|r| r.path_with_namespace).ok_or_else(|| bad("project.path_with_namespace", "is required"))?,
+    };
+    let branch = p.git_ref.strip_prefix("refs/heads/").map(str::to_owned);
+    let deleted = p.deleted || p.after.bytes().all(|b| b == b'0');
+    let head = match provider {
+        Provider::GitHub => p.head_commit.clone(),
+        Provider::GitLab => p.commits.iter().find(|c| c.id == p.after).or(p.commits.last()).cloned(),
+    };
+    let pushed_by = match provider {
+        Provider::GitHub => p.pusher.map(|n| n.name),
+        Provider::GitLab => p.user_username,
+    }
+    .unwrap_or_default();
+    let commits = p.total_commits_count.unwrap_or(p.commits.len() as u32);
+    let push = Push {
+        provider: provider.name().into(),
+        delivery: delivery.to_owned(),
+        sha: p.after,
+        before: p.before,
+        pushed_by,
+        message: head.as_ref().map(|c| c.message.lines().next().unwrap_or_default().chars().take(1000).collect()).unwrap_or_default(),
+        commits,
+        committed_at: head.and_then(|c| c.timestamp).map(|t| t.with_timezone(&Utc)),
+        received_at: Utc::now(),
+        body_sha256: body_digest(body),
+    };
+    Ok((repo, branch, push, deleted))
+}
+
+fn ignored(why: String) -> Refusal {
+    info!(%why, "SCM webhook: nothing recorded");
+    (StatusCode::ACCEPTED, serde_json::json!({ "ignored": why }).to_string())
+}
+
+pub(crate) async fn push(State(hooks): State<Scm>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+    let (provider, event, delivery) = match verify(&hooks, &headers, &body) {
+        Ok(v) => v,
+        Err(refusal) => {
+            warn!(why = %refusal.1, "SCM webhook refused");
+            return refusal;
+        }
+    };
+    let key = format!("{}:{delivery}", provider.name());
+    if hooks.seen(&key) {
+        return (StatusCode::CONFLICT, "this delivery was received before: a replay changes nothing".into());
+    }
+    let answer = take(&hooks, provider, &event, &delivery, &body).await;
+    if answer.0.is_success() {
+        hooks.remember(key);
+    }
+    answer
+}
+
+/// Takes a verified call not seen before.
+async fn take(hooks: &Scm, provider: Provider, event: &str, delivery: &str, body: &[u8]) -> (StatusCode, String) {
+    match (provider, event) {
+        (Provider::GitHub, "ping") => return (StatusCode::OK, serde_json::json!({ "pong": true }).to_string()),
+        (Provider::GitHub, "push") | (Provider::GitLab, "Push Hook") => {}
+        (_, other) => return ignored(format!("event {other:?} is not a push")),
+    }
+    let (repo, branch, push, deleted) = match read_push(provider, delivery, body) {
+        Ok(read) => read,
+        Err(refusal) => return refusal,
+    };
+    let Some(branch) = branch else { return ignored("a tag, not a branch".into()) };
+    if deleted {
+        return ignored(format!("branch {branch} was deleted"));
+    }
+    if !hooks.follows(&branch) {
+        return ignored(format!("branch {branch} is not followed (following {})", hooks.branches.join(", ")));
+    }
+    let sha = push.sha.clone();
+    let _one = hooks.writing.lock().await;
+    match hooks.store.record_push(&repo, &branch, push).await {
+        Ok(true) => {
+            info!(%repo, %branch, %sha, provider = provider.name(), "SCM webhook: push recorded");
+            (StatusCode::OK, serde_json::json!({ "recorded": { "repo": repo, "branch": branch, "sha": sha } }).to_string())
+        }
+        Ok(false) => (StatusCode::CONFLICT, "this push was recorded before: a replay changes nothing".into()),
+        Err(signalbox_store::Error::Invalid(e)) => (StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
