@@ -390,7 +390,7 @@ fn a_signed_health_webhook_rolls_back_the_deploys_in_flight() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(signalbox_api::webhooks::serve(listener, hooks, async {
+        let server = tokio::spawn(signalbox_api::webhooks::serve(listener, signalbox_api::webhooks::Routes::default().health(hooks), async {
             let _ = stopped.await;
         }));
 
@@ -484,5 +484,232 @@ fn a_release_the_api_started_and_its_deploys_take_control_only_through_it() {
         signalbox_tests::record_history(&s.deploys().await?, &id, "auth_signed_release").await?;
         drop(fleet);
         api.stop().await
+    });
+}
+
+/// The real `signalbox-api` process, with `args`, the store of `s`, and its Temporal
+/// connection from the environment: `s`'s server unless `temporal` says otherwise.
+fn api_process(s: &Stack, dir: &Path, log: &str, args: &[String], temporal: &[(&str, String)]) -> anyhow::Result<signalbox_devstack::ManagedProcess> {
+    let mut cmd = std::process::Command::new(signalbox_devstack::workspace_binary("signalbox-api")?);
+    cmd.args(args)
+        .env("TEMPORAL_ADDRESS", s.server.address())
+        .env("TEMPORAL_NAMESPACE", &s.options.namespace)
+        .env("SIGNALBOX_HOME", s.home.root())
+        .env_remove("SIGNALBOX_STORE")
+        .envs(temporal.iter().map(|(k, v)| (*k, v)));
+    signalbox_devstack::ManagedProcess::spawn("signalbox-api", cmd, &dir.join(log))
+}
+
+/// The API process serving the SCM webhook on `hooks`, following main and release/*.
+fn scm_api(s: &Stack, dir: &Path, api: u16, hooks: u16, secret: &Path) -> anyhow::Result<signalbox_devstack::ManagedProcess> {
+    let args = [
+        "--listen".into(), format!("127.0.0.1:{api}"), "--insecure-no-auth".into(), "--webhooks-listen".into(), format!("127.0.0.1:{hooks}"),
+        "--scm-secret-file".into(), secret.display().to_string(), "--scm-branches".into(), "main,release/*".into(),
+    ];
+    api_process(s, dir, "api.log", &args, &[])
+}
+
+/// A GitHub push event of `after` on `git_ref` of acme/shop.
+fn github_push(git_ref: &str, before: &str, after: &str, message: &str) -> String {
+    serde_json::json!({
+        "ref": git_ref, "before": before, "after": after, "deleted": false, "created": false,
+        "repository": {"full_name": "acme/shop", "pushed_at": chrono::Utc::now().timestamp()},
+        "pusher": {"name": "alice", "email": "alice@example.com"}, "sender": {"login": "alice"},
+        "head_commit": {"id": after, "message": message, "timestamp": "2026-12-03T10:15:00+01:00"},
+        "commits": [{"id": after, "message": message, "timestamp": "2026-12-03T10:15:00+01:00"}],
+    })
+    .to_string()
+}
+
+/// POSTs `body` to the SCM webhook with `headers`; returns the status and the answer.
+async fn scm_hook(url: &str, headers: &[(&str, String)], body: &str) -> anyhow::Result<(u16, String)> {
+    let mut post = reqwest::Client::new().post(format!("{url}/webhooks/scm")).header("content-type", "application/json").body(body.to_owned());
+    for (k, v) in headers {
+        post = post.header(*k, v);
+    }
+    let answer = post.send().await?;
+    Ok((answer.status().as_u16(), answer.text().await?))
+}
+
+/// GitHub's headers of delivery `id` of `event`, signed with `secret` (`None`: unsigned).
+fn github(event: &str, id: &str, secret: Option<&[u8]>, body: &str) -> Vec<(&'static str, String)> {
+    use hmac::Mac;
+    let mut h = vec![("X-GitHub-Event", event.to_owned()), ("X-GitHub-Delivery", id.to_owned())];
+    if let Some(secret) = secret {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("any key");
+        mac.update(body.as_bytes());
+        h.push(("X-Hub-Signature-256", format!("sha256={}", hex::encode(mac.finalize().into_bytes()))));
+    }
+    h
+}
+
+/// GitLab's headers of webhook `id` at `at`, signed (Standard Webhooks) with `key`.
+fn gitlab(id: &str, at: i64, key: &[u8], body: &str) -> Vec<(&'static str, String)> {
+    use base64::Engine as _;
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key");
+    mac.update(format!("{id}.{at}.{body}").as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    vec![("X-Gitlab-Event", "Push Hook".into()), ("webhook-id", id.into()), ("webhook-timestamp", at.to_string()), ("webhook-signature", format!("v1,{sig}"))]
+}
+
+#[test]
+fn a_signed_push_to_a_followed_branch_records_the_commit_and_unsigned_or_replayed_ones_change_nothing() {
+    use base64::Engine as _;
+    run(async {
+        let s = stack().await;
+        let dir = s.options.dir.join("auth-scm");
+        std::fs::create_dir_all(&dir)?;
+        // A GitLab signing token; GitHub signs with the same text as its secret.
+        let key: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37).wrapping_add(11)).collect();
+        let token = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(&key));
+        let secret_file = dir.join("scm.secret");
+        std::fs::write(&secret_file, format!("{token}\n"))?;
+        let (api_port, hooks_port) = (signalbox_devstack::free_port()?, signalbox_devstack::free_port()?);
+        let mut server = scm_api(s, &dir, api_port, hooks_port, &secret_file)?;
+        let url = format!("http://127.0.0.1:{hooks_port}");
+        signalbox_devstack::wait_for("the webhooks to serve", Duration::from_secs(60), || async { Ok(scm_hook(&url, &[], "{}").await.ok().map(drop)) }).await?;
+        let secret = token.as_bytes();
+        let (zero, a, b, c) = ("0".repeat(40), "a".repeat(40), "b".repeat(40), "c".repeat(40));
+
+        // GitHub: a ping, then a push to main.
+        assert_eq!(scm_hook(&url, &github("ping", "g-0", Some(secret), "{}"), "{}").await?, (200, r#"{"pong":true}"#.into()));
+        let main = github_push("refs/heads/main", &zero, &a, "Fix the checkout total\n\nThe tax was counted twice.");
+        assert_eq!(scm_hook(&url, &github("push", "g-1", None, &main), &main).await?.0, 401, "unsigned");
+        let (code, why) = scm_hook(&url, &github("push", "g-1", Some(b"not-the-secret-but-long-enough-anyway"), &main), &main).await?;
+        assert_eq!((code, why.as_str()), (401, "X-Hub-Signature-256: does not match the body"));
+        let (code, answer) = scm_hook(&url, &github("push", "g-1", Some(secret), &main), &main).await?;
+        assert_eq!(code, 200, "{answer}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&answer)?["recorded"]["sha"], a.as_str());
+        assert_eq!(scm_hook(&url, &github("push", "g-1", Some(secret), &main), &main).await?.0, 409, "the same delivery again");
+        assert_eq!(scm_hook(&url, &github("push", "g-9", Some(secret), &main), &main).await?.0, 409, "the same signed body under another delivery id");
+        // Branches not followed, tags and deletions record nothing.
+        let feature = github_push("refs/heads/feature/x", &zero, &b, "wip");
+        assert_eq!(scm_hook(&url, &github("push", "g-2", Some(secret), &feature), &feature).await?.0, 202);
+        let tag = github_push("refs/tags/v1.2.0", &zero, &a, "Fix the checkout total");
+        assert_eq!(scm_hook(&url, &github("push", "g-3", Some(secret), &tag), &tag).await?.0, 202);
+
+        // GitLab: a signed push to a release branch; the old plain token, a stale call and a
+        // replay are refused.
+        let gl = serde_json::json!({
+            "object_kind": "push", "ref": "refs/heads/release/2026-12", "before": a, "after": c, "checkout_sha": c,
+            "user_username": "bob", "project": {"path_with_namespace": "acme/platform/shop"}, "total_commits_count": 2,
+            "commits": [{"id": b, "message": "Add the ledger", "timestamp": "2026-12-03T09:00:00Z"}, {"id": c, "message": "Ship the ledger", "timestamp": "2026-12-03T09:30:00Z"}],
+        })
+        .to_string();
+        let now = chrono::Utc::now().timestamp();
+        let plain = vec![("X-Gitlab-Event", "Push Hook".to_owned()), ("X-Gitlab-Token", token.clone())];
+        let (code, why) = scm_hook(&url, &plain, &gl).await?;
+        assert_eq!(code, 401, "{why}");
+        assert!(why.starts_with("webhook-signature: is required"), "{why}");
+        assert_eq!(scm_hook(&url, &gitlab("l-1", now - 3600, &key, &gl), &gl).await?, (401, "webhook-timestamp: is more than 5 minutes off".into()));
+        let (code, answer) = scm_hook(&url, &gitlab("l-1", now, &key, &gl), &gl).await?;
+        assert_eq!(code, 200, "{answer}");
+        assert_eq!(scm_hook(&url, &gitlab("l-1", now, &key, &gl), &gl).await?.0, 409, "a replay");
+
+        // What is merged, through the CLI and the API.
+        let api = format!("http://127.0.0.1:{api_port}");
+        let (code, out, err) = signalbox(&[], &["artifact", "merged", "--api", &api, "--repo", "acme/shop", "--branch", "main", "--json"]).await?;
+        assert_eq!(code, Some(0), "{err}");
+        let lines: Vec<serde_json::Value> = out.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+        assert_eq!(lines.len(), 1, "one push recorded on main: {out}");
+        let p = &lines[0];
+        assert_eq!((p["sha"].as_str(), p["pushed_by"].as_str(), p["message"].as_str(), p["provider"].as_str()), (Some(a.as_str()), Some("alice"), Some("Fix the checkout total"), Some("github")));
+        assert_eq!(p["committed_at"], "2026-12-03T09:15:00.000Z");
+        let (code, out, err) = signalbox(&[], &["artifact", "merged", "--api", &api, "--repo", "acme/platform/shop", "--branch", "release/2026-12", "--json"]).await?;
+        assert_eq!(code, Some(0), "{err}");
+        let p: serde_json::Value = serde_json::from_str(out.trim())?;
+        assert_eq!((p["sha"].as_str(), p["pushed_by"].as_str(), p["commits"].as_u64(), p["message"].as_str()), (Some(c.as_str()), Some("bob"), Some(2), Some("Ship the ledger")));
+        let (code, _, err) = signalbox(&[], &["artifact", "merged", "--api", &api, "--repo", "shop", "--branch", "main"]).await?;
+        assert_eq!((code, err.trim()), (Some(2), "error: repo: must be owner/name, 3 to 255 bytes, without spaces"));
+
+        // The record outlives the server: after a restart a replayed delivery is still refused.
+        server.terminate(Duration::from_secs(10)).await?;
+        let server = scm_api(s, &dir, api_port, hooks_port, &secret_file)?;
+        signalbox_devstack::wait_for("the webhooks to serve again", Duration::from_secs(60), || async { Ok(scm_hook(&url, &[], "{}").await.ok().map(drop)) }).await?;
+        assert_eq!(scm_hook(&url, &github("push", "g-1", Some(secret), &main), &main).await?.0, 409, "a replay after a restart");
+        let merged = s.home.store()?.merged("acme/shop", "main").await?;
+        assert_eq!(merged.pushes.len(), 1, "{merged:#?}");
+        drop(server);
+        Ok(())
+    });
+}
+
+/// A client of Temporal at `address` from a `temporal.toml` profile (`tls` its TLS table, if
+/// any), as the SDK's envconfig reads one, with the environment ignored.
+async fn temporal_client_from_profile(address: &str, namespace: &str, tls: Option<String>) -> anyhow::Result<temporalio_client::Client> {
+    use temporalio_client::envconfig::{DataSource, LoadClientConfigProfileOptions};
+    let mut toml = format!("[profile.default]\naddress = {address:?}\nnamespace = {namespace:?}\n");
+    if let Some(tls) = tls {
+        toml.push_str(&format!("[profile.default.tls]\n{tls}"));
+    }
+    let load = LoadClientConfigProfileOptions::builder().config_source(DataSource::Data(toml.into_bytes())).disable_env(true).build();
+    let (connection, options) = temporalio_client::ClientOptions::load_from_config(load).map_err(|e| anyhow::anyhow!("the profile: {e}"))?;
+    let connection = temporalio_client::Connection::connect(connection).await?;
+    Ok(temporalio_client::Client::new(connection, options)?)
+}
+
+#[test]
+fn the_worker_and_the_api_reach_temporal_over_mutual_tls() {
+    run(async {
+        use signalbox_devstack::tls_front::{TlsFront, TlsFrontOptions};
+        let s = stack().await;
+        let dir = s.options.dir.join("temporal-tls");
+        let pki = Pki::new(&dir)?;
+        let (cert, key) = pki.server("temporal-frontend")?;
+        // Temporal's frontend behind TLS that asks every client for a certificate of the CA.
+        let front = TlsFront::start(TlsFrontOptions { dir: dir.join("front"), upstream: s.server.address(), cert, key, client_ca: Some(pki.ca()) }).await?;
+        let ca = pki.ca().display().to_string();
+
+        // Without a client certificate, or without TLS, nobody gets in.
+        let no_cert = format!("server_ca_cert_path = {ca:?}\nserver_name = \"localhost\"\n");
+        // (The profiles themselves are read: the connection is what fails.)
+        for (what, tls, why) in [("TLS without a client certificate", Some(no_cert), "CertificateRequired"), ("plaintext", None, "transport error")] {
+            let refused = temporal_client_from_profile(&front.address(), &s.options.namespace, tls).await.err().map(|e| format!("{e:#}"));
+            assert!(refused.as_deref().is_some_and(|e| e.contains(why)), "{what} is refused at the connection ({why}): {refused:?}");
+        }
+        let (wcert, wkey) = pki.client("signalbox-worker", &[])?;
+        let with_cert = format!("server_ca_cert_path = {ca:?}\nserver_name = \"localhost\"\nclient_cert_path = {:?}\nclient_key_path = {:?}\n", wcert.display().to_string(), wkey.display().to_string());
+        temporal_client_from_profile(&front.address(), &s.options.namespace, Some(with_cert)).await?;
+
+        // A worker and an API that know Temporal only at the TLS front, configured as the
+        // SDK's envconfig reads it (`TEMPORAL_TLS_*`), on a task queue only that worker polls.
+        let (acert, akey) = pki.client("signalbox-api", &[])?;
+        let tls = |cert: &Path, key: &Path| {
+            vec![
+                ("TEMPORAL_ADDRESS", front.address()),
+                ("TEMPORAL_TLS_SERVER_CA_CERT_PATH", ca.clone()),
+                ("TEMPORAL_TLS_SERVER_NAME", "localhost".to_owned()),
+                ("TEMPORAL_TLS_CLIENT_CERT_PATH", cert.display().to_string()),
+                ("TEMPORAL_TLS_CLIENT_KEY_PATH", key.display().to_string()),
+            ]
+        };
+        let queue = "signalbox-over-tls";
+        let worker_env = tls(&wcert, &wkey).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let options = signalbox_localstack::StackOptions { task_queue: queue.into(), worker_env, ..s.options.clone() };
+        let _worker = signalbox_localstack::spawn_worker(&front.address(), &s.home, &options, "worker-over-tls.log")?;
+        let port = signalbox_devstack::free_port()?;
+        let args = ["--listen".into(), format!("127.0.0.1:{port}"), "--insecure-no-auth".into(), "--task-queue".into(), queue.into()];
+        let _api = api_process(s, &dir, "api-over-tls.log", &args, &tls(&acert, &akey))?;
+        let url = format!("http://127.0.0.1:{port}");
+        let client = signalbox_devstack::wait_for("the API over TLS to serve", Duration::from_secs(60), || async { Ok(DeployServiceClient::connect(url.clone()).await.ok()) }).await?;
+
+        let service = "tls-rolled";
+        let (fleet, next) = fleet_of(s, service, service, 2, 100).await?;
+        let mut req = request(service, service, next.clone());
+        req.batch_plan = BatchPlan { steps: [1, 2].into_iter().map(BatchStep::Count).collect() };
+        let id = client.clone().start_deploy(pb::StartDeployRequest::from(req)).await?.into_inner().deploy_id;
+        let done = signalbox_devstack::wait_for("the deploy over TLS to end", DEPLOY_DEADLINE, || async {
+            let st = DeployStatus::try_from(client.clone().get_deploy(pb::GetDeployRequest { deploy_id: id.clone() }).await?.into_inner())?;
+            Ok(st.phase.is_final().then_some(st))
+        })
+        .await?;
+        assert_eq!(done.phase, Phase::Succeeded, "{done:#?}");
+        assert!(fleet.served_versions().await.iter().all(|v| v.as_deref() == Some("1.1.0")), "every instance on 1.1.0");
+        // The work went to the worker behind TLS: the stack's own worker polls another queue.
+        let history = s.deploys().await?;
+        let described = history.client().get_workflow_handle::<temporalio_client::UntypedWorkflow>(&id).describe(temporalio_client::WorkflowDescribeOptions::default()).await?;
+        assert_eq!(described.task_queue(), queue);
+        Ok(())
     });
 }

@@ -74,3 +74,70 @@ fn the_web_ui_finds_a_deploy_by_search_attribute_and_shows_service_and_phase() {
         Ok(())
     });
 }
+
+/// The compose stack's gate in front of the UI (`deploy/nginx/ui-gate.conf`, as committed, with
+/// its paths and names pointed at this machine), run by real nginx in front of the dev
+/// server's UI: HTTPS only, and nothing without the login.
+#[test]
+fn the_ui_gate_asks_for_a_login_before_it_shows_the_ui() {
+    run(async {
+        let mut options = StackOptions::in_dir(scratch("ui-gate"));
+        options.ui_port = Some(free_port()?);
+        let s = Stack::start(options).await?;
+        let ui = s.server.ui_url().expect("the stack serves the UI");
+        let dir = s.options.dir.join("gate");
+        let pki = signalbox_tests::pki::Pki::new(&dir)?;
+        pki.server("ui")?;
+        std::fs::write(dir.join("ui.htpasswd"), "admin:{PLAIN}correct horse battery staple\n")?;
+        let conf = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx/ui-gate.conf"))?;
+        assert!(conf.contains("listen 8443 ssl;") && conf.contains("http://temporal-ui:8080") && conf.contains("/etc/signalbox/auth/"), "{conf}");
+        let auth = format!("{}/", dir.display());
+        let gate = signalbox_devstack::nginx::Nginx::serving(&dir, |port| {
+            conf.replace("listen 8443 ssl;", &format!("listen 127.0.0.1:{port} ssl;")).replace("http://temporal-ui:8080", ui.trim_end_matches('/')).replace("/etc/signalbox/auth/", &auth)
+        })
+        .await?;
+        let path = format!("/namespaces/{}/workflows", s.options.namespace);
+        let ca = pki.ca();
+        let get = |login: Option<&str>| https_get(gate.port(), &ca, &path, login.map(str::to_owned));
+
+        let (status, head, _) = get(None).await?;
+        assert_eq!(status, 401, "no login, no UI");
+        assert!(head.to_ascii_lowercase().contains("www-authenticate: basic realm=\"temporal ui\""), "{head}");
+        assert_eq!(get(Some("admin:guess")).await?.0, 401, "a wrong password, no UI");
+        let (status, _, page) = get(Some("admin:correct horse battery staple")).await?;
+        assert_eq!(status, 200);
+        let direct = reqwest::get(format!("{}{path}", ui.trim_end_matches('/'))).await?.text().await?;
+        assert!(!page.is_empty() && page == direct, "the gate shows the UI's own page: {}", &page[..page.len().min(300)]);
+        // Plain HTTP to the gate's port is not served.
+        let plain = reqwest::get(format!("http://127.0.0.1:{}/", gate.port())).await?;
+        assert_eq!(plain.status().as_u16(), 400, "nginx answers plain HTTP on a TLS port with 400");
+        Ok(())
+    });
+}
+
+/// `GET path` (HTTP/1.0: the answer comes whole, not chunked) over HTTPS from `localhost:port`, trusting `ca`, with HTTP basic `login`
+/// (`user:password`): the status, the head and the body.
+async fn https_get(port: u16, ca: &std::path::Path, path: &str, login: Option<String>) -> anyhow::Result<(u16, String, String)> {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::{self, pki_types::{CertificateDer, ServerName, pem::PemObject}};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(ca)?)?;
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(ServerName::try_from("localhost")?, tcp).await?;
+    let auth = login.map(|l| format!("Authorization: Basic {}\r\n", base64::engine::general_purpose::STANDARD.encode(l))).unwrap_or_default();
+    tls.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n").as_bytes()).await?;
+    let mut answer = Vec::new();
+    // nginx may close without a TLS close_notify once the answer is sent.
+    if let Err(e) = tls.read_to_end(&mut answer).await {
+        anyhow::ensure!(!answer.is_empty(), "reading the answer: {e}");
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| anyhow::anyhow!("no status line in {head:?}"))?;
+    Ok((status, head.to_owned(), body.to_owned()))
+}

@@ -21,6 +21,7 @@ pub mod nginx;
 mod process;
 pub mod prometheus;
 pub mod s3;
+pub mod tls_front;
 mod sys;
 mod temporal;
 mod wait;

@@ -56,6 +56,12 @@ impl Nginx {
         .await
     }
 
+    /// An nginx serving `server(port)`, one or more `server { ... }` blocks as a `conf.d` file
+    /// holds them, on a free port.
+    pub async fn serving(dir: &Path, server: impl Fn(u16) -> String) -> Result<Self> {
+        Self::start(dir, |port| common(dir, &server(port))).await
+    }
+
     /// An origin serving `store` (the artifact store's directory) read-only.
     pub async fn origin(dir: &Path, store: &Path) -> Result<Self> {
         let store = store.display().to_string();

@@ -96,9 +96,10 @@ pub fn control_key_file(options: &StackOptions) -> std::path::PathBuf {
     options.dir.join("control.key")
 }
 
-/// Spawns `signalbox-worker` against `address`, logging to `log_name` in the stack's dir; it
-/// holds the stack's control key, made on first use.
-fn spawn_worker(address: &str, home: &Home, options: &StackOptions, log_name: &str) -> anyhow::Result<ManagedProcess> {
+/// Spawns `signalbox-worker` against `address` with `home` and `options` (its task queue and
+/// extra environment, e.g. Temporal's TLS settings), logging to `log_name` in the stack's dir;
+/// it holds the stack's control key, made on first use.
+pub fn spawn_worker(address: &str, home: &Home, options: &StackOptions, log_name: &str) -> anyhow::Result<ManagedProcess> {
     let key = control_key_file(options);
     if !key.exists() {
         std::fs::create_dir_all(&options.dir)?;
