@@ -221,6 +221,8 @@ fn summary(d: listing::Summary) -> pb::DeploySummary {
         strategy: d.strategy,
         started_at: d.started_at.map(signalbox_proto::timestamp),
         closed_at: d.closed_at.map(signalbox_proto::timestamp),
+        config_sha256: d.config_sha256,
+        config: d.config.map(|c| pb::DeployConfig { build: c.build, batches: c.batches, bake: c.bake, health: c.health, started_by: c.started_by }),
     }
 }
 

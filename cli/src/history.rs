@@ -100,6 +100,7 @@ pub async fn list(which: Which) -> anyhow::Result<ExitCode> {
             let json = serde_json::json!({
                 "deploy_id": d.deploy_id, "service": d.service, "target": d.target, "phase": phase_name(&d), "deployer": d.deployer,
                 "artifact_digest": d.artifact_digest, "git_sha": d.git_sha, "strategy": d.strategy, "started_at": time(d.started_at), "closed_at": time(d.closed_at),
+                "config_sha256": d.config_sha256, "config": config_json(&d),
             });
             println!("{json}");
         } else {
@@ -109,14 +110,32 @@ pub async fn list(which: Which) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A deploy's config snapshot in words, as JSON (`null` when its memo holds none).
+fn config_json(d: &pb::DeploySummary) -> serde_json::Value {
+    d.config.as_ref().map_or(serde_json::Value::Null, |c| {
+        serde_json::json!({"build": c.build, "batches": c.batches, "bake": c.bake, "health": c.health, "started_by": c.started_by})
+    })
+}
+
+/// The first 12 hex digits of a SHA-256, or `-` when there is none.
+fn short(sha: &str) -> &str {
+    if sha.is_empty() { "-" } else { &sha[..sha.len().min(12)] }
+}
+
 /// `signalbox audit`: who started each deploy and every operator action on it, oldest first.
 pub async fn audit(which: Which) -> anyhow::Result<ExitCode> {
     let mut client = which.api.connect().await?;
     let mut lines: Vec<(String, serde_json::Value, String)> = Vec::new();
     for d in all(&which).await? {
         let started = time(d.started_at);
-        let start = serde_json::json!({"at": started, "deploy_id": d.deploy_id, "action": "start", "by": d.deployer, "reason": "", "artifact_digest": d.artifact_digest, "git_sha": d.git_sha, "target": d.target});
-        lines.push((started.clone(), start, format!("{started}  {}  start by {}: {} (git {}) on {}", d.deploy_id, d.deployer, d.artifact_digest, d.git_sha, d.target)));
+        // Every entry names the config snapshot in force: a deploy runs with the one it started with.
+        let config = d.config_sha256.clone();
+        let start = serde_json::json!({
+            "at": started, "deploy_id": d.deploy_id, "action": "start", "by": d.deployer, "reason": "", "artifact_digest": d.artifact_digest,
+            "git_sha": d.git_sha, "target": d.target, "config_sha256": config, "config": config_json(&d),
+        });
+        let plan = d.config.as_ref().map(|c| format!(", {}", c.batches)).unwrap_or_default();
+        lines.push((started.clone(), start, format!("{started}  {}  start by {}: {} (git {}) on {}{plan}, config {}", d.deploy_id, d.deployer, d.artifact_digest, d.git_sha, d.target, short(&config))));
         let status = client.get_deploy(pb::GetDeployRequest { deploy_id: d.deploy_id.clone() }).await.with_context(|| format!("reading {}", d.deploy_id))?.into_inner();
         let status = DeployStatus::try_from(status).context("reading the status from the API")?;
         for (i, e) in status.audit.iter().enumerate() {
@@ -128,7 +147,7 @@ pub async fn audit(which: Which) -> anyhow::Result<ExitCode> {
             }
             let at = e.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             let action = serde_json::to_value(e.action)?.as_str().unwrap_or_default().to_owned();
-            let json = serde_json::json!({"at": at, "deploy_id": d.deploy_id, "action": action, "by": e.by, "reason": e.reason});
+            let json = serde_json::json!({"at": at, "deploy_id": d.deploy_id, "action": action, "by": e.by, "reason": e.reason, "config_sha256": config});
             lines.push((at.clone(), json, format!("{at}  {}  {action} by {}: {}", d.deploy_id, e.by, e.reason)));
         }
     }

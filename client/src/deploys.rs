@@ -21,9 +21,12 @@ use crate::lanes;
 /// its id anyway (no worker may be running yet; the deploy starts when one is).
 pub(crate) const ADMISSION_WAIT: Duration = Duration::from_secs(30);
 /// The memo key of a deploy's request fingerprint ([`fingerprint`]).
-const REQUEST_MEMO: &str = "request";
+pub(crate) const REQUEST_MEMO: &str = "request";
+/// The memo key of a deploy's config summary ([`search::ConfigSummary`]).
+pub(crate) const CONFIG_MEMO: &str = "config";
 
-/// What identifies a request under a request id: the SHA-256 of its JSON, in hex.
+/// What identifies a request under a request id, and the config snapshot a deploy ran with:
+/// the SHA-256 of its JSON (the workflow's input payload), in hex.
 fn fingerprint(req: &DeployRequest) -> String {
     use sha2::Digest as _;
     let json = serde_json::to_vec(req).expect("a request serializes");
@@ -172,7 +175,7 @@ impl Deploys {
         let version = if req.artifact.version.is_empty() { String::new() } else { format!(" {}", req.artifact.version) };
         let summary = format!("{}{version} ({}) by {}", req.service, req.artifact.digest.short(), req.deployer);
         let mut memo = MemoValues::new();
-        memo.insert("config", search::ConfigSummary::of(&req));
+        memo.insert(CONFIG_MEMO, search::ConfigSummary::of(&req));
         memo.insert(REQUEST_MEMO, fingerprint.clone());
         let options = WorkflowStartOptions::new(self.task_queue.clone(), id.clone())
             .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)

@@ -80,6 +80,11 @@ pub struct Summary {
     pub closed_at: Option<DateTime<Utc>>,
     /// Temporal's status of the workflow (a terminated one never reported its end).
     pub status: WorkflowExecutionStatus,
+    /// The config snapshot it ran with: SHA-256 of its request, the workflow's input (empty
+    /// for deploys started before it was kept).
+    pub config_sha256: String,
+    /// That snapshot in words.
+    pub config: Option<search::ConfigSummary>,
 }
 
 /// A page of deploys, and the token of the next one (`None` on the last).
@@ -132,6 +137,7 @@ impl Deploys {
                 break;
             }
             let attrs = execution.search_attributes();
+            let memo = execution.memo();
             deploys.push(Summary {
                 deploy_id: execution.id().to_owned(),
                 service: attrs.get(&search::SERVICE).unwrap_or_default(),
@@ -144,6 +150,8 @@ impl Deploys {
                 started_at: utc(execution.start_time()),
                 closed_at: utc(execution.close_time()),
                 status: execution.status(),
+                config_sha256: memo.get::<String>(crate::deploys::REQUEST_MEMO).ok().flatten().unwrap_or_default(),
+                config: memo.get::<search::ConfigSummary>(crate::deploys::CONFIG_MEMO).ok().flatten(),
             });
         }
         Ok(Page { next: more.then(|| format!("o{}", skip + size)), deploys })
