@@ -266,6 +266,13 @@ fn the_principal_comes_from_the_credential_and_the_policy_decides() {
         let rows: Vec<serde_json::Value> = listed.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
         assert_eq!(rows.len(), 1, "{listed}");
         assert_eq!((rows[0]["deploy_id"].as_str(), rows[0]["deployer"].as_str(), rows[0]["artifact_digest"].as_str()), (Some(id.as_str()), Some("alice@example.com"), Some(next.digest.to_string().as_str())));
+        // The config snapshot the record names is the deploy's own input, as its history keeps it.
+        let history: serde_json::Value = serde_json::from_str(&s.deploys().await?.history_json(&id).await?)?;
+        let input = &history["events"][0]["attributes"]["WorkflowExecutionStartedEventAttributes"]["input"]["payloads"][0]["data"];
+        let input = { use base64::Engine as _; base64::engine::general_purpose::STANDARD.decode(input.as_str().unwrap_or_default())? };
+        let snapshot = { use sha2::Digest as _; hex::encode(sha2::Sha256::digest(&input)) };
+        assert_eq!(rows[0]["config_sha256"].as_str(), Some(snapshot.as_str()), "{listed}");
+        assert!(rows[0]["config"]["batches"].as_str().is_some_and(|b| b.starts_with("rolling")), "{listed}");
         let (code, out, err) = signalbox(&env, &["deploy", "list", "--api", &api.url, "--service", service, "--since", "1h", "--phase", "succeeded"]).await?;
         assert_eq!((code, out.as_str()), (Some(0), ""), "no deploy of it succeeded: {err}");
         let (code, out, err) = signalbox(&env, &["audit", "--api", &api.url, "--service", service, "--since", "1h"]).await?;
@@ -274,6 +281,11 @@ fn the_principal_comes_from_the_credential_and_the_policy_decides() {
         assert_eq!(actions.len(), 3, "{out}");
         assert!(actions[0].starts_with("start by alice@example.com: sha256:"), "{out}");
         assert_eq!(&actions[1..], ["approve by bob@example.com: canary is clean", "abort by ci-bot: the release train was cancelled"], "{out}");
+        let (code, out, err) = signalbox(&env, &["audit", "--api", &api.url, "--service", service, "--since", "1h", "--json"]).await?;
+        assert_eq!(code, Some(0), "{err}");
+        let entries: Vec<serde_json::Value> = out.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+        assert_eq!(entries.len(), 3, "{out}");
+        assert!(entries.iter().all(|e| e["config_sha256"].as_str() == Some(snapshot.as_str())), "every entry names the snapshot in force: {out}");
         let (code, _, err) = signalbox(&env, &["deploy", "list", "--api", &api.url, "--service", "Auth Gated", "--since", "1h"]).await?;
         assert_eq!(code, Some(2));
         assert!(err.contains("service: must be 1 to 63 of a-z"), "{err}");
@@ -710,6 +722,72 @@ fn the_worker_and_the_api_reach_temporal_over_mutual_tls() {
         let history = s.deploys().await?;
         let described = history.client().get_workflow_handle::<temporalio_client::UntypedWorkflow>(&id).describe(temporalio_client::WorkflowDescribeOptions::default()).await?;
         assert_eq!(described.task_queue(), queue);
+        Ok(())
+    });
+}
+
+#[test]
+fn the_api_and_an_agent_reach_etcd_over_mutual_tls() {
+    run(async {
+        use signalbox_devstack::etcd::{EtcdServer, EtcdTls};
+        use signalbox_proto::pb::target_service_client::TargetServiceClient;
+        let s = stack().await;
+        let dir = s.options.dir.join("etcd-tls");
+        let pki = Pki::new(&dir)?;
+        let (cert, key) = pki.server("etcd")?;
+        let etcd = EtcdServer::start_tls(&dir.join("etcd"), EtcdTls { cert, key, client_ca: pki.ca() }).await?;
+        let url = etcd.url();
+        assert!(url.starts_with("https://"), "{url}");
+        let ca = pki.ca().display().to_string();
+        let tls = |cert: &Path, key: &Path| {
+            vec![
+                ("SIGNALBOX_ETCD_CA", ca.clone()),
+                ("SIGNALBOX_ETCD_CERT", cert.display().to_string()),
+                ("SIGNALBOX_ETCD_KEY", key.display().to_string()),
+            ]
+        };
+
+        // Without a client certificate, or without TLS, etcd takes nothing.
+        let anonymous = etcd_client::ConnectOptions::new()
+            .with_tls(etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(std::fs::read(pki.ca())?)))
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(2));
+        let refused = match etcd_client::Client::connect([url.clone()], Some(anonymous)).await {
+            Ok(mut c) => c.get("/signalbox", None).await.is_err(),
+            Err(_) => true,
+        };
+        assert!(refused, "a client without a certificate is refused");
+        let plain = etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)).with_timeout(Duration::from_secs(2));
+        let refused = match etcd_client::Client::connect([url.replace("https://", "http://")], Some(plain)).await {
+            Ok(mut c) => c.get("/signalbox", None).await.is_err(),
+            Err(_) => true,
+        };
+        assert!(refused, "plaintext is refused");
+
+        // The API declares a target through it; the agent registers through it.
+        let (acert, akey) = pki.client("signalbox-api", &[])?;
+        let port = signalbox_devstack::free_port()?;
+        let args = ["--listen".into(), format!("127.0.0.1:{port}"), "--insecure-no-auth".into(), "--etcd".into(), url.clone()];
+        let _api = api_process(s, &dir, "api-etcd-tls.log", &args, &tls(&acert, &akey))?;
+        let api = format!("http://127.0.0.1:{port}");
+        let mut targets = signalbox_devstack::wait_for("the API to serve", Duration::from_secs(60), || async { Ok(TargetServiceClient::connect(api.clone()).await.ok()) }).await?;
+        let file = "name = \"tls-web\"\nkind = \"agent\"\n[regions.r1]\ncache = \"http://127.0.0.1:9\"\n[[hosts]]\nname = \"h1\"\nregion = \"r1\"\n";
+        let declared = targets.apply_target(pb::ApplyTargetRequest { file: file.into() }).await?.into_inner();
+        assert_eq!((declared.name.as_str(), declared.hosts.len()), ("tls-web", 1));
+        let (gcert, gkey) = pki.client("signalbox-agent", &[])?;
+        let mut agent = std::process::Command::new(signalbox_devstack::workspace_binary("signalbox-agent")?);
+        agent
+            .args(["--target", "tls-web", "--host", "h1", "--region", "r1", "--address", "127.0.0.1", "--port", &signalbox_devstack::free_port()?.to_string(), "--etcd", &url])
+            .arg("--dir")
+            .arg(dir.join("h1"))
+            .envs(tls(&gcert, &gkey));
+        let _agent = signalbox_devstack::ManagedProcess::spawn("signalbox-agent", agent, &dir.join("agent.log"))?;
+        let host = signalbox_devstack::wait_for("the agent's registration", Duration::from_secs(60), || async {
+            let t = targets.clone().get_target(pb::GetTargetRequest { name: "tls-web".into() }).await?.into_inner();
+            Ok(t.hosts.into_iter().find(|h| h.name == "h1" && h.registered))
+        })
+        .await?;
+        assert_eq!(host.address, "127.0.0.1");
         Ok(())
     });
 }
