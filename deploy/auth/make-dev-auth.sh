@@ -3,8 +3,8 @@
 # localhost and signalbox-api), a client certificate for a CI service, the control key the API
 # and the worker share, a policy from policy.example.toml and auth.toml; Temporal's
 # certificate (its services and its frontend, for the name `temporal`) and the client
-# certificates of the API, the worker, the UI and the admin job, which Temporal asks for;
-# PostgreSQL's certificate (for the name `postgresql`); the
+# certificates of the API, the worker, the UI, the agent and the admin jobs, which Temporal
+# and etcd ask for; PostgreSQL's and etcd's certificates; the
 # UI gate's certificate and its login (user `admin`, a random password printed once).
 # For a trial only: in production the certificates come from your CA and people log in with
 # your identity provider (add an [oidc] section naming its issuer, audience and JWKS).
@@ -24,8 +24,10 @@ issue() { # name subject extensions
     openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca-key.pem -days 30 -out "$1.pem" -extfile <(printf '%b' "$3")
 }
 issue temporal "/CN=temporal" 'subjectAltName=DNS:temporal,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n'
-for client in api worker ui admin; do
-    issue "temporal-client-$client" "/OU=temporal-clients/CN=signalbox-$client" 'extendedKeyUsage=clientAuth\n'
+issue etcd "/CN=etcd" 'subjectAltName=DNS:etcd,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n'
+# The parts' client certificates: Temporal and etcd ask for one.
+for client in api worker ui admin agent; do
+    issue "client-$client" "/OU=signalbox-parts/CN=signalbox-$client" 'extendedKeyUsage=clientAuth\n'
 done
 issue postgres "/CN=postgresql" 'subjectAltName=DNS:postgresql\nextendedKeyUsage=serverAuth\n'
 issue ui "/CN=temporal-ui" 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n'
@@ -43,10 +45,10 @@ cert = "api.pem"
 key = "api-key.pem"
 client_ca = "ca.pem"
 TOML
-chmod 0644 ca.pem api.pem ci-bot.pem policy.toml auth.toml temporal.pem temporal-client-*.pem ui.pem postgres.pem
+chmod 0644 ca.pem api.pem ci-bot.pem policy.toml auth.toml temporal.pem client-*.pem ui.pem postgres.pem etcd.pem
 # The containers run as their own users: for this trial stack they read the keys they need
 # as any local user could. In production, give them as secrets owned by each service.
-chmod 0644 api-key.pem control.key temporal-key.pem temporal-client-*-key.pem ui-key.pem postgres-key.pem ui.htpasswd
+chmod 0644 api-key.pem control.key temporal-key.pem client-*-key.pem ui-key.pem postgres-key.pem etcd-key.pem ui.htpasswd
 echo "Temporal UI: https://localhost:8443 as admin, password $password (only shown now)"
 
 echo "made deploy/auth: signalbox --api https://localhost:50051 --ca deploy/auth/ca.pem --cert deploy/auth/ci-bot.pem --key deploy/auth/ci-bot-key.pem ..."
