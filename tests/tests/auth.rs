@@ -521,11 +521,16 @@ fn scm_api(s: &Stack, dir: &Path, api: u16, hooks: u16, secret: &Path) -> anyhow
     api_process(s, dir, "api.log", &args, &[])
 }
 
-/// A GitHub push event of `after` on `git_ref` of acme/shop.
+/// A GitHub push event of `after` on `git_ref` of acme/shop, pushed now.
 fn github_push(git_ref: &str, before: &str, after: &str, message: &str) -> String {
+    github_push_at(git_ref, before, after, message, chrono::Utc::now().timestamp())
+}
+
+/// A GitHub push event of `after` on `git_ref` of acme/shop, pushed at `pushed_at`.
+fn github_push_at(git_ref: &str, before: &str, after: &str, message: &str, pushed_at: i64) -> String {
     serde_json::json!({
         "ref": git_ref, "before": before, "after": after, "deleted": false, "created": false,
-        "repository": {"full_name": "acme/shop", "pushed_at": chrono::Utc::now().timestamp()},
+        "repository": {"full_name": "acme/shop", "pushed_at": pushed_at},
         "pusher": {"name": "alice", "email": "alice@example.com"}, "sender": {"login": "alice"},
         "head_commit": {"id": after, "message": message, "timestamp": "2026-12-03T10:15:00+01:00"},
         "commits": [{"id": after, "message": message, "timestamp": "2026-12-03T10:15:00+01:00"}],
@@ -595,6 +600,10 @@ fn a_signed_push_to_a_followed_branch_records_the_commit_and_unsigned_or_replaye
         assert_eq!(serde_json::from_str::<serde_json::Value>(&answer)?["recorded"]["sha"], a.as_str());
         assert_eq!(scm_hook(&url, &github("push", "g-1", Some(secret), &main), &main).await?.0, 409, "the same delivery again");
         assert_eq!(scm_hook(&url, &github("push", "g-9", Some(secret), &main), &main).await?.0, 409, "the same signed body under another delivery id");
+        // An old signed body is refused however it is labelled: it says when it was pushed.
+        let old = github_push_at("refs/heads/main", &a, &b, "Yesterday's push", chrono::Utc::now().timestamp() - 86_400);
+        let (code, why) = scm_hook(&url, &github("push", "g-old", Some(secret), &old), &old).await?;
+        assert_eq!((code, why.as_str()), (401, "repository.pushed_at: the push is more than an hour old; a replay changes nothing"));
         // Branches not followed, tags and deletions record nothing.
         let feature = github_push("refs/heads/feature/x", &zero, &b, "wip");
         assert_eq!(scm_hook(&url, &github("push", "g-2", Some(secret), &feature), &feature).await?.0, 202);

@@ -10,7 +10,8 @@
 //!   the key being the token's bytes after `whsec_`, base64-decoded. GitLab's older plain
 //!   `X-Gitlab-Token` proves nothing about the body and is refused.
 //!
-//! An unsigned or mis-signed call is 401; a GitLab call more than five minutes off is 401; a
+//! An unsigned or mis-signed call is 401; a GitLab call more than five minutes off, or a GitHub
+//! push whose signed `repository.pushed_at` is more than an hour old, is 401; a
 //! delivery or a body seen before is 409 (a replay). A push to a branch not configured, a tag, a
 //! branch deletion or another event is 202 and records nothing.
 
@@ -203,7 +204,15 @@ struct Payload {
 #[derive(Debug, Deserialize)]
 struct Repository {
     full_name: String,
+    /// When the push happened: Unix seconds in push events (a string in others).
+    #[serde(default)]
+    pushed_at: Option<serde_json::Value>,
 }
+
+/// How old a GitHub push may be when it arrives: GitHub signs no timestamp, but the body it
+/// signs says when the push happened, so an old body replayed is refused however it is
+/// labelled. (GitHub redelivers only by hand, and within days.)
+const GITHUB_MAX_AGE_S: i64 = 3600;
 
 #[derive(Debug, Deserialize)]
 struct Project {
@@ -228,6 +237,12 @@ struct Commit {
 fn read_push(provider: Provider, delivery: &str, body: &[u8]) -> Result<(String, Option<String>, Push, bool), Refusal> {
     let p: Payload = serde_json::from_slice(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("body: {e}")))?;
     let bad = |field: &str, rule: &str| (StatusCode::BAD_REQUEST, format!("{field}: {rule}"));
+    if let (Provider::GitHub, Some(r)) = (provider, &p.repository) {
+        let pushed_at = r.pushed_at.as_ref().and_then(serde_json::Value::as_i64).ok_or_else(|| bad("repository.pushed_at", "is required: Unix seconds"))?;
+        if Utc::now().timestamp() - pushed_at > GITHUB_MAX_AGE_S {
+            return Err(unauthorized("repository.pushed_at: the push is more than an hour old; a replay changes nothing"));
+        }
+    }
     let repo = match provider {
         Provider::GitHub => p.repository.map(|r| r.full_name).ok_or_else(|| bad("repository.full_name", "is required"))?,
         Provider::GitLab => p.project.map(|r| r.path_with_namespace).ok_or_else(|| bad("project.path_with_namespace", "is required"))?,
