@@ -58,13 +58,13 @@ impl Scm {
         if secret.len() < MIN_SECRET {
             return Err(format!("the SCM webhook secret must be at least {MIN_SECRET} bytes (it is {})", secret.len()));
         }
-        if let Some(b) = branches.iter().find(|b| b.trim().is_empty() || b.trim() == "*" && branches.len() > 1) {
-            return Err(format!("branches: {b:?} is not a branch name or a prefix ending in *"));
-        }
+        let branches: Vec<String> = branches.into_iter().map(|b| b.trim().to_owned()).collect();
         if branches.is_empty() {
             return Err("branches: name at least one branch to follow".into());
         }
-        let branches = branches.into_iter().map(|b| b.trim().to_owned()).collect();
+        if let Some(b) = branches.iter().find(|b| b.is_empty() || b.chars().any(char::is_whitespace)) {
+            return Err(format!("branches: {b:?} is not a branch name or a prefix ending in *"));
+        }
         Ok(Self { store, secret: Arc::new(secret.to_vec()), branches: Arc::new(branches), seen: Arc::default(), writing: Arc::default() })
     }
 
@@ -326,5 +326,34 @@ async fn take(hooks: &Scm, provider: Provider, event: &str, delivery: &str, body
         Ok(false) => (StatusCode::CONFLICT, "this push was recorded before: a replay changes nothing".into()),
         Err(signalbox_store::Error::Invalid(e)) => (StatusCode::BAD_REQUEST, e.to_string()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hooks(secret: &str, branches: &[&str]) -> Result<Scm, String> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = ArtifactStore::local(dir.path()).expect("a local store");
+        Scm::new(store, secret.as_bytes(), branches.iter().map(|b| (*b).to_owned()).collect())
+    }
+
+    #[test]
+    fn it_follows_named_branches_and_prefixes_and_refuses_what_names_none() {
+        let h = hooks("a-secret-of-at-least-thirty-two-bytes", &["main", " release/*"]).unwrap();
+        assert!(h.follows("main") && h.follows("release/2026-12") && !h.follows("mainline") && !h.follows("feature/x"));
+        assert_eq!(hooks("a-secret-of-at-least-thirty-two-bytes", &[]).err().as_deref(), Some("branches: name at least one branch to follow"));
+        assert!(hooks("a-secret-of-at-least-thirty-two-bytes", &["main", " "]).err().is_some_and(|e| e.starts_with("branches: ")));
+        assert!(hooks("too short", &["main"]).err().is_some_and(|e| e.contains("at least 32 bytes")));
+    }
+
+    #[test]
+    fn a_gitlab_signing_token_signs_with_its_decoded_key_and_any_other_secret_as_is() {
+        let key = [7u8; 32];
+        let token = format!("whsec_{}", BASE64.encode(key));
+        assert_eq!(hooks(&token, &["main"]).unwrap().gitlab_key(), key);
+        let plain = "a-secret-of-at-least-thirty-two-bytes";
+        assert_eq!(hooks(plain, &["main"]).unwrap().gitlab_key(), plain.as_bytes());
     }
 }
