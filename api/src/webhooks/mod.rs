@@ -43,6 +43,40 @@ pub(crate) const SKEW_S: i64 = 300;
 /// Shortest secret: 32 bytes.
 pub const MIN_SECRET: usize = 32;
 
+/// A refused call: its status and what the caller reads.
+pub(crate) type Refusal = (StatusCode, String);
+
+pub(crate) fn unauthorized(why: impl Into<String>) -> Refusal {
+    (StatusCode::UNAUTHORIZED, why.into())
+}
+
+/// Header `name` as text, if it is there and readable.
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Whether `tag` is the HMAC-SHA256 with `key` of `parts` joined by dots.
+pub(crate) fn signs(key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            mac.update(b".");
+        }
+        mac.update(part);
+    }
+    mac.verify_slice(tag).is_ok()
+}
+
+/// The Unix seconds of `ts`, timestamp header `name`, refused when unreadable or more than
+/// [`SKEW_S`] from the server's clock.
+pub(crate) fn fresh(name: &str, ts: &str) -> Result<i64, Refusal> {
+    let at: i64 = ts.parse().map_err(|_| unauthorized(format!("{name}: must be Unix seconds")))?;
+    if (chrono::Utc::now().timestamp() - at).abs() > SKEW_S {
+        return Err(unauthorized(format!("{name}: is more than 5 minutes off")));
+    }
+    Ok(at)
+}
+
 /// A health report.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,22 +112,15 @@ impl Webhooks {
     }
 
     /// Checks a call's signature and freshness; the error is the status and what the caller reads.
-    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), (StatusCode, String)> {
-        let unauthorized = |why: &str| (StatusCode::UNAUTHORIZED, why.to_owned());
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let ts = header("x-signalbox-timestamp").ok_or_else(|| unauthorized("X-Signalbox-Timestamp: is required"))?;
-        let sig = header("x-signalbox-signature").ok_or_else(|| unauthorized("X-Signalbox-Signature: is required"))?;
-        let at: i64 = ts.parse().map_err(|_| unauthorized("X-Signalbox-Timestamp: must be Unix seconds"))?;
-        let now = chrono::Utc::now().timestamp();
-        if (now - at).abs() > SKEW_S {
-            return Err(unauthorized("X-Signalbox-Timestamp: is more than 5 minutes off"));
-        }
+    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), Refusal> {
+        let ts = header(headers, "x-signalbox-timestamp").ok_or_else(|| unauthorized("X-Signalbox-Timestamp: is required"))?;
+        let sig = header(headers, "x-signalbox-signature").ok_or_else(|| unauthorized("X-Signalbox-Signature: is required"))?;
+        let at = fresh("X-Signalbox-Timestamp", ts)?;
         let tag = sig.strip_prefix("sha256=").and_then(|h| hex::decode(h).ok()).ok_or_else(|| unauthorized("X-Signalbox-Signature: must be sha256=<hex>"))?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes a key of any length");
-        mac.update(ts.as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        mac.verify_slice(&tag).map_err(|_| unauthorized("X-Signalbox-Signature: does not match the body"))?;
+        if !signs(&self.secret, &[ts.as_bytes(), body], &tag) {
+            return Err(unauthorized("X-Signalbox-Signature: does not match the body"));
+        }
+        let now = chrono::Utc::now().timestamp();
         let mut seen = self.seen.lock().expect("the replay set is never poisoned");
         seen.retain(|(t, _)| now - *t <= SKEW_S);
         if !seen.insert((at, sig.to_owned())) {

@@ -24,13 +24,11 @@ use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
-use sha2::Sha256;
 use signalbox_store::{ArtifactStore, Push, body_digest};
 use tracing::{info, warn};
 
-use super::{MIN_SECRET, SKEW_S};
+use super::{MIN_SECRET, Refusal, fresh, header, signs, unauthorized};
 
 /// Largest body the SCM webhook takes: GitHub lists at most 20 commits in a push, far below.
 pub(crate) const MAX_BODY: usize = 1024 * 1024;
@@ -41,7 +39,10 @@ const REMEMBERED: usize = 10_000;
 #[derive(Clone)]
 pub struct Scm {
     store: ArtifactStore,
+    /// GitHub's key: the secret as it is.
     secret: Arc<Vec<u8>>,
+    /// GitLab's key: a `whsec_` token's decoded bytes, else the secret as it is.
+    gitlab_key: Arc<Vec<u8>>,
     branches: Arc<Vec<String>>,
     /// Recent delivery ids, oldest first, and as a set.
     seen: Arc<Mutex<(VecDeque<String>, BTreeSet<String>)>>,
@@ -65,7 +66,15 @@ impl Scm {
         if let Some(b) = branches.iter().find(|b| b.is_empty() || b.chars().any(char::is_whitespace)) {
             return Err(format!("branches: {b:?} is not a branch name or a prefix ending in *"));
         }
-        Ok(Self { store, secret: Arc::new(secret.to_vec()), branches: Arc::new(branches), seen: Arc::default(), writing: Arc::default() })
+        let gitlab_key = std::str::from_utf8(secret).ok().and_then(|s| s.strip_prefix("whsec_")).and_then(|b| BASE64.decode(b).ok()).unwrap_or_else(|| secret.to_vec());
+        Ok(Self {
+            store,
+            secret: Arc::new(secret.to_vec()),
+            gitlab_key: Arc::new(gitlab_key),
+            branches: Arc::new(branches),
+            seen: Arc::default(),
+            writing: Arc::default(),
+        })
     }
 
     fn follows(&self, branch: &str) -> bool {
@@ -73,15 +82,6 @@ impl Scm {
             Some(prefix) => branch.starts_with(prefix),
             None => b == branch,
         })
-    }
-
-    /// The key GitLab signs with: a `whsec_` token's decoded bytes, else the secret as is.
-    fn gitlab_key(&self) -> Vec<u8> {
-        std::str::from_utf8(&self.secret)
-            .ok()
-            .and_then(|s| s.strip_prefix("whsec_"))
-            .and_then(|b| BASE64.decode(b).ok())
-            .unwrap_or_else(|| self.secret.to_vec())
     }
 
     /// Whether `delivery` was taken before.
@@ -120,25 +120,15 @@ impl Provider {
     }
 }
 
-type Refusal = (StatusCode, String);
-
-fn unauthorized(why: impl Into<String>) -> Refusal {
-    (StatusCode::UNAUTHORIZED, why.into())
-}
-
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
 /// Checks the call's signature as its sender signs; returns the sender, its event and the
 /// delivery id.
 fn verify(hooks: &Scm, headers: &HeaderMap, body: &[u8]) -> Result<(Provider, String, String), Refusal> {
     if let Some(event) = header(headers, "x-github-event") {
         let sig = header(headers, "x-hub-signature-256").ok_or_else(|| unauthorized("X-Hub-Signature-256: is required (set a secret on the GitHub webhook)"))?;
         let tag = sig.strip_prefix("sha256=").and_then(|h| hex::decode(h).ok()).ok_or_else(|| unauthorized("X-Hub-Signature-256: must be sha256=<hex>"))?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(&hooks.secret).expect("HMAC takes a key of any length");
-        mac.update(body);
-        mac.verify_slice(&tag).map_err(|_| unauthorized("X-Hub-Signature-256: does not match the body"))?;
+        if !signs(&hooks.secret, &[body], &tag) {
+            return Err(unauthorized("X-Hub-Signature-256: does not match the body"));
+        }
         let delivery = header(headers, "x-github-delivery").filter(|d| !d.is_empty()).ok_or_else(|| (StatusCode::BAD_REQUEST, "X-GitHub-Delivery: is required".to_owned()))?;
         return Ok((Provider::GitHub, event.to_owned(), delivery.to_owned()));
     }
@@ -149,22 +139,9 @@ fn verify(hooks: &Scm, headers: &HeaderMap, body: &[u8]) -> Result<(Provider, St
         let id = header(headers, "webhook-id").filter(|d| !d.is_empty()).ok_or_else(|| unauthorized("webhook-id: is required (set a signing token on the GitLab webhook)"))?;
         let ts = header(headers, "webhook-timestamp").ok_or_else(|| unauthorized("webhook-timestamp: is required"))?;
         let sigs = header(headers, "webhook-signature").ok_or_else(|| unauthorized("webhook-signature: is required"))?;
-        let at: i64 = ts.parse().map_err(|_| unauthorized("webhook-timestamp: must be Unix seconds"))?;
-        if (Utc::now().timestamp() - at).abs() > SKEW_S {
-            return Err(unauthorized("webhook-timestamp: is more than 5 minutes off"));
-        }
-        let key = hooks.gitlab_key();
-        let signed = |tag: &[u8]| {
-            let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes a key of any length");
-            mac.update(id.as_bytes());
-            mac.update(b".");
-            mac.update(ts.as_bytes());
-            mac.update(b".");
-            mac.update(body);
-            mac.verify_slice(tag).is_ok()
-        };
+        fresh("webhook-timestamp", ts)?;
         // Several signatures may come, space-separated, while a token is rotated.
-        let matched = sigs.split_ascii_whitespace().filter_map(|s| s.strip_prefix("v1,")).filter_map(|b| BASE64.decode(b).ok()).any(|tag| signed(&tag));
+        let matched = sigs.split_ascii_whitespace().filter_map(|s| s.strip_prefix("v1,")).filter_map(|b| BASE64.decode(b).ok()).any(|tag| signs(&hooks.gitlab_key, &[id.as_bytes(), ts.as_bytes(), body], &tag));
         if !matched {
             return Err(unauthorized("webhook-signature: no v1 signature matches the body"));
         }
@@ -352,8 +329,8 @@ mod tests {
     fn a_gitlab_signing_token_signs_with_its_decoded_key_and_any_other_secret_as_is() {
         let key = [7u8; 32];
         let token = format!("whsec_{}", BASE64.encode(key));
-        assert_eq!(hooks(&token, &["main"]).unwrap().gitlab_key(), key);
+        assert_eq!(*hooks(&token, &["main"]).unwrap().gitlab_key, key);
         let plain = "a-secret-of-at-least-thirty-two-bytes";
-        assert_eq!(hooks(plain, &["main"]).unwrap().gitlab_key(), plain.as_bytes());
+        assert_eq!(*hooks(plain, &["main"]).unwrap().gitlab_key, plain.as_bytes());
     }
 }
