@@ -12,5 +12,5 @@ mod quarantine;
 pub use artifacts::{ArtifactStore, Record, digest_of, Format, MAX_LABELS};
 pub use error::{Error, Result};
 pub use home::Home;
-pub use merged::{MAX_PUSHES, MergedBranch, Push, body_digest, check_branch};
+pub use merged::{MAX_PUSHES, MergedBranch, Push, body_digest};
 pub use quarantine::{MAX_QUARANTINE_EVENTS, QuarantineAction, QuarantineEvent, QuarantineRecord};

@@ -75,7 +75,7 @@ fn invalid(field: &str, rule: impl Into<String>) -> Error {
 }
 
 /// Checks a repository and branch name: what the record is keyed by.
-pub fn check_branch(repo: &str, branch: &str) -> Result<()> {
+fn check_branch(repo: &str, branch: &str) -> Result<()> {
     if repo.is_empty() || repo.len() > MAX_REPO || !repo.contains('/') || repo.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid("repo", format!("must be owner/name, 3 to {MAX_REPO} bytes, without spaces")));
     }

@@ -35,7 +35,7 @@ pub struct EtcdServer {
     client_port: u16,
     peer_port: u16,
     tls: Option<EtcdTls>,
-    /// Where `/health` answers in plain HTTP when clients need TLS.
+    /// Where `/health` answers in plain HTTP, whether or not clients need TLS.
     metrics_port: u16,
 }
 
@@ -79,20 +79,16 @@ impl EtcdServer {
             .arg(format!("--listen-peer-urls=http://127.0.0.1:{}", self.peer_port))
             .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{}", self.peer_port))
             .arg(format!("--initial-cluster=signalbox=http://127.0.0.1:{}", self.peer_port))
+            .arg(format!("--listen-metrics-urls=http://127.0.0.1:{}", self.metrics_port))
             .arg("--log-level=warn");
         if let Some(tls) = &self.tls {
             cmd.arg(format!("--cert-file={}", tls.cert.display()))
                 .arg(format!("--key-file={}", tls.key.display()))
                 .arg(format!("--trusted-ca-file={}", tls.client_ca.display()))
-                .arg("--client-cert-auth")
-                .arg(format!("--listen-metrics-urls=http://127.0.0.1:{}", self.metrics_port));
+                .arg("--client-cert-auth");
         }
         self.process = Some(ManagedProcess::spawn("etcd", cmd, &self.dir.join("etcd.log"))?);
-        let health = match self.tls {
-            Some(_) => format!("http://127.0.0.1:{}/health", self.metrics_port),
-            None => format!("{}/health", self.url()),
-        };
-        wait_http_ok(&health, READY).await
+        wait_http_ok(&format!("http://127.0.0.1:{}/health", self.metrics_port), READY).await
     }
 
     fn scheme(&self) -> &'static str {

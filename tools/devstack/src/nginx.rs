@@ -56,8 +56,8 @@ impl Nginx {
         .await
     }
 
-    /// An nginx serving `server(port)`, one or more `server { ... }` blocks as a `conf.d` file
-    /// holds them, on a free port.
+    /// An nginx serving `server(port)` on a free port: what a `conf.d` file holds (`server`
+    /// blocks and other `http`-level directives).
     pub async fn serving(dir: &Path, server: impl Fn(u16) -> String) -> Result<Self> {
         Self::start(dir, |port| common(dir, &server(port))).await
     }
@@ -65,22 +65,19 @@ impl Nginx {
     /// An origin serving `store` (the artifact store's directory) read-only.
     pub async fn origin(dir: &Path, store: &Path) -> Result<Self> {
         let store = store.display().to_string();
-        Self::start(dir, |port| common(dir, &format!("  server {{\n    listen 127.0.0.1:{port};\n    location /sha256/ {{ root {store}; }}\n  }}\n"))).await
+        Self::serving(dir, |port| format!("  server {{\n    listen 127.0.0.1:{port};\n    location /sha256/ {{ root {store}; }}\n  }}\n")).await
     }
 
     /// The cache of `region` in front of `origin`, listening on every interface.
     pub async fn cache(dir: &Path, region: &str, origin: &Nginx) -> Result<Self> {
         let d = dir.display().to_string();
         let upstream = origin.port;
-        Self::start(dir, |port| {
-            common(
-                dir,
-                &format!(
-                    "  proxy_cache_path {d}/cache levels=1:2 keys_zone=builds:10m max_size=10g inactive=30d use_temp_path=off;\n  server {{\n    listen 0.0.0.0:{port};\n    \
-                     location /sha256/ {{\n      proxy_pass http://127.0.0.1:{upstream};\n      proxy_set_header X-Signalbox-Region {region};\n      proxy_cache builds;\n      \
-                     proxy_cache_valid 200 30d;\n      proxy_cache_lock on;\n      proxy_cache_lock_timeout 60s;\n      proxy_cache_use_stale error timeout updating;\n      \
-                     add_header X-Cache-Status $upstream_cache_status;\n    }}\n  }}\n"
-                ),
+        Self::serving(dir, |port| {
+            format!(
+                "  proxy_cache_path {d}/cache levels=1:2 keys_zone=builds:10m max_size=10g inactive=30d use_temp_path=off;\n  server {{\n    listen 0.0.0.0:{port};\n    \
+                 location /sha256/ {{\n      proxy_pass http://127.0.0.1:{upstream};\n      proxy_set_header X-Signalbox-Region {region};\n      proxy_cache builds;\n      \
+                 proxy_cache_valid 200 30d;\n      proxy_cache_lock on;\n      proxy_cache_lock_timeout 60s;\n      proxy_cache_use_stale error timeout updating;\n      \
+                 add_header X-Cache-Status $upstream_cache_status;\n    }}\n  }}\n"
             )
         })
         .await
