@@ -9,6 +9,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SIGNALBOX_CACHE/target}"
 export SIGNALBOX_TEMPORAL_BIN="${SIGNALBOX_TEMPORAL_BIN:-$SIGNALBOX_CACHE/bin/temporal}"
 export SIGNALBOX_ETCD_BIN="${SIGNALBOX_ETCD_BIN:-$SIGNALBOX_CACHE/bin/etcd-3.6.16}"
 export SIGNALBOX_FAKES3_BIN="${SIGNALBOX_FAKES3_BIN:-$SIGNALBOX_CACHE/bin/fakes3-1.2.0}"
+# The Kubernetes control plane of the Kubernetes substrate's tests, and kwok with its stages.
+export SIGNALBOX_KUBE_BIN="${SIGNALBOX_KUBE_BIN:-$SIGNALBOX_CACHE/bin/kube-1.35.4}"
+export SIGNALBOX_KWOK_DIR="${SIGNALBOX_KWOK_DIR:-$SIGNALBOX_CACHE/bin/kwok-0.8.0}"
 # v1.5.1 is the newest tag `go install` accepts; later tags carry a replace directive.
 TEMPORAL_CLI_VERSION="v1.5.1"
 
@@ -88,6 +91,38 @@ ensure_etcd() {
 # An S3-compatible server for the store's S3 backend tests: gofakes3 1.2.0 over memory.
 ensure_fakes3() {
     ensure_go_tool s3 "$SIGNALBOX_FAKES3_BIN" "an S3-compatible test server (gofakes3)"
+}
+
+# A Kubernetes control plane for the Kubernetes substrate's tests, built from the Go module
+# proxy (no Docker, no prebuilt binaries here): kube-apiserver, kube-controller-manager,
+# kube-scheduler and kubectl 1.35.4 from tools/kube (k8s.io/kubernetes with each staging module
+# replaced by its published v0.35.4), and kwok 0.8.0 for fake nodes and pod lifecycles, with the
+# stage files that ship in its module. About 10 minutes once; each binary is moved into place
+# only when whole, so an interrupted build is redone.
+ensure_kube() {
+    local c
+    for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+        [ -x "$SIGNALBOX_KUBE_BIN/$c" ] && continue
+        command -v go >/dev/null || { echo "Go is needed to build $c (go build)" >&2; exit 1; }
+        say "building $c 1.35.4 from the Go module proxy (once; kube-apiserver takes about 5 minutes)"
+        go_without_sumdb_if_unreachable
+        mkdir -p "$SIGNALBOX_KUBE_BIN"
+        (cd tools/kube && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o "$SIGNALBOX_KUBE_BIN/$c.part" "k8s.io/kubernetes/cmd/$c")
+        mv "$SIGNALBOX_KUBE_BIN/$c.part" "$SIGNALBOX_KUBE_BIN/$c"
+    done
+    if [ ! -x "$SIGNALBOX_KWOK_DIR/kwok" ] || [ ! -f "$SIGNALBOX_KWOK_DIR/stages/pod-delete.yaml" ]; then
+        command -v go >/dev/null || { echo "Go is needed to build kwok (go build)" >&2; exit 1; }
+        say "building kwok 0.8.0 from the Go module proxy (once)"
+        go_without_sumdb_if_unreachable
+        mkdir -p "$SIGNALBOX_KWOK_DIR/stages"
+        (cd tools/kwok && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o "$SIGNALBOX_KWOK_DIR/kwok.part" sigs.k8s.io/kwok/cmd/kwok)
+        local module
+        module="$(cd tools/kwok && GOTOOLCHAIN=local GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"
+        cp "$module/kustomize/stage/node/fast/node-initialize.yaml" "$module/kustomize/stage/node/heartbeat/node-heartbeat.yaml" \
+            "$module/kustomize/stage/pod/fast/pod-complete.yaml" "$module/kustomize/stage/pod/fast/pod-delete.yaml" "$SIGNALBOX_KWOK_DIR/stages/"
+        chmod u+w "$SIGNALBOX_KWOK_DIR/stages/"*
+        mv "$SIGNALBOX_KWOK_DIR/kwok.part" "$SIGNALBOX_KWOK_DIR/kwok"
+    fi
 }
 
 ensure_rust() {
