@@ -114,6 +114,7 @@ fn record(digest: &Digest, r: Record, quarantined: bool) -> pb::ArtifactRecord {
         format: match r.format {
             signalbox_store::Format::Bundle => "bundle",
             signalbox_store::Format::Demo => "demo",
+            signalbox_store::Format::Image => "image",
         }
         .to_owned(),
         quarantined,

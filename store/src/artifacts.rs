@@ -97,7 +97,10 @@ impl ArtifactStore {
         {
             return Ok((digest, first, false));
         }
-        record.format = if signalbox_bundle::is_bundle(&bytes) {
+        record.format = if record.image().is_some() {
+            check_image_manifest(&bytes).map_err(Error::Invalid)?;
+            Format::Image
+        } else if signalbox_bundle::is_bundle(&bytes) {
             signalbox_bundle::Bundle::read(&bytes).map_err(Error::Bundle)?;
             Format::Bundle
         } else {
@@ -267,6 +270,47 @@ pub enum Format {
     /// A build of signalbox's own demo service (a JSON file saying how it behaves).
     #[default]
     Demo,
+    /// A container image's manifest (OCI or Docker v2), so its digest is the image's: pods run
+    /// `<repository>@<digest>`, the repository named by the record's [`IMAGE_LABEL`].
+    Image,
+}
+
+/// The label naming the image repository of a build for Kubernetes targets
+/// (`image=registry.example/web`); such a build's bytes are the image's manifest.
+pub const IMAGE_LABEL: &str = "image";
+
+/// Checks that `bytes` are a container image manifest (OCI image or index, Docker v2), so the
+/// build's digest is the image digest a registry serves.
+fn check_image_manifest(bytes: &[u8]) -> signalbox_domain::Result<()> {
+    let refuse = |rule: &str| Err(signalbox_domain::Error::invalid("labels.image", rule));
+    let Ok(manifest) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return refuse("a build labelled with an image must be that image's manifest (JSON), as `crane manifest` or `docker manifest inspect --verbose` prints it");
+    };
+    let v2 = manifest.get("schemaVersion").and_then(serde_json::Value::as_u64) == Some(2);
+    let shaped = manifest.get("layers").is_some_and(serde_json::Value::is_array) || manifest.get("manifests").is_some_and(serde_json::Value::is_array);
+    if !(v2 && shaped) {
+        return refuse("the build is not an image manifest: it needs \"schemaVersion\": 2 and \"layers\" or \"manifests\"");
+    }
+    Ok(())
+}
+
+/// Checks an image repository: `host[:port]/path` or `path`, lowercase, no tag or digest (the
+/// build's digest pins it).
+fn check_image_repository(repo: &str) -> signalbox_domain::Result<()> {
+    let (host, path) = match repo.split_once('/') {
+        Some((h, p)) if h.contains(['.', ':']) || h == "localhost" => (Some(h), p),
+        _ => (None, repo),
+    };
+    let host_ok = host.is_none_or(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b)));
+    let path_ok = !path.is_empty()
+        && path.split('/').all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)));
+    if !(host_ok && path_ok) || repo.contains('@') || path.contains(':') || repo.len() > 255 {
+        return Err(signalbox_domain::Error::invalid(
+            "labels.image",
+            "must be an image repository without tag or digest, e.g. registry.example/shop/web (its pods run <repository>@<digest>)",
+        ));
+    }
+    Ok(())
 }
 
 /// Most labels a build may carry.
@@ -286,6 +330,11 @@ impl Record {
             labels: BTreeMap::new(),
             format: Format::Demo,
         }
+    }
+
+    /// The image repository of a build for Kubernetes targets, if it is one.
+    pub fn image(&self) -> Option<&str> {
+        self.labels.get(IMAGE_LABEL).map(String::as_str)
     }
 
     /// The deployable artifact this record describes.
@@ -332,6 +381,9 @@ impl Record {
             if value.contains(['\n', '\t']) {
                 return Err(Invalid::invalid(field, "must be one line"));
             }
+        }
+        if let Some(repo) = self.image() {
+            check_image_repository(repo)?;
         }
         Ok(())
     }
@@ -391,6 +443,25 @@ mod tests {
         assert_eq!(store.put_build(b"build".to_vec(), again).await.unwrap(), d);
         assert_eq!(store.record(&d).await.unwrap(), Some(record));
         assert_eq!(store.record(&digest_of(b"other")).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn an_image_build_is_its_manifest_and_names_a_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::local(dir.path()).unwrap();
+        let manifest = br#"{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {}, "layers": []}"#.to_vec();
+        let mut record = Record::new("web", "2.0.0", "abc1234");
+        record.labels.insert(IMAGE_LABEL.into(), "registry.local:5000/shop/web".into());
+        let (d, stored, _) = store.push(manifest.clone(), record.clone()).await.unwrap();
+        assert_eq!((d, stored.format, stored.image()), (digest_of(&manifest), Format::Image, Some("registry.local:5000/shop/web")));
+        let not_a_manifest = store.push(br#"{"version": "2"}"#.to_vec(), record.clone()).await.unwrap_err();
+        assert_eq!(not_a_manifest.field_name(), Some("labels.image"));
+        for bad in ["Web", "web:2.0.0", "registry.local/web@sha256:00", "shop//web", ""] {
+            let mut r = record.clone();
+            r.labels.insert(IMAGE_LABEL.into(), bad.into());
+            let e = store.push(manifest.clone(), r).await.unwrap_err();
+            assert_eq!(e.field_name(), Some("labels.image"), "{bad:?}: {e}");
+        }
     }
 
     #[tokio::test]

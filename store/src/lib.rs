@@ -9,7 +9,7 @@ mod home;
 mod merged;
 mod quarantine;
 
-pub use artifacts::{ArtifactStore, Record, digest_of, Format, MAX_LABELS};
+pub use artifacts::{ArtifactStore, Format, IMAGE_LABEL, MAX_LABELS, Record, digest_of};
 pub use error::{Error, Result};
 pub use home::Home;
 pub use merged::{MAX_PUSHES, MergedBranch, Push, body_digest};
