@@ -103,6 +103,9 @@ impl Sampler {
             let report = AnalysisReport { decision: Decision::Pass, rule: None, summary: "dry run: not analysed".into(), metrics: vec![] };
             return Ok(AnalyzeOutput { report, input: None });
         }
+        if !substrate.has_metrics() {
+            return by_platform(substrate, &input, progress).await;
+        }
         let canary_endpoints = substrate.health_endpoints(&input.canary).await?;
         let stable_endpoints = substrate.health_endpoints(&input.stable).await?;
         let _load = input.load_rps.map(|rps| self.load(&canary_endpoints, &stable_endpoints, rps));
@@ -226,6 +229,43 @@ pub fn figures(deltas: &[Counters]) -> GroupFigures {
         p99_ms: quantile_ms(0.99, &total.buckets),
         log_lines: total.log_lines.round() as u64,
     }
+}
+
+
+/// How long the platform may go unread while a step is judged by it (a control plane
+/// restarting) before the judgement gives up; within the activity's slack over its windows.
+const PLATFORM_UNREAD_AT_MOST: Duration = Duration::from_secs(45);
+
+/// Judges a step of a target without metrics by what its platform says of the canary, once per
+/// window: the first unhealthy reading fails the step; healthy through every window passes. A
+/// window the platform cannot be read in does not count, for up to [`PLATFORM_UNREAD_AT_MOST`].
+async fn by_platform(substrate: &dyn Substrate, input: &AnalyzeInput, progress: &Sampled) -> Result<AnalyzeOutput> {
+    let mut tick = tokio::time::interval(Duration::from_millis(input.window_ms));
+    tick.tick().await;
+    let mut unread_since: Option<tokio::time::Instant> = None;
+    let mut n = 0;
+    while n < input.windows as usize {
+        tick.tick().await;
+        match substrate.platform_health(&input.canary).await {
+            Ok(Some(reason)) => {
+                let summary = format!("fail: the platform reports the canary unhealthy in window {}: {reason}", n + 1);
+                info!(%summary, "step judged by its platform");
+                return Ok(AnalyzeOutput { report: AnalysisReport { decision: Decision::Fail, rule: None, summary, metrics: vec![] }, input: None });
+            }
+            Ok(None) => {
+                unread_since = None;
+                n += 1;
+                progress.record(n, Some(input.windows.saturating_sub(n as u32)));
+            }
+            Err(e) if e.is_retryable() && unread_since.is_none_or(|t| t.elapsed() < PLATFORM_UNREAD_AT_MOST) => {
+                tracing::warn!(error = %e, "the platform cannot be read: this window does not count");
+                unread_since.get_or_insert_with(tokio::time::Instant::now);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let summary = format!("pass: the platform reports every canary instance healthy in {} windows (the target has no metrics to analyse)", input.windows);
+    Ok(AnalyzeOutput { report: AnalysisReport { decision: Decision::Pass, rule: None, summary, metrics: vec![] }, input: None })
 }
 
 #[cfg(test)]

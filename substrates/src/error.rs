@@ -27,6 +27,15 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// An instance the platform reports unhealthy on the new build (pods that never became
+    /// Ready, or crash): a verdict on the build, so a retry would only wait again.
+    #[error("instance {instance}: {message}")]
+    Unhealthy {
+        /// Instance id.
+        instance: String,
+        /// What the platform says.
+        message: String,
+    },
     /// The target is halted: an operator froze it, nothing may change until it is released.
     #[error("target {0} is halted; nothing was changed")]
     Halted(String),
@@ -55,7 +64,7 @@ impl Error {
     /// Whether retrying the same call could succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Invalid(_) | Self::UnknownKind { .. } | Self::Target(_) | Self::Halted(_) => false,
+            Self::Invalid(_) | Self::UnknownKind { .. } | Self::Target(_) | Self::Halted(_) | Self::Unhealthy { .. } => false,
             Self::Artifact(e) => e.is_retryable(),
             Self::Host(e) => e.is_retryable(),
             Self::Instance { .. } | Self::Io { .. } => true,

@@ -63,6 +63,20 @@ pub trait Substrate: Send + Sync {
     /// Health hook: where to read the instances' health signals.
     async fn health_endpoints(&self, instances: &[String]) -> Result<Vec<HealthEndpoint>>;
 
+    /// Health hook: what the platform itself says of `instances` (Kubernetes: pod readiness and
+    /// restarts), `Some(reason)` when one is unhealthy. Substrates whose instances only speak
+    /// through their metrics say nothing.
+    async fn platform_health(&self, instances: &[String]) -> Result<Option<String>> {
+        let _ = instances;
+        Ok(None)
+    }
+
+    /// Whether the instances serve metrics to sample. A target without them (pods with no
+    /// metrics source) is judged by [`Self::platform_health`] alone.
+    fn has_metrics(&self) -> bool {
+        true
+    }
+
     /// Freezes the substrate: in-flight and later applies stop before touching another instance.
     async fn halt(&self, deploy_id: &str, reason: &str) -> Result<()>;
 
