@@ -12,6 +12,7 @@ use signalbox_client::DEFAULT_TASK_QUEUE;
 use signalbox_store::Home;
 use signalbox_substrate::Registry;
 use signalbox_substrate_agent::AgentTargets;
+use signalbox_substrate_kube::KubeTargets;
 use signalbox_substrate_local::LocalFleets;
 use signalbox_workflows::{BlueGreenWorkflow, CanaryWorkflow, DeployWorkflow, LaneWorkflow, NoopChainWorkflow, ReleaseWorkflow};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
@@ -39,6 +40,11 @@ pub struct Options {
     /// signed. The first also signs what releases ask of their deploys.
     #[arg(long, env = "SIGNALBOX_CONTROL_KEY_FILE", value_delimiter = ',')]
     pub control_key_file: Vec<PathBuf>,
+    /// The file of Kubernetes targets this worker serves (TOML, `[[target]]` tables: name,
+    /// namespace, workload, and optionally container, context, kubeconfig, region,
+    /// ready_timeout_ms); checked at start. Without it, no Kubernetes target is served.
+    #[arg(long, env = "SIGNALBOX_KUBE_TARGETS")]
+    pub kube_targets: Option<PathBuf>,
 }
 
 /// Reads the control keys named by `files`, naming the file that cannot be used.
@@ -52,12 +58,23 @@ pub fn control_keys(files: &[PathBuf]) -> anyhow::Result<Vec<ControlKey>> {
         .collect()
 }
 
-/// The substrate kinds this worker serves: the local process fleet under `home`, and hosts
-/// running `signalbox-agent` whose keys are in the etcd at `etcd`.
-pub fn substrates(home: &Home, etcd: &[String]) -> Registry {
+/// The substrate kinds this worker serves: the local process fleet under `home`, hosts
+/// running `signalbox-agent` whose keys are in the etcd at `etcd`, and the Kubernetes targets
+/// of `kube`.
+pub fn substrates(home: &Home, etcd: &[String], kube: KubeTargets) -> Registry {
     Registry::default()
         .with(signalbox_substrate_local::KIND, LocalFleets::new(home.clone()))
         .with(signalbox_substrate_agent::KIND, AgentTargets::new(etcd.to_vec()))
+        .with(signalbox_substrate_kube::KIND, kube)
+}
+
+/// The Kubernetes targets named by `--kube-targets`, the file checked now, so a bad one stops
+/// the worker at start naming the field.
+pub fn kube_targets(home: &Home, file: Option<&std::path::Path>) -> anyhow::Result<KubeTargets> {
+    match file {
+        None => Ok(KubeTargets::default()),
+        Some(path) => KubeTargets::from_file(home.clone(), path).map_err(|e| anyhow::anyhow!("--kube-targets: {e}")),
+    }
 }
 
 /// Runs the worker until SIGTERM or Ctrl-C, then lets in-flight tasks finish.
@@ -74,6 +91,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         Some(origin) => Home::new(options.home.clone()).with_origin(origin.clone()),
         None => Home::new(options.home.clone()),
     };
+    let kube = kube_targets(&home, options.kube_targets.as_deref())?;
+    if !kube.names().is_empty() {
+        info!(targets = ?kube.names(), "serving kubernetes targets");
+    }
     let worker_options = WorkerOptions::new(options.task_queue.clone())
         .register_workflow::<DeployWorkflow>()?
         .register_workflow::<LaneWorkflow>()?
@@ -81,7 +102,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .register_workflow::<NoopChainWorkflow>()?
         .register_workflow::<CanaryWorkflow>()?
         .register_workflow::<BlueGreenWorkflow>()?
-        .register_activities(DeployActivities::new(home.clone(), substrates(&home, &options.etcd)))
+        .register_activities(DeployActivities::new(home.clone(), substrates(&home, &options.etcd, kube)))
         .register_activities(LaneActivities::new(client.clone()))
         .register_activities(ReleaseActivities::new(client.clone(), options.task_queue.clone(), signing))
         .register_activities(TrafficActivities)
