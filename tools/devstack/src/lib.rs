@@ -15,6 +15,7 @@
 pub mod browser;
 pub mod etcd;
 pub mod haproxy;
+pub mod kube;
 mod locate;
 pub mod netns;
 pub mod nginx;

@@ -4,6 +4,7 @@
 //! integration tests and the benchmarks all start from here.
 
 pub mod agents;
+pub mod kube;
 pub mod traffic;
 
 use std::path::{Path, PathBuf};
