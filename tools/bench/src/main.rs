@@ -3,6 +3,7 @@
 //! run, or next to the goal.
 
 mod agents;
+mod kube;
 mod overhead;
 mod release;
 mod rollback;
@@ -76,6 +77,16 @@ enum Bench {
         #[arg(long, default_value_t = 50)]
         build_mb: usize,
     },
+    /// A Kubernetes Deployment moved to a new image in equal batches with zero bake, against
+    /// `kubectl rollout` of the same change on the same control plane.
+    Kube {
+        /// Replicas of each Deployment.
+        #[arg(long, default_value_t = 200)]
+        replicas: u32,
+        /// Batches (kubectl's rolling update gets the same step as its maxSurge).
+        #[arg(long, default_value_t = 10)]
+        batches: u32,
+    },
     /// All of the above with their defaults.
     All,
 }
@@ -100,13 +111,15 @@ async fn main() -> anyhow::Result<()> {
         Bench::Rollout { instances, batches } => rollout::run(scratch("rollout"), instances, batches).await,
         Bench::Traffic { instances, rps } => traffic::run(scratch("traffic"), instances, rps).await,
         Bench::Agents { hosts, build_mb } => agents::run(scratch("agents"), hosts, build_mb).await,
+        Bench::Kube { replicas, batches } => kube::run(scratch("kube"), replicas, batches).await,
         Bench::All => {
             overhead::run(scratch("overhead"), 10, 5).await?;
             release::run(scratch("release"), 3).await?;
             rollback::run(scratch("rollback"), 100).await?;
             rollout::run(scratch("rollout"), 1000, 10).await?;
             traffic::run(scratch("traffic"), 10, 400).await?;
-            agents::run(scratch("agents"), 200, 50).await
+            agents::run(scratch("agents"), 200, 50).await?;
+            kube::run(scratch("kube"), 200, 10).await
         }
     }
 }
