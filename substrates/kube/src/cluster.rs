@@ -374,20 +374,55 @@ pub fn is_ready(pod: &Pod) -> bool {
     pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// What is wrong with a pod that should be serving, if anything: restarts, a container waiting
-/// on a crash or an image, or not Ready.
-pub fn trouble(pod: &Pod) -> Option<String> {
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
-    for c in &statuses {
+/// What says a pod's build is failing, not just slow: a restart, or a container waiting on a
+/// crash or an image it cannot have.
+pub fn failing(pod: &Pod) -> Option<String> {
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_deref()).unwrap_or_default();
+    statuses.iter().find_map(|c| {
         if c.restart_count > 0 {
             return Some(format!("pod {name}: container {} restarted {} times", c.name, c.restart_count));
         }
-        if let Some(w) = c.state.as_ref().and_then(|s| s.waiting.as_ref())
-            && let Some(why) = w.reason.as_deref().filter(|r| matches!(*r, "CrashLoopBackOff" | "ErrImagePull" | "ImagePullBackOff" | "CreateContainerConfigError" | "InvalidImageName"))
-        {
-            return Some(format!("pod {name}: container {} is waiting: {why}", c.name));
-        }
+        let why = c.state.as_ref().and_then(|s| s.waiting.as_ref()).and_then(|w| w.reason.as_deref())?;
+        matches!(why, "CrashLoopBackOff" | "ErrImagePull" | "ImagePullBackOff" | "CreateContainerConfigError" | "InvalidImageName")
+            .then(|| format!("pod {name}: container {} is waiting: {why}", c.name))
+    })
+}
+
+/// What is wrong with a pod that should be serving, if anything: [`failing`], or not Ready.
+pub fn trouble(pod: &Pod) -> Option<String> {
+    failing(pod).or_else(|| {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("no phase");
+        (!is_ready(pod)).then(|| format!("pod {} is not Ready ({phase})", pod.metadata.name.as_deref().unwrap_or_default()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(ready: bool, restarts: i32, waiting: Option<&str>) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-1"},
+            "status": {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+                "containerStatuses": [{
+                    "name": "app", "image": "i", "imageID": "", "ready": ready, "restartCount": restarts,
+                    "state": waiting.map_or_else(|| serde_json::json!({"running": {}}), |w| serde_json::json!({"waiting": {"reason": w}})),
+                }],
+            },
+        }))
+        .expect("a pod")
     }
-    (!is_ready(pod)).then(|| format!("pod {name} is not Ready ({})", pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "no phase".into())))
+
+    #[test]
+    fn a_pod_that_restarts_or_cannot_start_is_failing_one_not_yet_ready_is_only_in_trouble() {
+        assert_eq!(trouble(&pod(true, 0, None)), None);
+        assert_eq!(failing(&pod(false, 0, None)), None, "slow is not failing");
+        assert_eq!(trouble(&pod(false, 0, None)).as_deref(), Some("pod web-1 is not Ready (Running)"));
+        assert_eq!(failing(&pod(true, 2, None)).as_deref(), Some("pod web-1: container app restarted 2 times"));
+        assert_eq!(failing(&pod(false, 0, Some("ImagePullBackOff"))).as_deref(), Some("pod web-1: container app is waiting: ImagePullBackOff"));
+        assert_eq!(failing(&pod(false, 0, Some("ContainerCreating"))), None, "still starting");
+    }
 }

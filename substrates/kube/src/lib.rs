@@ -32,7 +32,7 @@ use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
 pub use cluster::{BUILD_LABEL, DEPLOY_LABEL, WORKLOAD_LABEL, deploy_label};
-use cluster::{Objects, trouble};
+use cluster::{Objects, failing, trouble};
 use ledger::{Build, HaltMark, Holder, Ledger};
 pub use spec::TargetSpec;
 
@@ -173,16 +173,21 @@ impl KubeTarget {
 
     /// Brings every holder's replicas to what the ledger says: builds that grow first, until
     /// their pods are Ready, then builds that shrink, so ready replicas never drop below the
-    /// plan. `respect_halt`: stop before shrinking anything if the target was halted meanwhile.
-    async fn converge(&self, ledger: &Ledger, growing_ids: &[String], respect_halt: bool, progress: Progress<'_>) -> Result<()> {
+    /// plan. `arriving` are the builds the step moves slots to: they are waited for even when an
+    /// earlier attempt already grew them (a retry after a crash). `respect_halt`: stop before
+    /// shrinking anything if the target was halted meanwhile.
+    async fn converge(&self, ledger: &Ledger, arriving: &[Digest], growing_ids: &[String], respect_halt: bool, progress: Progress<'_>) -> Result<()> {
         let objects = self.objects().await?;
         let want = ledger.replicas();
         let now = objects.scales(ledger).await?;
         let mut grow = Vec::new();
         for (digest, n) in &want {
             let n = *n as i32;
-            if n > now.get(digest).copied().unwrap_or(0) {
+            let grows = n > now.get(digest).copied().unwrap_or(0);
+            if grows {
                 objects.scale(digest, &ledger.builds[digest], n).await?;
+            }
+            if grows || (n > 0 && arriving.contains(digest)) {
                 grow.push((digest.clone(), n));
             }
         }
@@ -192,7 +197,7 @@ impl KubeTarget {
             loop {
                 let (ready, pods) = objects.readiness(digest, build).await?;
                 progress(ready.min(*n as usize));
-                if let Some(bad) = pods.iter().filter_map(trouble).find(|t| !t.contains("is not Ready")) {
+                if let Some(bad) = pods.iter().find_map(failing) {
                     return Err(unhealthy(growing_ids, bad));
                 }
                 if ready >= *n as usize {
@@ -313,7 +318,7 @@ impl KubeTarget {
         })
         .await?;
         let detail = format!("{} to {} ({}); replicas {}", ledger::ranges(&ledger.ordinals(instances).map_err(slot)?), target.version, target.digest, Self::counts(&ledger));
-        if let Err(e) = self.converge(&ledger, instances, true, progress).await {
+        if let Err(e) = self.converge(&ledger, std::slice::from_ref(&target.digest), instances, true, progress).await {
             if let Error::Unhealthy { message, .. } = &e {
                 objects.event(&ledger, &target.digest, deploy_id, "unhealthy", instances, format!("deploy {deploy_id}: {message}"), true).await?;
             }
@@ -332,7 +337,8 @@ impl KubeTarget {
         .await?;
         let ids: Vec<String> = changes.iter().map(|c| c.instance.clone()).collect();
         // An undo is always worth retrying: the old build's pods not yet Ready is no verdict.
-        self.converge(&ledger, &ids, false, progress).await.map_err(|e| match e {
+        let arriving: Vec<Digest> = changes.iter().map(|c| c.from_digest.clone()).collect();
+        self.converge(&ledger, &arriving, &ids, false, progress).await.map_err(|e| match e {
             Error::Unhealthy { instance, message } => Error::Instance { instance, message },
             e => e,
         })?;
