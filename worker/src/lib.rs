@@ -85,8 +85,6 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         info!("no control key: deploys started by an API that signs are refused their operations here");
     }
     signalbox_workflows::install_control_keys(keys);
-    let runtime = Runtime::from_current_tokio(Default::default())?;
-    let client = signalbox_client::connect().await?;
     let home = match &options.store {
         Some(origin) => Home::new(options.home.clone()).with_origin(origin.clone()),
         None => Home::new(options.home.clone()),
@@ -95,6 +93,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     if !kube.names().is_empty() {
         info!(targets = ?kube.names(), "serving kubernetes targets");
     }
+    let runtime = Runtime::from_current_tokio(Default::default())?;
+    let client = signalbox_client::connect().await?;
     let worker_options = WorkerOptions::new(options.task_queue.clone())
         .register_workflow::<DeployWorkflow>()?
         .register_workflow::<LaneWorkflow>()?
