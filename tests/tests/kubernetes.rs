@@ -1,7 +1,8 @@
 //! The Kubernetes substrate against a real control plane: kube-apiserver, controller-manager
 //! and scheduler 1.35.4 over etcd 3.6, with kwok playing the kubelets of fake nodes. Each test
 //! has its own workload (a user's Deployment the target adopts) in one shared cluster, and the
-//! deploys run through the real worker process.
+//! deploys run through the real worker process, which also serves agent hosts (network
+//! namespaces running `signalbox-agent`), so one release spans both.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,29 +13,56 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, WatchEvent, WatchParams};
 use signalbox_devstack::kube::KubeOptions;
 use signalbox_devstack::wait_for;
-use signalbox_domain::{Artifact, BatchPlan, BatchStep, DeployRequest, HealthPolicy, Phase, Target};
+use signalbox_domain::{
+    Artifact, BatchPlan, BatchStep, DeployRequest, DeploySettings, DeployState, HealthPolicy, OnFailure, Phase, Pipeline, ReleasePhase, ReleaseRequest, ServiceBuild, Stage, StageTarget,
+    Target,
+};
 use signalbox_domain::control::Command;
+use signalbox_localstack::agents::{AgentFleet, AgentWorld};
 use signalbox_localstack::kube::{KubeWorld, NAMESPACE, publish_image};
 use signalbox_localstack::{DEPLOY_DEADLINE, Stack, StackOptions, request};
-use signalbox_tests::{record_history, run, scratch};
+use signalbox_tests::{AGENT_REGIONS, GrpcApi, pack_hello, push_bundle, record_history, run, scratch};
 use tokio::sync::OnceCell;
 
 /// The version whose pods kwok runs but never makes Ready.
 const NEVER_READY: &str = "6.6.6";
 /// The workloads of the tests, one each; every one is a target of the same name.
-const WORKLOADS: [&str; 4] = ["web", "stuck", "frozen", "sturdy"];
+const WORKLOADS: [&str; 5] = ["web", "stuck", "frozen", "sturdy", "storefront"];
 
-static WORLD: OnceCell<(Stack, tokio::sync::Mutex<KubeWorld>)> = OnceCell::const_new();
+/// The cluster, and the agent world (etcd, an origin, a cache per region) of the host targets.
+struct World {
+    kube: KubeWorld,
+    agents: AgentWorld,
+}
 
-async fn world() -> &'static (Stack, tokio::sync::Mutex<KubeWorld>) {
+impl std::ops::Deref for World {
+    type Target = KubeWorld;
+    fn deref(&self) -> &KubeWorld {
+        &self.kube
+    }
+}
+
+impl std::ops::DerefMut for World {
+    fn deref_mut(&mut self) -> &mut KubeWorld {
+        &mut self.kube
+    }
+}
+
+static WORLD: OnceCell<(Stack, tokio::sync::Mutex<World>)> = OnceCell::const_new();
+
+async fn world() -> &'static (Stack, tokio::sync::Mutex<World>) {
     WORLD
         .get_or_init(|| async {
             let dir = scratch("kubernetes");
             let options = KubeOptions { nodes: 2, never_ready_versions: vec![NEVER_READY.into()] };
-            let world = KubeWorld::start(&dir.join("kube"), options, &WORKLOADS, 10_000).await.expect("the control plane starts");
+            let kube = KubeWorld::start(&dir.join("kube"), options, &WORKLOADS, 10_000).await.expect("the control plane starts");
+            // The stack's home, made here first: the origin serves its store.
+            let home = signalbox_store::Home::new(dir.join("home"));
+            let agents = AgentWorld::start(&dir.join("agents"), &home, &AGENT_REGIONS).await.expect("the agent world starts");
             let mut options = StackOptions::in_dir(dir);
-            options.worker_env.push(world.worker_env());
-            (Stack::start(options).await.expect("the local stack starts"), tokio::sync::Mutex::new(world))
+            options.worker_env.push(kube.worker_env());
+            options.worker_env.push(("SIGNALBOX_ETCD".into(), agents.etcd.url()));
+            (Stack::start(options).await.expect("the local stack starts"), tokio::sync::Mutex::new(World { kube, agents }))
         })
         .await
 }
@@ -226,7 +254,7 @@ fn halt_leaves_every_replica_count_and_pod_as_it_is_and_abort_rolls_back() {
     });
 }
 
-async fn pod_names(world: &KubeWorld, workload: &str) -> anyhow::Result<Vec<(String, bool)>> {
+async fn pod_names(world: &World, workload: &str) -> anyhow::Result<Vec<(String, bool)>> {
     let mut pods = world.pods(workload).await?;
     pods.sort();
     Ok(pods)
@@ -298,4 +326,90 @@ fn a_deploy_rides_out_an_api_server_restart_and_a_worker_killed_mid_batch_applyi
 fn kill_stack_worker(s: &Stack) -> anyhow::Result<()> {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.worker.pid() as i32), nix::sys::signal::Signal::SIGKILL)?;
     Ok(())
+}
+
+#[test]
+fn one_release_rolls_a_service_out_to_agent_hosts_and_another_to_a_kubernetes_workload() {
+    run(async {
+        let (s, world) = world().await;
+        let world = world.lock().await;
+        let api = GrpcApi::start_with_etcd(s, &world.agents.etcd.url()).await?;
+        let dir = tempfile::tempdir()?;
+        let (b1, _) = push_bundle(&api, "hello-py", &pack_hello(dir.path(), "1.0.0", 0.0)?, "1.0.0").await?;
+        let (b2, _) = push_bundle(&api, "hello-py", &pack_hello(dir.path(), "2.0.0", 0.0)?, "2.0.0").await?;
+        let initial = Artifact { digest: b1.parse()?, git_sha: "0a1b2c3d".into(), version: "1.0.0".into() };
+        let hosts = AgentFleet::start(&world.agents, &s.options.dir.join("hosts"), "hosts", 4, &initial, 200).await?;
+        let (_, shop1) = publish_image(&s.home, "storefront", "1.0.0", "registry.local/shop/storefront").await?;
+        let (shop2, image2) = publish_image(&s.home, "storefront", "2.0.0", "registry.local/shop/storefront").await?;
+        world.deployment("storefront", 6, &shop1).await?;
+
+        let on_hosts = DeploySettings {
+            batch_plan: BatchPlan { steps: vec![BatchStep::Percent(50.0), BatchStep::Percent(100.0)] },
+            bake_ms: 500,
+            health: HealthPolicy { samples: 4, sample_interval_ms: 1_000, min_requests_per_sample: 10, ..HealthPolicy::default() },
+            ..DeploySettings::default()
+        };
+        let on_kube = DeploySettings {
+            batch_plan: BatchPlan { steps: vec![BatchStep::Count(2), BatchStep::Count(6)] },
+            health: HealthPolicy { samples: 3, sample_interval_ms: 200, ..HealthPolicy::default() },
+            ..DeploySettings::default()
+        };
+        let target = |name: &str, kind: &str, instances: u32, deploy: DeploySettings, service: &str| StageTarget {
+            target: Target { name: name.into(), kind: kind.into() },
+            instances,
+            deploy,
+            services: vec![service.into()],
+        };
+        let pipeline = Pipeline {
+            name: "shop".into(),
+            stages: vec![Stage {
+                name: "production".into(),
+                targets: vec![target("hosts", "agent", 4, on_hosts, "hello-py"), target("storefront", signalbox_substrate_kube::KIND, 6, on_kube, "storefront")],
+                max_parallel: 2,
+                soak_ms: 0,
+                approval: None,
+                max_soak_restarts: 3,
+                analysis: None,
+            }],
+            blast_radius_percent: None,
+            on_failure: OnFailure::RollBack,
+        };
+        let services = vec![
+            ServiceBuild { service: "hello-py".into(), artifact: Artifact { digest: b2.parse()?, git_sha: "0a1b2c3d".into(), version: "2.0.0".into() }, depends_on: vec![] },
+            ServiceBuild { service: "storefront".into(), artifact: shop2, depends_on: vec![] },
+        ];
+        let releases = s.releases().await?;
+        let id = releases.start(ReleaseRequest { pipeline, services, deployer: "ci@signalbox".into(), dry_run: false, control: Default::default() }, None).await?;
+        let status = tokio::time::timeout(2 * DEPLOY_DEADLINE, releases.result(&id)).await??;
+        assert_eq!(status.phase, ReleasePhase::Succeeded, "{status:#?}");
+        let deploys: Vec<(String, String, DeployState)> = status.stages[0].deploys.iter().map(|d| (d.service.clone(), d.target.to_string(), d.state)).collect();
+        let want = [("hello-py", "agent/hosts"), ("storefront", "kubernetes/storefront")].map(|(s, t)| (s.to_owned(), t.to_owned(), DeployState::Succeeded));
+        assert_eq!(deploys, want, "one deploy per target, each through its own substrate");
+        assert_eq!(hosts.answers().await, vec![Some("2.0.0".to_owned()); 4], "every host answers the new build");
+        world.wait_ready("storefront", 6, &image2).await?;
+        record_history(&s.deploys().await?, &id, "kube_release_with_agents").await?;
+        api.stop().await
+    });
+}
+
+#[test]
+fn a_worker_given_a_bad_targets_file_does_not_start_and_names_the_field() {
+    run(async {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("kube.toml");
+        std::fs::write(&file, "[[target]]\nname = \"web\"\nnamespace = \"Shop\"\nworkload = \"web\"\n")?;
+        let out = tokio::process::Command::new(signalbox_devstack::workspace_binary("signalbox-worker")?)
+            .arg("--kube-targets")
+            .arg(&file)
+            .arg("--home")
+            .arg(dir.path())
+            // Nothing listens here: the file is refused before any connection is tried.
+            .env("TEMPORAL_ADDRESS", "127.0.0.1:1")
+            .output()
+            .await?;
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "the worker started: {said}");
+        assert!(said.contains("--kube-targets: ") && said.contains("target[0].namespace: must be a DNS label"), "{said}");
+        Ok(())
+    });
 }

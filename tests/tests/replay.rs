@@ -72,9 +72,9 @@ const V2: [&str; 22] = [
 /// held by a late halt and rolled back in its window, policies with metric kinds (an A/A
 /// period before the first batch only, then before every step of each strategy), and releases
 /// (a build stopped in a channel, region waves), and deploys to Kubernetes targets.
-const CURRENT: [&str; 45] = [
+const CURRENT: [&str; 46] = [
     "auth_signed_control", "auth_signed_release", "api_paused_bounded_audit",
-    "kube_rolling_twenty", "kube_never_ready_rolled_back", "kube_halt_abort",
+    "kube_rolling_twenty", "kube_never_ready_rolled_back", "kube_halt_abort", "kube_release_with_agents",
     "rolling_good", "rolling_bad", "rolling_abort", "worker_crash", "server_restart", "canary_good", "canary_bad", "bluegreen_flip",
     "bluegreen_flip_back", "analysis_engine_good", "analysis_engine_bad", "analysis_engine_exported", "control_pause", "control_halt_abort",
     "control_rollback_window", "control_approval", "control_expiry_abort", "control_bypass", "lane_redeploy", "lane_queued",
