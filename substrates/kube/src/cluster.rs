@@ -155,15 +155,11 @@ impl Objects {
         format!("{}-{}", self.spec.workload, digest.short())
     }
 
-    /// Current desired replicas of `holder`, with its resourceVersion; `None` if it is gone.
-    async fn scale_of(&self, holder: &Holder) -> Result<Option<(i32, String)>> {
+    /// Current desired replicas of `holder` (0 if it is gone).
+    async fn scale_of(&self, holder: &Holder) -> Result<i32> {
         Ok(match holder {
-            Holder::Deployment(n) => self.deployments.get_opt(n).await.map_err(|e| api("read the workload", e))?.map(|d| {
-                (d.spec.and_then(|s| s.replicas).unwrap_or(1), d.metadata.resource_version.unwrap_or_default())
-            }),
-            Holder::ReplicaSet(n) => self.sets.get_opt(n).await.map_err(|e| api("read a replicaset", e))?.map(|r| {
-                (r.spec.and_then(|s| s.replicas).unwrap_or(1), r.metadata.resource_version.unwrap_or_default())
-            }),
+            Holder::Deployment(n) => self.deployments.get_opt(n).await.map_err(|e| api("read the workload", e))?.map_or(0, |d| d.spec.and_then(|s| s.replicas).unwrap_or(1)),
+            Holder::ReplicaSet(n) => self.sets.get_opt(n).await.map_err(|e| api("read a replicaset", e))?.map_or(0, |r| r.spec.and_then(|s| s.replicas).unwrap_or(1)),
         })
     }
 
@@ -171,50 +167,21 @@ impl Objects {
     pub async fn scales(&self, ledger: &Ledger) -> Result<BTreeMap<Digest, i32>> {
         let mut out = BTreeMap::new();
         for (digest, build) in &ledger.builds {
-            out.insert(digest.clone(), self.scale_of(&build.holder).await?.map_or(0, |(n, _)| n));
+            out.insert(digest.clone(), self.scale_of(&build.holder).await?);
         }
         Ok(out)
     }
 
     /// Sets `holder`'s replicas to `want`, making a build's ReplicaSet first if it is missing.
-    /// A replace with the resourceVersion read; a conflict is read again.
     pub async fn scale(&self, digest: &Digest, build: &Build, want: i32) -> Result<()> {
-        loop {
-            let Some((now, version)) = self.scale_of(&build.holder).await? else {
-                match &build.holder {
-                    Holder::ReplicaSet(_) => {
-                        self.create_set(digest, build, want).await?;
-                        return Ok(());
-                    }
-                    Holder::Deployment(n) => return Err(Error::Target(format!("deployment {n} (the adopted workload) is gone"))),
-                }
-            };
-            if now == want {
-                return Ok(());
-            }
-            let result = match &build.holder {
-                Holder::Deployment(n) => {
-                    let mut d = self.deployments.get(n).await.map_err(|e| api("read the workload", e))?;
-                    if d.metadata.resource_version.as_deref() != Some(version.as_str()) {
-                        continue;
-                    }
-                    d.spec.as_mut().expect("a deployment has a spec").replicas = Some(want);
-                    self.deployments.replace(n, &PostParams::default(), &d).await.map(drop)
-                }
-                Holder::ReplicaSet(n) => {
-                    let mut r = self.sets.get(n).await.map_err(|e| api("read a replicaset", e))?;
-                    if r.metadata.resource_version.as_deref() != Some(version.as_str()) {
-                        continue;
-                    }
-                    r.spec.as_mut().expect("a replicaset has a spec").replicas = Some(want);
-                    self.sets.replace(n, &PostParams::default(), &r).await.map(drop)
-                }
-            };
-            match result {
-                Ok(()) => return Ok(()),
-                Err(e) if is_code(&e, 409) => continue,
-                Err(e) => return Err(api("scale", e)),
-            }
+        let scaled = match &build.holder {
+            Holder::Deployment(n) => set_replicas(&self.deployments, n, want, |d| &mut d.spec.as_mut().expect("a deployment has a spec").replicas).await?,
+            Holder::ReplicaSet(n) => set_replicas(&self.sets, n, want, |r| &mut r.spec.as_mut().expect("a replicaset has a spec").replicas).await?,
+        };
+        match (scaled, &build.holder) {
+            (true, _) => Ok(()),
+            (false, Holder::ReplicaSet(_)) => self.create_set(digest, build, want).await,
+            (false, Holder::Deployment(n)) => Err(Error::Target(format!("deployment {n} (the adopted workload) is gone"))),
         }
     }
 
@@ -350,6 +317,28 @@ impl Objects {
             .collect();
         out.sort();
         Ok(out)
+    }
+}
+
+/// Sets the replicas of the object `name` to `want` with a replace carrying the resourceVersion
+/// read; a conflict is read again. `false`: there is no such object.
+async fn set_replicas<K>(api_of: &Api<K>, name: &str, want: i32, replicas: impl Fn(&mut K) -> &mut Option<i32>) -> Result<bool>
+where
+    K: Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+{
+    loop {
+        let Some(mut object) = api_of.get_opt(name).await.map_err(|e| api("read", e))? else {
+            return Ok(false);
+        };
+        if *replicas(&mut object) == Some(want) {
+            return Ok(true);
+        }
+        *replicas(&mut object) = Some(want);
+        match api_of.replace(name, &PostParams::default(), &object).await {
+            Ok(_) => return Ok(true),
+            Err(e) if is_code(&e, 409) => continue,
+            Err(e) => return Err(api("scale", e)),
+        }
     }
 }
 
